@@ -1,0 +1,53 @@
+# Two commands matter: `make demo` (a full payment on loopback) and `make test` (everything CI runs).
+# Both install what they need into .venv first. Other targets are listed by `make help`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PY := python3
+export SAM_CLI_TELEMETRY := 0
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+FUNCTIONS := -p stk-push -p stk-callback -p payment-status
+CARGO ?= cargo
+
+.PHONY: help setup build demo test lint unit e2e template sam-build clean
+
+help:
+	@echo "make demo      run a full payment (and a cancelled one) against the local stack"
+	@echo "make test      fmt, clippy, unit and integration tests, template checks"
+	@echo "make setup     install the local tools (moto, aws-sam-cli, cargo-lambda) into $(VENV)"
+	@echo "make sam-build sam build for x86_64 (needs cargo-lambda's zig; used by CI)"
+
+$(VENV)/.installed: tools/requirements.txt
+	@echo "==> installing local tools into $(VENV) (moto, aws-sam-cli, cargo-lambda)"
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+build: setup
+	@echo "==> building the functions and the local stack"
+	$(CARGO) build $(FUNCTIONS) -p local-stack -p daraja-sim
+
+demo: build
+	@echo "==> running the demo"
+	$(CARGO) run --quiet -p local-stack -- demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+template: setup
+	sam validate --lint --template-file template.yaml
+	cfn-lint template.yaml
+
+test: build lint template
+	@echo "==> unit and integration tests (DynamoDB emulator, Daraja simulator, functions under the runtime emulator)"
+	$(CARGO) test --workspace
+
+sam-build: setup
+	sam build --template-file template.yaml --parameter-overrides Architecture=x86_64
+
+clean:
+	rm -rf .aws-sam $(VENV)

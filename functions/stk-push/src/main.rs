@@ -1,0 +1,33 @@
+//! `POST /payments`: validates the request, sends the STK push, records the pending payment.
+
+mod handler;
+
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+use lambda_http::{run, service_fn, Error};
+use shared::api::PushService;
+use shared::config::{ProcessEnv, PushConfig, SecretsManager};
+use shared::daraja::client::{DarajaClient, NoSharedTokens};
+use shared::daraja::time::SystemClock;
+use shared::store::DynamoStore;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::lambda::init_tracing();
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
+    let config = PushConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let clock = Arc::new(SystemClock);
+    let service = PushService {
+        daraja: DarajaClient::new(config.daraja, clock.clone(), Arc::new(NoSharedTokens))?,
+        store: Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&aws),
+            config.table_name,
+        )),
+        clock,
+        callback_token: config.callback_token,
+        callback_base_url: config.callback_base_url,
+    };
+    run(service_fn(|request| handler::handle(&service, request))).await
+}

@@ -1,0 +1,427 @@
+//! Typed configuration, read once at cold start.
+//!
+//! Plain settings come from environment variables. The four secrets (consumer key and secret,
+//! passkey, callback token) come from one Secrets Manager secret named by `DARAJA_SECRET_ARN`,
+//! unless every one a function needs is already set in its environment (local runs, tests):
+//! then no secret is fetched at all, which keeps local cold starts free of network calls.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::daraja::client::DarajaConfig;
+use crate::daraja::secret::Secret;
+use crate::daraja::values::{ShortCode, TillNumber, TransactionKind};
+
+pub const SANDBOX_BASE_URL: &str = "https://sandbox.safaricom.co.ke";
+
+/// Why a function could not start. The message names every missing or invalid setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing configuration: {}", .0.iter().cloned().collect::<Vec<_>>().join(", "))]
+    Missing(BTreeSet<String>),
+    #[error("invalid configuration {name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("could not read secret {arn}: {reason}")]
+    Secret { arn: String, reason: String },
+}
+
+/// Where settings are read from: the process environment in production, a map in tests.
+pub trait Vars {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment. Empty values count as unset, because SAM passes empty strings
+/// for blank parameters.
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<const N: usize> Vars for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Reads the secret document (JSON) by ARN. Behind a trait so the Secrets Manager client is only
+/// built when a secret is really needed.
+#[async_trait]
+pub trait SecretSource: Send + Sync {
+    async fn fetch(&self, arn: &str) -> Result<String, String>;
+}
+
+/// Secrets Manager over the AWS SDK.
+pub struct SecretsManager(pub aws_sdk_secretsmanager::Client);
+
+#[async_trait]
+impl SecretSource for SecretsManager {
+    async fn fetch(&self, arn: &str) -> Result<String, String> {
+        let out = self
+            .0
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
+        out.secret_string
+            .ok_or_else(|| "the secret has no SecretString".to_string())
+    }
+}
+
+/// The secrets a function may need, by their environment-variable name and their key in the
+/// Secrets Manager document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretName {
+    ConsumerKey,
+    ConsumerSecret,
+    Passkey,
+    CallbackToken,
+}
+
+impl SecretName {
+    fn env(self) -> &'static str {
+        match self {
+            SecretName::ConsumerKey => "DARAJA_CONSUMER_KEY",
+            SecretName::ConsumerSecret => "DARAJA_CONSUMER_SECRET",
+            SecretName::Passkey => "DARAJA_PASSKEY",
+            SecretName::CallbackToken => "CALLBACK_TOKEN",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            SecretName::ConsumerKey => "consumer_key",
+            SecretName::ConsumerSecret => "consumer_secret",
+            SecretName::Passkey => "passkey",
+            SecretName::CallbackToken => "callback_token",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SecretDocument {
+    consumer_key: Option<String>,
+    consumer_secret: Option<String>,
+    passkey: Option<String>,
+    callback_token: Option<String>,
+}
+
+impl SecretDocument {
+    fn get(&self, name: SecretName) -> Option<&String> {
+        match name {
+            SecretName::ConsumerKey => self.consumer_key.as_ref(),
+            SecretName::ConsumerSecret => self.consumer_secret.as_ref(),
+            SecretName::Passkey => self.passkey.as_ref(),
+            SecretName::CallbackToken => self.callback_token.as_ref(),
+        }
+        .filter(|v| !v.trim().is_empty() && v.as_str() != "CHANGE_ME")
+    }
+}
+
+/// Resolves `names`: environment first, then the secret document (fetched at most once).
+pub async fn load_secrets(
+    vars: &dyn Vars,
+    names: &[SecretName],
+    source: Option<&dyn SecretSource>,
+) -> Result<Vec<Secret>, ConfigError> {
+    let from_env: Vec<Option<String>> = names.iter().map(|n| vars.var(n.env())).collect();
+    if from_env.iter().all(Option::is_some) {
+        return Ok(from_env.into_iter().flatten().map(Secret::new).collect());
+    }
+    let missing_env = || -> BTreeSet<String> {
+        names
+            .iter()
+            .zip(&from_env)
+            .filter(|(_, v)| v.is_none())
+            .map(|(n, _)| n.env().to_string())
+            .collect()
+    };
+    let (Some(arn), Some(source)) = (vars.var("DARAJA_SECRET_ARN"), source) else {
+        let mut missing = missing_env();
+        missing.insert("DARAJA_SECRET_ARN (or the variables before it)".to_string());
+        return Err(ConfigError::Missing(missing));
+    };
+    let raw = source.fetch(&arn).await.map_err(|reason| ConfigError::Secret {
+        arn: arn.clone(),
+        reason,
+    })?;
+    let doc: SecretDocument = serde_json::from_str(&raw).map_err(|e| ConfigError::Secret {
+        arn: arn.clone(),
+        reason: format!("not the expected JSON document: {e}"),
+    })?;
+    let mut missing = BTreeSet::new();
+    let mut out = Vec::with_capacity(names.len());
+    for (name, env) in names.iter().zip(from_env) {
+        match env.or_else(|| doc.get(*name).cloned()) {
+            Some(v) => out.push(Secret::new(v)),
+            None => {
+                missing.insert(format!("{} (key {} in {arn})", name.env(), name.key()));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(out)
+    } else {
+        Err(ConfigError::Missing(missing))
+    }
+}
+
+fn required(vars: &dyn Vars, name: &'static str, missing: &mut BTreeSet<String>) -> String {
+    vars.var(name).unwrap_or_else(|| {
+        missing.insert(name.to_string());
+        String::new()
+    })
+}
+
+fn millis(vars: &dyn Vars, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    match vars.var(name) {
+        None => Ok(Duration::from_millis(default)),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| ConfigError::Invalid {
+                name,
+                reason: format!("{v:?} is not a whole number of milliseconds"),
+            }),
+    }
+}
+
+/// Settings of the callback function.
+#[derive(Debug)]
+pub struct CallbackConfig {
+    pub table_name: String,
+    pub callback_token: Secret,
+}
+
+impl CallbackConfig {
+    pub async fn load(
+        vars: &dyn Vars,
+        source: Option<&dyn SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        let mut missing = BTreeSet::new();
+        let table_name = required(vars, "TABLE_NAME", &mut missing);
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing(missing));
+        }
+        let mut secrets = load_secrets(vars, &[SecretName::CallbackToken], source).await?;
+        Ok(Self {
+            table_name,
+            callback_token: secrets.remove(0),
+        })
+    }
+}
+
+/// Settings of the push function.
+#[derive(Debug)]
+pub struct PushConfig {
+    pub table_name: String,
+    pub daraja: DarajaConfig,
+    pub callback_token: Secret,
+    /// Public base URL Safaricom calls back. `None`: derived from each API Gateway request.
+    pub callback_base_url: Option<String>,
+}
+
+impl PushConfig {
+    pub async fn load(
+        vars: &dyn Vars,
+        source: Option<&dyn SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        let mut missing = BTreeSet::new();
+        let table_name = required(vars, "TABLE_NAME", &mut missing);
+        let shortcode = required(vars, "DARAJA_SHORTCODE", &mut missing);
+        let kind = match vars.var("DARAJA_TRANSACTION_TYPE").as_deref() {
+            None | Some("paybill") => None,
+            Some("till") => Some(required(vars, "DARAJA_TILL_NUMBER", &mut missing)),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "DARAJA_TRANSACTION_TYPE",
+                    reason: format!("{other:?}: use \"paybill\" or \"till\""),
+                })
+            }
+        };
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing(missing));
+        }
+        let shortcode = ShortCode::parse(&shortcode).map_err(|e| ConfigError::Invalid {
+            name: "DARAJA_SHORTCODE",
+            reason: e.to_string(),
+        })?;
+        let kind = match kind {
+            None => TransactionKind::PayBill,
+            Some(till) => {
+                TransactionKind::Till(TillNumber::parse(&till).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "DARAJA_TILL_NUMBER",
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+        };
+        let base_url = vars
+            .var("DARAJA_BASE_URL")
+            .unwrap_or_else(|| SANDBOX_BASE_URL.to_string());
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "DARAJA_BASE_URL",
+                reason: format!("{base_url:?} is not an http(s) URL"),
+            });
+        }
+        let connect_timeout = millis(vars, "DARAJA_CONNECT_TIMEOUT_MS", 3_000)?;
+        let request_timeout = millis(vars, "DARAJA_REQUEST_TIMEOUT_MS", 15_000)?;
+        let mut secrets = load_secrets(
+            vars,
+            &[
+                SecretName::ConsumerKey,
+                SecretName::ConsumerSecret,
+                SecretName::Passkey,
+                SecretName::CallbackToken,
+            ],
+            source,
+        )
+        .await?
+        .into_iter();
+        let mut next = || secrets.next().expect("one secret per name");
+        Ok(Self {
+            table_name,
+            daraja: DarajaConfig {
+                base_url,
+                consumer_key: next(),
+                consumer_secret: next(),
+                passkey: next(),
+                shortcode,
+                kind,
+                connect_timeout,
+                request_timeout,
+            },
+            callback_token: next(),
+            callback_base_url: vars
+                .var("CALLBACK_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+        })
+    }
+}
+
+/// Settings of the status function.
+#[derive(Debug)]
+pub struct StatusConfig {
+    pub table_name: String,
+}
+
+impl StatusConfig {
+    pub fn load(vars: &dyn Vars) -> Result<Self, ConfigError> {
+        let mut missing = BTreeSet::new();
+        let table_name = required(vars, "TABLE_NAME", &mut missing);
+        if missing.is_empty() {
+            Ok(Self { table_name })
+        } else {
+            Err(ConfigError::Missing(missing))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeSecrets(&'static str);
+
+    #[async_trait]
+    impl SecretSource for FakeSecrets {
+        async fn fetch(&self, _arn: &str) -> Result<String, String> {
+            Ok(self.0.to_string())
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_settings_are_all_named() {
+        let err = PushConfig::load(&[("DARAJA_BASE_URL", "http://x")], None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TABLE_NAME"), "{err}");
+        assert!(err.contains("DARAJA_SHORTCODE"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn missing_secrets_without_arn_are_named() {
+        let vars = [("TABLE_NAME", "t"), ("DARAJA_SHORTCODE", "174379")];
+        let err = PushConfig::load(&vars, None).await.unwrap_err().to_string();
+        for name in [
+            "DARAJA_CONSUMER_KEY",
+            "DARAJA_CONSUMER_SECRET",
+            "DARAJA_PASSKEY",
+            "CALLBACK_TOKEN",
+            "DARAJA_SECRET_ARN",
+        ] {
+            assert!(err.contains(name), "{name} not in {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_come_from_the_document_when_not_in_the_environment() {
+        let vars = [
+            ("TABLE_NAME", "t"),
+            ("DARAJA_SHORTCODE", "174379"),
+            ("DARAJA_SECRET_ARN", "arn:aws:secretsmanager:x"),
+            ("DARAJA_PASSKEY", "from-env"),
+        ];
+        let doc = FakeSecrets(
+            r#"{"consumer_key":"ck","consumer_secret":"cs","passkey":"pk","callback_token":"tok"}"#,
+        );
+        let cfg = PushConfig::load(&vars, Some(&doc)).await.unwrap();
+        assert_eq!(cfg.daraja.consumer_key.expose(), "ck");
+        assert_eq!(cfg.daraja.passkey.expose(), "from-env");
+        assert_eq!(cfg.callback_token.expose(), "tok");
+        assert_eq!(cfg.daraja.base_url, SANDBOX_BASE_URL);
+        assert_eq!(cfg.daraja.kind, TransactionKind::PayBill);
+    }
+
+    #[tokio::test]
+    async fn placeholder_secret_values_count_as_missing() {
+        let vars = [("TABLE_NAME", "t"), ("DARAJA_SECRET_ARN", "arn:x")];
+        let doc = FakeSecrets(r#"{"consumer_key":"CHANGE_ME","callback_token":"CHANGE_ME"}"#);
+        let err = CallbackConfig::load(&vars, Some(&doc))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("callback_token"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn till_needs_a_till_number_and_debug_shows_no_secret() {
+        let vars = [
+            ("TABLE_NAME", "t"),
+            ("DARAJA_SHORTCODE", "174379"),
+            ("DARAJA_TRANSACTION_TYPE", "till"),
+        ];
+        let err = PushConfig::load(&vars, None).await.unwrap_err().to_string();
+        assert!(err.contains("DARAJA_TILL_NUMBER"), "{err}");
+
+        let vars = [
+            ("TABLE_NAME", "t"),
+            ("DARAJA_SHORTCODE", "174379"),
+            ("DARAJA_TRANSACTION_TYPE", "till"),
+            ("DARAJA_TILL_NUMBER", "5012345"),
+            ("DARAJA_CONSUMER_KEY", "ck-value"),
+            ("DARAJA_CONSUMER_SECRET", "cs-value"),
+            ("DARAJA_PASSKEY", "pk-value"),
+            ("CALLBACK_TOKEN", "tok-value"),
+        ];
+        let cfg = PushConfig::load(&vars, None).await.unwrap();
+        assert!(matches!(cfg.daraja.kind, TransactionKind::Till(_)));
+        let debug = format!("{cfg:?}");
+        for secret in ["ck-value", "cs-value", "pk-value", "tok-value"] {
+            assert!(!debug.contains(secret), "{secret} leaked in {debug}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Daraja access tokens, and a store through which containers can share one.
+//!
+//! Each token request may invalidate the previous token (per Daraja's FAQ, unconfirmed), so many
+//! Lambda containers each fetching their own could knock each other's tokens out. A
+//! [`TokenStore`] lets them share one; [`NoSharedTokens`] keeps each container to itself.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::secret::Secret;
+
+/// An OAuth access token and the moment Daraja stops accepting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub value: Secret,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl AccessToken {
+    /// Usable at `now` with at least `margin` to spare, so a request in flight does not carry a
+    /// token that expires on the way.
+    pub fn is_fresh(&self, now: DateTime<Utc>, margin: chrono::Duration) -> bool {
+        now + margin < self.expires_at
+    }
+}
+
+/// Shared token storage consulted after the client's own memory and before a fetch.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The last saved token, if any (the client checks its freshness).
+    async fn load(&self) -> Option<AccessToken>;
+    /// Called after each successful fetch.
+    async fn save(&self, token: &AccessToken);
+    /// Called when Daraja refused `token`. Forget it only if it is still the stored one, so a
+    /// newer token saved by another container survives.
+    async fn invalidate(&self, token: &AccessToken);
+}
+
+/// The default: nothing shared, every container keeps its own token in memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSharedTokens;
+
+#[async_trait]
+impl TokenStore for NoSharedTokens {
+    async fn load(&self) -> Option<AccessToken> {
+        None
+    }
+
+    async fn save(&self, _token: &AccessToken) {}
+
+    async fn invalidate(&self, _token: &AccessToken) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    #[test]
+    fn token_is_stale_within_the_margin() {
+        let now = Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap();
+        let token = AccessToken {
+            value: Secret::from("t"),
+            expires_at: now + Duration::seconds(120),
+        };
+        assert!(token.is_fresh(now, Duration::seconds(60)));
+        assert!(!token.is_fresh(now + Duration::seconds(60), Duration::seconds(60)));
+        assert!(!format!("{token:?}").contains("\"t\""));
+    }
+}

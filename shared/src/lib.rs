@@ -1,0 +1,12 @@
+//! Daraja (M-Pesa Express) types and client, and the payment domain.
+//!
+//! Nothing here knows about Lambda (except the `lambda` feature's small glue module): the
+//! functions translate HTTP into calls on this crate.
+
+pub mod api;
+pub mod config;
+pub mod daraja;
+#[cfg(feature = "lambda")]
+pub mod lambda;
+pub mod payment;
+pub mod store;

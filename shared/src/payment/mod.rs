@@ -1,0 +1,400 @@
+//! The payment record and its state machine.
+//!
+//! A payment is keyed by Daraja's `CheckoutRequestID`. It starts `PENDING` when Daraja
+//! acknowledges the push and becomes final when a result arrives, by callback or by STK
+//! query. The two writes may arrive in either order and must converge on the same record:
+//! the rules deciding what a write does live here, as pure functions, so that every
+//! [`PaymentStore`](crate::store::PaymentStore) applies the same ones.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub mod timestamp;
+
+/// Where a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentStatus {
+    /// Daraja accepted the push; no result yet.
+    Pending,
+    /// Daraja reported success and the amount matches what was requested.
+    Completed,
+    /// Daraja reported a failure (cancelled, wrong PIN, insufficient balance …).
+    Failed,
+    /// Daraja reported success but something does not add up (the amount paid differs
+    /// from the amount requested): a person must look at it.
+    NeedsReview,
+    /// No result came in time. This is our conclusion, not Daraja's, so a late result
+    /// still moves the record to its real outcome.
+    Expired,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 5] = [
+        PaymentStatus::Pending,
+        PaymentStatus::Completed,
+        PaymentStatus::Failed,
+        PaymentStatus::NeedsReview,
+        PaymentStatus::Expired,
+    ];
+
+    /// The stored and serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "PENDING",
+            PaymentStatus::Completed => "COMPLETED",
+            PaymentStatus::Failed => "FAILED",
+            PaymentStatus::NeedsReview => "NEEDS_REVIEW",
+            PaymentStatus::Expired => "EXPIRED",
+        }
+    }
+
+    /// Whether a result from Daraja may still set the outcome. Only results reported by
+    /// Daraja are final; `EXPIRED` merely means we stopped waiting.
+    pub fn accepts_result(self) -> bool {
+        matches!(self, PaymentStatus::Pending | PaymentStatus::Expired)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status name that is not one of [`PaymentStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown payment status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for PaymentStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// How a result reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultSource {
+    /// Safaricom posted it to our callback URL.
+    Callback,
+    /// We asked for it with the STK query API.
+    Query,
+}
+
+impl ResultSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultSource::Callback => "callback",
+            ResultSource::Query => "query",
+        }
+    }
+}
+
+impl fmt::Display for ResultSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ResultSource {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "callback" => Ok(ResultSource::Callback),
+            "query" => Ok(ResultSource::Query),
+            other => Err(UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+/// The request details recorded once Daraja has acknowledged a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub checkout_request_id: String,
+    pub merchant_request_id: String,
+    /// Whole KES, as requested.
+    pub amount: u32,
+    /// Normalised MSISDN (`2547XXXXXXXX`).
+    pub phone: String,
+    pub reference: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A final result for a payment, from a callback or an STK query.
+///
+/// Only final results belong here: a transient answer ("still processing") must not be
+/// applied, because every result applied to an open payment closes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentResult {
+    pub checkout_request_id: String,
+    pub merchant_request_id: String,
+    /// As Daraja sent it (`"0"`, `"1032"`, `"SFC_IC0003"` …).
+    pub result_code: String,
+    pub result_desc: String,
+    /// A stable category such as `"success"` or `"cancelled"`.
+    pub outcome: String,
+    pub success: bool,
+    pub receipt: Option<String>,
+    /// The amount exactly as Daraja sent it (`"100"`, `"1.00"`).
+    pub amount_paid: Option<String>,
+    /// The amount paid as whole KES, when it is one; compared with the amount requested.
+    pub amount_paid_whole: Option<u64>,
+    pub paying_phone: Option<String>,
+    /// `YYYYMMDDHHmmss` as Daraja sent it.
+    pub transaction_date: Option<String>,
+    /// The body as received, kept for audit.
+    pub raw: Option<String>,
+    pub source: ResultSource,
+    pub received_at: DateTime<Utc>,
+}
+
+impl PaymentResult {
+    /// The status this result gives a payment for which `requested` KES were asked.
+    ///
+    /// A success whose paid amount is unknown (an STK query reports none) completes:
+    /// the query is about the transaction we started, for the amount we asked.
+    pub fn final_status(&self, requested: Option<u32>) -> PaymentStatus {
+        if !self.success {
+            return PaymentStatus::Failed;
+        }
+        match (requested, self.amount_paid_whole) {
+            (Some(asked), Some(paid)) if u64::from(asked) != paid => PaymentStatus::NeedsReview,
+            _ => PaymentStatus::Completed,
+        }
+    }
+
+    /// Whether this result says the same as the one already stored in `record`.
+    ///
+    /// A query reports no receipt, so for a query only the result code is compared.
+    pub fn repeats(&self, record: &PaymentRecord) -> bool {
+        let same_code = record.result_code.as_deref() == Some(self.result_code.as_str());
+        match self.source {
+            ResultSource::Query => same_code,
+            ResultSource::Callback => same_code && record.receipt == self.receipt,
+        }
+    }
+
+    /// The history entry kept when this result contradicts a final record.
+    pub fn history_entry(&self) -> ResultHistoryEntry {
+        ResultHistoryEntry {
+            received_at: timestamp::truncate(self.received_at),
+            result_code: self.result_code.clone(),
+            result_desc: self.result_desc.clone(),
+            receipt: self.receipt.clone(),
+            source: self.source,
+            raw: self.raw.clone(),
+        }
+    }
+}
+
+/// A result that arrived after the payment was already final and said something else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultHistoryEntry {
+    #[serde(with = "timestamp::serde_millis")]
+    pub received_at: DateTime<Utc>,
+    pub result_code: String,
+    pub result_desc: String,
+    pub receipt: Option<String>,
+    pub source: ResultSource,
+    pub raw: Option<String>,
+}
+
+/// Everything known about one payment.
+///
+/// Serialises as the snake_case JSON of the status API. The raw callback body and the
+/// history of contradicting results are audit material (they may carry the paying phone
+/// number unmasked) and are left out; `conflicting_callbacks` says whether there is any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub checkout_request_id: String,
+    pub merchant_request_id: Option<String>,
+    pub status: PaymentStatus,
+    /// Whole KES requested; missing while only a result is known.
+    pub amount: Option<u32>,
+    pub phone: Option<String>,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    #[serde(default, with = "timestamp::serde_millis_opt")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(with = "timestamp::serde_millis")]
+    pub updated_at: DateTime<Utc>,
+    /// When the result that made the record final was received.
+    #[serde(default, with = "timestamp::serde_millis_opt")]
+    pub completed_at: Option<DateTime<Utc>>,
+    pub result_code: Option<String>,
+    pub result_desc: Option<String>,
+    pub outcome: Option<String>,
+    pub receipt: Option<String>,
+    pub amount_paid: Option<String>,
+    pub amount_paid_whole: Option<u64>,
+    pub paying_phone: Option<String>,
+    pub transaction_date: Option<String>,
+    pub reconciled_by: Option<ResultSource>,
+    pub query_attempts: u32,
+    /// Identical results delivered again by callback.
+    pub duplicate_callbacks: u32,
+    /// Callbacks that contradicted the final result (kept in `history`).
+    pub conflicting_callbacks: u32,
+    /// Whether the request details (amount, phone, reference) are known. False for a
+    /// result that matched no pending write yet.
+    pub details_recorded: bool,
+    #[serde(skip)]
+    pub raw_callback: Option<String>,
+    #[serde(skip)]
+    pub history: Vec<ResultHistoryEntry>,
+}
+
+/// What a pending write does to the record already stored, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingPlan {
+    /// Nothing stored yet, or still pending: (re)write it as pending.
+    Open,
+    /// A result arrived first: add the details, keep (or set) this final status.
+    AddDetails(PaymentStatus),
+}
+
+/// Decides what [`NewPayment`] does given the stored record.
+pub fn plan_pending(payment: &NewPayment, stored: Option<&PaymentRecord>) -> PendingPlan {
+    let Some(stored) = stored else {
+        return PendingPlan::Open;
+    };
+    match stored.status {
+        PaymentStatus::Pending => PendingPlan::Open,
+        PaymentStatus::Completed
+            if stored
+                .amount_paid_whole
+                .is_some_and(|paid| paid != u64::from(payment.amount)) =>
+        {
+            PendingPlan::AddDetails(PaymentStatus::NeedsReview)
+        }
+        status => PendingPlan::AddDetails(status),
+    }
+}
+
+/// What a result does to the record already stored, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultPlan {
+    /// The payment is open: close it with this status.
+    Transition(PaymentStatus),
+    /// Nothing stored: create the record with this status, marked as an orphan.
+    CreateOrphan(PaymentStatus),
+    /// Already final with the same result.
+    Duplicate,
+    /// Already final with a different result: keep it in history only.
+    Conflict,
+}
+
+/// Decides what `result` does given the stored record.
+pub fn plan_result(result: &PaymentResult, stored: Option<&PaymentRecord>) -> ResultPlan {
+    match stored {
+        None => ResultPlan::CreateOrphan(result.final_status(None)),
+        Some(record) if record.status.accepts_result() => {
+            ResultPlan::Transition(result.final_status(record.amount))
+        }
+        Some(record) if result.repeats(record) => ResultPlan::Duplicate,
+        Some(_) => ResultPlan::Conflict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in PaymentStatus::ALL {
+            assert_eq!(status.as_str().parse::<PaymentStatus>(), Ok(status));
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert!("pending".parse::<PaymentStatus>().is_err());
+    }
+
+    fn result(success: bool, paid: Option<u64>) -> PaymentResult {
+        PaymentResult {
+            checkout_request_id: "ws_CO_1".into(),
+            merchant_request_id: "m-1".into(),
+            result_code: if success { "0" } else { "1032" }.into(),
+            result_desc: String::new(),
+            outcome: if success { "success" } else { "cancelled" }.into(),
+            success,
+            receipt: None,
+            amount_paid: paid.map(|p| p.to_string()),
+            amount_paid_whole: paid,
+            paying_phone: None,
+            transaction_date: None,
+            raw: None,
+            source: ResultSource::Callback,
+            received_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn success_for_another_amount_needs_review() {
+        assert_eq!(
+            result(true, Some(1)).final_status(Some(100)),
+            PaymentStatus::NeedsReview
+        );
+        assert_eq!(
+            result(true, Some(100)).final_status(Some(100)),
+            PaymentStatus::Completed
+        );
+        assert_eq!(
+            result(true, None).final_status(Some(100)),
+            PaymentStatus::Completed
+        );
+        assert_eq!(
+            result(false, Some(1)).final_status(Some(100)),
+            PaymentStatus::Failed
+        );
+    }
+
+    #[test]
+    fn record_json_leaves_out_audit_material() {
+        let record = PaymentRecord {
+            checkout_request_id: "ws_CO_1".into(),
+            merchant_request_id: None,
+            status: PaymentStatus::Completed,
+            amount: Some(10),
+            phone: None,
+            reference: None,
+            description: None,
+            created_at: None,
+            updated_at: "2024-05-01T10:00:00Z".parse().unwrap(),
+            completed_at: None,
+            result_code: Some("0".into()),
+            result_desc: None,
+            outcome: None,
+            receipt: None,
+            amount_paid: None,
+            amount_paid_whole: None,
+            paying_phone: None,
+            transaction_date: None,
+            reconciled_by: Some(ResultSource::Callback),
+            query_attempts: 0,
+            duplicate_callbacks: 0,
+            conflicting_callbacks: 1,
+            details_recorded: true,
+            raw_callback: Some("{\"secret\":1}".into()),
+            history: vec![result(false, None).history_entry()],
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["status"], "COMPLETED");
+        assert_eq!(json["updated_at"], "2024-05-01T10:00:00.000Z");
+        assert_eq!(json["reconciled_by"], "callback");
+        assert!(json.get("raw_callback").is_none());
+        assert!(json.get("history").is_none());
+    }
+}

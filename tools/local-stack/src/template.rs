@@ -1,0 +1,164 @@
+//! Function settings read from `template.yaml`, so the emulated functions get the same
+//! timeout and memory as the deployed ones without a second definition.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+/// What the runtime emulator needs to know about one function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSettings {
+    pub timeout: Duration,
+    pub memory_mb: u32,
+    /// `JSON` or `Text`, from `LoggingConfig.LogFormat`.
+    pub log_format: Option<String>,
+}
+
+impl Default for FunctionSettings {
+    // Lambda's own defaults, used when the template says nothing.
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(3),
+            memory_mb: 128,
+            log_format: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
+}
+
+/// The parsed SAM template.
+pub struct Template(Value);
+
+impl Template {
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| TemplateError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, serde_yaml::Error> {
+        serde_yaml::from_str(text).map(Template)
+    }
+
+    /// Settings of the function whose `Metadata.BuildProperties.Binary` is `binary`, falling
+    /// back to `Globals.Function`, then to Lambda's defaults.
+    pub fn function(&self, binary: &str) -> FunctionSettings {
+        let globals = self.0.get("Globals").and_then(|g| g.get("Function"));
+        let properties = self
+            .0
+            .get("Resources")
+            .and_then(Value::as_mapping)
+            .into_iter()
+            .flat_map(|resources| resources.values())
+            .find(|resource| {
+                resource
+                    .get("Metadata")
+                    .and_then(|m| m.get("BuildProperties"))
+                    .and_then(|b| b.get("Binary"))
+                    .and_then(Value::as_str)
+                    == Some(binary)
+            })
+            .and_then(|resource| resource.get("Properties"));
+        let lookup = |key: &str| {
+            properties
+                .and_then(|p| p.get(key))
+                .or_else(|| globals.and_then(|g| g.get(key)))
+        };
+        let defaults = FunctionSettings::default();
+        FunctionSettings {
+            timeout: lookup("Timeout")
+                .and_then(Value::as_u64)
+                .map_or(defaults.timeout, Duration::from_secs),
+            memory_mb: lookup("MemorySize")
+                .and_then(Value::as_u64)
+                .and_then(|m| u32::try_from(m).ok())
+                .unwrap_or(defaults.memory_mb),
+            log_format: lookup("LoggingConfig")
+                .and_then(|l| l.get("LogFormat"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = r#"
+Globals:
+  Function:
+    MemorySize: 256
+    Timeout: 10
+    LoggingConfig:
+      LogFormat: JSON
+Resources:
+  Table:
+    Type: AWS::DynamoDB::Table
+  Push:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: stk-push
+    Properties:
+      Timeout: 25
+      Environment:
+        Variables:
+          X: !Ref Y
+  Status:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: payment-status
+"#;
+
+    #[test]
+    fn function_timeout_overrides_the_global_one() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        let push = t.function("stk-push");
+        assert_eq!(push.timeout, Duration::from_secs(25));
+        assert_eq!(push.memory_mb, 256);
+        assert_eq!(push.log_format.as_deref(), Some("JSON"));
+    }
+
+    #[test]
+    fn function_without_own_settings_takes_the_globals() {
+        let t = Template::parse(TEMPLATE).unwrap();
+        assert_eq!(t.function("payment-status").timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_function_without_globals_gets_lambda_defaults() {
+        let t = Template::parse("Resources: {}").unwrap();
+        assert_eq!(t.function("nope"), FunctionSettings::default());
+    }
+
+    #[test]
+    fn project_template_gives_every_function_a_timeout_under_api_gateways_30s() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let t = Template::load(&path).unwrap();
+        for f in ["stk-push", "stk-callback", "payment-status"] {
+            let timeout = t.function(f).timeout;
+            assert!(timeout < Duration::from_secs(30), "{f}: {timeout:?}");
+        }
+    }
+}
