@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTIONS := -p stk-push -p stk-callback -p payment-status
 CARGO ?= cargo
 
-.PHONY: help setup build demo test lint unit e2e template sam-build clean
+.PHONY: help setup build demo test lint unit e2e template sam-build clean fuzz
 
 help:
 	@echo "make demo      run a full payment (and a cancelled one) against the local stack"
@@ -51,3 +51,8 @@ sam-build: setup
 
 clean:
 	rm -rf .aws-sam $(VENV)
+
+# Coverage-guided fuzzing (cargo-fuzz on stable, its own target dir); FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO="$(CARGO)" fuzz/run.sh

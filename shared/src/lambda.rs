@@ -34,7 +34,6 @@ pub fn body_bytes(request: &Request) -> &[u8] {
         Body::Empty => &[],
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
-        _ => &[],
     }
 }
 
@@ -55,7 +54,6 @@ pub fn request_base_url(request: &Request) -> Option<String> {
                 None => format!("{scheme}://{domain}"),
             })
         }
-        _ => None,
     }
 }
 
@@ -63,7 +61,6 @@ pub fn request_base_url(request: &Request) -> Option<String> {
 pub fn source_ip(request: &Request) -> Option<String> {
     match request.request_context_ref()? {
         RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
-        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ pub async fn handle(service: &PushService, request: Request) -> Result<Response<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::daraja::client::{DarajaClient, DarajaConfig, NoSharedTokens};
+    use shared::daraja::{DarajaClient, DarajaConfig, NoSharedTokens};
     use shared::daraja::secret::Secret;
     use shared::daraja::time::SystemClock;
     use shared::daraja::values::{ShortCode, TransactionKind};

@@ -8,7 +8,7 @@ use aws_config::BehaviorVersion;
 use lambda_http::{run, service_fn, Error};
 use shared::api::PushService;
 use shared::config::{ProcessEnv, PushConfig, SecretsManager};
-use shared::daraja::client::{DarajaClient, NoSharedTokens};
+use shared::daraja::{DarajaClient, NoSharedTokens};
 use shared::daraja::time::SystemClock;
 use shared::store::DynamoStore;
 

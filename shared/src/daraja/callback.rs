@@ -10,10 +10,12 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use super::client::mask_id;
 use super::result_code::ResultCode;
+use super::values::mask_msisdn;
 
-/// A parsed callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed callback. `Debug` masks the CheckoutRequestID and the phone number.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StkCallback {
     /// Empty when Daraja left it out.
     pub merchant_request_id: String,
@@ -25,8 +27,8 @@ pub struct StkCallback {
     pub metadata: CallbackMetadata,
 }
 
-/// The `CallbackMetadata.Item` values, looked up by `Name`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// The `CallbackMetadata.Item` values, looked up by `Name`. `Debug` masks the phone number.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct CallbackMetadata {
     pub amount: Option<AmountPaid>,
     pub receipt: Option<String>,
@@ -35,6 +37,30 @@ pub struct CallbackMetadata {
     /// As given: may be masked (`2547*****149`) or absent.
     pub phone: Option<String>,
     pub balance: Option<String>,
+}
+
+impl fmt::Debug for StkCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StkCallback")
+            .field("merchant_request_id", &self.merchant_request_id)
+            .field("checkout_request_id", &mask_id(&self.checkout_request_id))
+            .field("result_code", &self.result_code)
+            .field("result_desc", &self.result_desc)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+impl fmt::Debug for CallbackMetadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackMetadata")
+            .field("amount", &self.amount)
+            .field("receipt", &self.receipt)
+            .field("transaction_date", &self.transaction_date)
+            .field("phone", &self.phone.as_deref().map(mask_msisdn))
+            .field("balance", &self.balance)
+            .finish()
+    }
 }
 
 /// The amount the customer paid, kept exact: shillings and cents as integers, never a float.
@@ -172,15 +198,13 @@ fn text(value: Option<&Value>) -> Option<String> {
 }
 
 fn metadata(callback: &Map<String, Value>) -> CallbackMetadata {
-    let items: Vec<&Map<String, Value>> = match callback
-        .get("CallbackMetadata")
-        .and_then(|m| m.get("Item"))
-    {
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
-        // A single item not wrapped in an array.
-        Some(Value::Object(item)) => vec![item],
-        _ => Vec::new(),
-    };
+    let items: Vec<&Map<String, Value>> =
+        match callback.get("CallbackMetadata").and_then(|m| m.get("Item")) {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_object).collect(),
+            // A single item not wrapped in an array.
+            Some(Value::Object(item)) => vec![item],
+            _ => Vec::new(),
+        };
     let find = |name: &str| -> Option<&Value> {
         items
             .iter()
@@ -251,7 +275,10 @@ mod tests {
         assert_eq!(callback.merchant_request_id, "29115-34620561-1");
         assert_eq!(callback.checkout_request_id, "ws_CO_191220191020363925");
         assert!(callback.result_code.is_success());
-        assert_eq!(callback.result_desc, "The service request is processed successfully.");
+        assert_eq!(
+            callback.result_desc,
+            "The service request is processed successfully."
+        );
         let m = callback.metadata;
         assert_eq!(m.amount, AmountPaid::new(1, 0));
         assert_eq!(m.amount.and_then(|a| a.whole_shillings()), Some(1));
@@ -259,6 +286,15 @@ mod tests {
         assert_eq!(m.transaction_date.as_deref(), Some("20191219102115"));
         assert_eq!(m.phone.as_deref(), Some("254708374149"));
         assert_eq!(m.balance, None);
+    }
+
+    #[test]
+    fn debug_masks_phone_and_checkout_id() {
+        let callback = parse_callback(DOCUMENTED_SUCCESS.as_bytes()).unwrap();
+        let debug = format!("{callback:?}");
+        assert!(!debug.contains("254708374149"), "{debug}");
+        assert!(!debug.contains("191220191020363925"), "{debug}");
+        assert!(debug.contains("NLJ7RT61SV"), "{debug}");
     }
 
     #[test]
@@ -309,7 +345,16 @@ mod tests {
 
     #[test]
     fn unreadable_amounts_become_none_not_errors() {
-        for value in [r#""ten""#, "-1", "1e3", r#""1.005""#, "null", "[]", r#""""#, r#"".5""#] {
+        for value in [
+            r#""ten""#,
+            "-1",
+            r#""1e3""#,
+            r#""1.005""#,
+            "null",
+            "[]",
+            r#""""#,
+            r#"".5""#,
+        ] {
             let body = with_items(&format!(r#"{{"Name":"Amount","Value":{value}}}"#));
             let callback = parse_callback(&body).unwrap_or_else(|e| panic!("{value}: {e}"));
             assert_eq!(callback.metadata.amount, None, "{value}");
@@ -343,13 +388,20 @@ mod tests {
         for value in ["20191219102115", r#""20191219102115""#, "20191219102115.0"] {
             let body = with_items(&format!(r#"{{"Name":"TransactionDate","Value":{value}}}"#));
             assert_eq!(
-                parse_callback(&body).unwrap().metadata.transaction_date.as_deref(),
+                parse_callback(&body)
+                    .unwrap()
+                    .metadata
+                    .transaction_date
+                    .as_deref(),
                 Some("20191219102115"),
                 "{value}"
             );
         }
         let bad = with_items(r#"{"Name":"TransactionDate","Value":"yesterday"}"#);
-        assert_eq!(parse_callback(&bad).unwrap().metadata.transaction_date, None);
+        assert_eq!(
+            parse_callback(&bad).unwrap().metadata.transaction_date,
+            None
+        );
     }
 
     #[test]
@@ -382,7 +434,12 @@ mod tests {
             br#"{"Body":{"stkCallback":{"CheckoutRequestID":"c","ResultCode":{}}}}"#,
         ] {
             let err = parse_callback(body).unwrap_err();
-            assert_eq!(err.code(), "invalid_callback", "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                err.code(),
+                "invalid_callback",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 

@@ -25,6 +25,6 @@ pub use secret::Secret;
 pub use time::{daraja_timestamp, password, Clock, FixedClock, SystemClock};
 pub use token::{AccessToken, NoSharedTokens, TokenStore};
 pub use values::{
-    AccountReference, Amount, PhoneNumber, ShortCode, TillNumber, TransactionDesc,
+    mask_msisdn, AccountReference, Amount, PhoneNumber, ShortCode, TillNumber, TransactionDesc,
     TransactionKind, ValidationError,
 };

@@ -40,7 +40,9 @@ impl FixedClock {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
         // A poisoned lock still holds a valid time; a panic elsewhere must not stop the clock.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -84,7 +86,10 @@ mod tests {
         let expected = base64::engine::general_purpose::STANDARD.encode(
             "174379bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c91920191219102115",
         );
-        assert_eq!(password("174379", SANDBOX_PASSKEY, "20191219102115"), expected);
+        assert_eq!(
+            password("174379", SANDBOX_PASSKEY, "20191219102115"),
+            expected
+        );
         // Cross-check one well-known published value prefix: "MTc0Mzc5" is base64 of "174379".
         assert!(expected.starts_with("MTc0Mzc5"));
     }

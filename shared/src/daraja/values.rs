@@ -257,8 +257,27 @@ impl From<Amount> for u32 {
 /// Daraja rejection or a garbled prompt on the customer's phone.
 const SEPARATORS: [char; 3] = ['-', '_', '.'];
 
-fn allowed_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || SEPARATORS.contains(&c)
+/// What a text field accepts besides letters, digits and [`SEPARATORS`]: descriptions read as
+/// words ("Order 1001", as in Daraja's own samples), so they may also hold single spaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spaces {
+    Refused,
+    Allowed,
+}
+
+impl Spaces {
+    fn allows(self, c: char) -> bool {
+        c.is_ascii_alphanumeric()
+            || SEPARATORS.contains(&c)
+            || (self == Spaces::Allowed && c == ' ')
+    }
+
+    fn accepted(self) -> &'static str {
+        match self {
+            Spaces::Refused => "letters, digits, '-', '_' or '.'",
+            Spaces::Allowed => "letters, digits, spaces, '-', '_' or '.'",
+        }
+    }
 }
 
 fn check_text(
@@ -266,13 +285,14 @@ fn check_text(
     field: &'static str,
     code: &'static str,
     max: usize,
+    spaces: Spaces,
 ) -> Result<String, ValidationError> {
     let value = input.trim();
     if value.is_empty() {
         return Err(ValidationError::new(
             field,
             code,
-            format!("{field} must not be empty: up to {max} letters, digits, '-', '_' or '.'"),
+            format!("{field} must not be empty: up to {max} {}", spaces.accepted()),
         ));
     }
     let len = value.chars().count();
@@ -286,13 +306,14 @@ fn check_text(
             ),
         ));
     }
-    if let Some(bad) = value.chars().find(|c| !allowed_char(*c)) {
+    if let Some(bad) = value.chars().find(|c| !spaces.allows(*c)) {
         return Err(ValidationError::new(
             field,
             code,
             format!(
-                "{field} {} contains {bad:?}; use only letters, digits, '-', '_' or '.'",
-                echo(value)
+                "{field} {} contains {bad:?}; use only {}",
+                echo(value),
+                spaces.accepted()
             ),
         ));
     }
@@ -345,13 +366,20 @@ impl AccountReference {
     pub const MAX_LEN: usize = 12;
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        check_text(input, "reference", "invalid_reference", Self::MAX_LEN).map(Self)
+        check_text(
+            input,
+            "reference",
+            "invalid_reference",
+            Self::MAX_LEN,
+            Spaces::Refused,
+        )
+        .map(Self)
     }
 }
 
 string_value!(AccountReference);
 
-/// The transaction description: 1 to 13 letters, digits, `-`, `_` or `.`. Optional in requests;
+/// The transaction description: 1 to 13 letters, digits, spaces, `-`, `_` or `.`. Optional in requests;
 /// [`TransactionDesc::default`] is used when absent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -364,7 +392,14 @@ impl TransactionDesc {
     pub const DEFAULT: &'static str = "Payment";
 
     pub fn parse(input: &str) -> Result<Self, ValidationError> {
-        check_text(input, "description", "invalid_description", Self::MAX_LEN).map(Self)
+        check_text(
+            input,
+            "description",
+            "invalid_description",
+            Self::MAX_LEN,
+            Spaces::Allowed,
+        )
+        .map(Self)
     }
 
     /// `None`, empty or blank gives the default; anything else must be valid.
@@ -631,16 +666,45 @@ mod tests {
 
     #[test]
     fn transaction_desc_rules_and_default() {
-        assert_eq!(TransactionDesc::parse("Order-123456").unwrap().as_str(), "Order-123456");
-        assert_eq!(TransactionDesc::parse("ABCDEFGHIJKLM").unwrap().as_str().len(), 13);
+        assert_eq!(
+            TransactionDesc::parse("Order-123456").unwrap().as_str(),
+            "Order-123456"
+        );
+        assert_eq!(
+            TransactionDesc::parse("Order 1001").unwrap().as_str(),
+            "Order 1001"
+        );
+        assert_eq!(
+            TransactionDesc::parse("ABCDEFGHIJKLM")
+                .unwrap()
+                .as_str()
+                .len(),
+            13
+        );
         assert_eq!(
             TransactionDesc::parse("ABCDEFGHIJKLMN").unwrap_err().code,
             "invalid_description"
         );
-        assert_eq!(TransactionDesc::parse("a&b").unwrap_err().code, "invalid_description");
-        assert_eq!(TransactionDesc::parse_optional(None).unwrap().as_str(), "Payment");
-        assert_eq!(TransactionDesc::parse_optional(Some("  ")).unwrap().as_str(), "Payment");
-        assert_eq!(TransactionDesc::parse_optional(Some("Rent")).unwrap().as_str(), "Rent");
+        assert_eq!(
+            TransactionDesc::parse("a&b").unwrap_err().code,
+            "invalid_description"
+        );
+        assert_eq!(
+            TransactionDesc::parse_optional(None).unwrap().as_str(),
+            "Payment"
+        );
+        assert_eq!(
+            TransactionDesc::parse_optional(Some("  "))
+                .unwrap()
+                .as_str(),
+            "Payment"
+        );
+        assert_eq!(
+            TransactionDesc::parse_optional(Some("Rent"))
+                .unwrap()
+                .as_str(),
+            "Rent"
+        );
         assert!(TransactionDesc::parse_optional(Some("far too long text")).is_err());
     }
 
@@ -651,8 +715,16 @@ mod tests {
             assert_eq!(TillNumber::parse(ok).unwrap().as_str(), ok);
         }
         for bad in ["1234", "12345678", "17437a", "", "17 4379", "-12345"] {
-            assert_eq!(ShortCode::parse(bad).unwrap_err().code, "invalid_shortcode", "{bad}");
-            assert_eq!(TillNumber::parse(bad).unwrap_err().code, "invalid_till", "{bad}");
+            assert_eq!(
+                ShortCode::parse(bad).unwrap_err().code,
+                "invalid_shortcode",
+                "{bad}"
+            );
+            assert_eq!(
+                TillNumber::parse(bad).unwrap_err().code,
+                "invalid_till",
+                "{bad}"
+            );
         }
     }
 
@@ -662,7 +734,10 @@ mod tests {
         let till = TransactionKind::Till(TillNumber::parse("5432100").unwrap());
         assert_eq!(till.transaction_type(), "CustomerBuyGoodsOnline");
         assert_eq!(till.party_b(&store), "5432100");
-        assert_eq!(TransactionKind::PayBill.transaction_type(), "CustomerPayBillOnline");
+        assert_eq!(
+            TransactionKind::PayBill.transaction_type(),
+            "CustomerPayBillOnline"
+        );
         assert_eq!(TransactionKind::PayBill.party_b(&store), "174379");
     }
 }

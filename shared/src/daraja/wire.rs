@@ -45,7 +45,10 @@ impl fmt::Debug for StkPushRequest {
             .field("amount", &self.amount)
             .field("party_a", &super::values::mask_msisdn(&self.party_a))
             .field("party_b", &self.party_b)
-            .field("phone_number", &super::values::mask_msisdn(&self.phone_number))
+            .field(
+                "phone_number",
+                &super::values::mask_msisdn(&self.phone_number),
+            )
             .field("callback_url", &"<redacted>")
             .field("account_reference", &self.account_reference)
             .field("transaction_desc", &self.transaction_desc)
@@ -53,8 +56,9 @@ impl fmt::Debug for StkPushRequest {
     }
 }
 
-/// The acknowledgement of a push. Nothing is paid yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The acknowledgement of a push. Nothing is paid yet. `Debug` masks the CheckoutRequestID
+/// (it can embed the phone number).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StkPushResponse {
     #[serde(rename = "MerchantRequestID")]
@@ -68,6 +72,21 @@ pub struct StkPushResponse {
     pub response_description: String,
     #[serde(default)]
     pub customer_message: String,
+}
+
+impl fmt::Debug for StkPushResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StkPushResponse")
+            .field("merchant_request_id", &self.merchant_request_id)
+            .field(
+                "checkout_request_id",
+                &super::client::mask_id(&self.checkout_request_id),
+            )
+            .field("response_code", &self.response_code)
+            .field("response_description", &self.response_description)
+            .field("customer_message", &self.customer_message)
+            .finish()
+    }
 }
 
 /// `POST /mpesa/stkpushquery/v1/query`.
@@ -97,8 +116,8 @@ impl fmt::Debug for StkQueryRequest {
 }
 
 /// The answer to a query. Every field is optional so that a partial answer is still read;
-/// the client decides what is missing.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// the client decides what is missing. `Debug` masks the CheckoutRequestID.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct StkQueryResponse {
     #[serde(default, deserialize_with = "opt_string_or_number")]
@@ -116,12 +135,39 @@ pub struct StkQueryResponse {
     pub result_desc: Option<String>,
 }
 
+impl fmt::Debug for StkQueryResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StkQueryResponse")
+            .field("response_code", &self.response_code)
+            .field("response_description", &self.response_description)
+            .field("merchant_request_id", &self.merchant_request_id)
+            .field(
+                "checkout_request_id",
+                &self
+                    .checkout_request_id
+                    .as_deref()
+                    .map(super::client::mask_id),
+            )
+            .field("result_code", &self.result_code)
+            .field("result_desc", &self.result_desc)
+            .finish()
+    }
+}
+
 /// Daraja's error body: `{"requestId", "errorCode", "errorMessage"}`, any of them may be missing.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DarajaErrorBody {
-    #[serde(rename = "requestId", default, deserialize_with = "opt_string_or_number")]
+    #[serde(
+        rename = "requestId",
+        default,
+        deserialize_with = "opt_string_or_number"
+    )]
     pub request_id: Option<String>,
-    #[serde(rename = "errorCode", default, deserialize_with = "opt_string_or_number")]
+    #[serde(
+        rename = "errorCode",
+        default,
+        deserialize_with = "opt_string_or_number"
+    )]
     pub error_code: Option<String>,
     #[serde(rename = "errorMessage", default)]
     pub error_message: Option<String>,
@@ -280,6 +326,7 @@ mod tests {
             "CustomerMessage":"Success. Request accepted for processing","Extra":true}"#;
         let response: StkPushResponse = serde_json::from_str(body).unwrap();
         assert_eq!(response.checkout_request_id, "ws_CO_191220191020363925");
+        assert!(!format!("{response:?}").contains("191220191020363925"));
         assert_eq!(response.response_code, "0");
 
         let numeric = r#"{"MerchantRequestID":"m","CheckoutRequestID":"c","ResponseCode":0}"#;
@@ -319,8 +366,10 @@ mod tests {
         let number: TokenResponse =
             serde_json::from_str(r#"{"access_token":"abc","expires_in":120}"#).unwrap();
         assert_eq!(number.expires_in, 120);
-        assert!(serde_json::from_str::<TokenResponse>(r#"{"access_token":"a","expires_in":"x"}"#)
-            .is_err());
+        assert!(
+            serde_json::from_str::<TokenResponse>(r#"{"access_token":"a","expires_in":"x"}"#)
+                .is_err()
+        );
         assert!(!format!("{text:?}").contains("abc"));
     }
 }

@@ -28,7 +28,9 @@ pub mod serde_millis {
         serializer.serialize_str(&super::format(*at))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
         super::parse(&text).map_err(serde::de::Error::custom)
     }

@@ -52,7 +52,7 @@ impl DynamoStore {
         checkout_request_id: &str,
         update: Update,
     ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
-        let Update {
+        let Finished {
             expression,
             condition,
             names,
@@ -129,7 +129,10 @@ impl DynamoStore {
         update.set(item::ORPHAN_PK, s(item::ORPHAN_PARTITION));
         update.set(
             item::ORPHAN_SK,
-            s(item::index_sk(result.received_at, &result.checkout_request_id)),
+            s(item::index_sk(
+                result.received_at,
+                &result.checkout_request_id,
+            )),
         );
         let pk = update.name(item::PK);
         update.condition(format!("attribute_not_exists({pk})"));
@@ -153,9 +156,9 @@ impl DynamoStore {
                 "entry",
                 AttributeValue::L(vec![item::history_entry(&result.history_entry())]),
             );
-            update
-                .set
-                .push(format!("{history} = list_append(if_not_exists({history}, {empty}), {entry})"));
+            update.set.push(format!(
+                "{history} = list_append(if_not_exists({history}, {empty}), {entry})"
+            ));
         }
         if result.source == ResultSource::Callback {
             let counter = if conflict {
@@ -239,7 +242,10 @@ impl PaymentStore for DynamoStore {
                     update.set(item::PENDING_PK, s(item::PENDING_PARTITION));
                     update.set(
                         item::PENDING_SK,
-                        s(item::index_sk(payment.created_at, &payment.checkout_request_id)),
+                        s(item::index_sk(
+                            payment.created_at,
+                            &payment.checkout_request_id,
+                        )),
                     );
                     let pk = update.name(item::PK);
                     let status = update.name(item::STATUS);
@@ -256,8 +262,7 @@ impl PaymentStore for DynamoStore {
                     update.remove(item::ORPHAN_SK);
                     let status = update.name(item::STATUS);
                     let paid = update.name(item::AMOUNT_PAID_WHOLE);
-                    let completed =
-                        update.value("completed", s(PaymentStatus::Completed.as_str()));
+                    let completed = update.value("completed", s(PaymentStatus::Completed.as_str()));
                     let asked = update.value("asked", n(payment.amount));
                     // The two conditions split "final" exactly: a success for another
                     // amount, and everything else, which keeps its status.
@@ -292,20 +297,22 @@ impl PaymentStore for DynamoStore {
         let mut plan = ResultPlan::Transition(result.final_status(None));
         for _ in 0..MAX_ROUNDS {
             let written = match plan {
-                ResultPlan::Transition(status) => self
-                    .transition(result, status)
-                    .await?
-                    .map(|record| Applied::Transitioned {
-                        record,
-                        created_orphan: false,
-                    }),
-                ResultPlan::CreateOrphan(status) => self
-                    .create_orphan(result, status)
-                    .await?
-                    .map(|record| Applied::Transitioned {
-                        record,
-                        created_orphan: true,
-                    }),
+                ResultPlan::Transition(status) => {
+                    self.transition(result, status)
+                        .await?
+                        .map(|record| Applied::Transitioned {
+                            record,
+                            orphan: false,
+                        })
+                }
+                ResultPlan::CreateOrphan(status) => {
+                    self.create_orphan(result, status)
+                        .await?
+                        .map(|record| Applied::Transitioned {
+                            record,
+                            orphan: true,
+                        })
+                }
                 ResultPlan::Duplicate | ResultPlan::Conflict => {
                     unreachable!("a repeat is planned only from a stored record")
                 }
@@ -337,7 +344,13 @@ impl PaymentStore for DynamoStore {
 
     async fn orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError> {
         let items = self
-            .query_index(item::ORPHAN_INDEX, item::ORPHAN_PK, item::ORPHAN_PARTITION, None, limit)
+            .query_index(
+                item::ORPHAN_INDEX,
+                item::ORPHAN_PK,
+                item::ORPHAN_PARTITION,
+                None,
+                limit,
+            )
             .await?;
         items.iter().map(item::record_from_item).collect()
     }
@@ -493,7 +506,8 @@ impl Update {
     fn set_if_absent(&mut self, attr: &str, value: AttributeValue) {
         let name = self.name(attr);
         let value = self.value(attr, value);
-        self.set.push(format!("{name} = if_not_exists({name}, {value})"));
+        self.set
+            .push(format!("{name} = if_not_exists({name}, {value})"));
     }
 
     fn remove(&mut self, attr: &str) {
@@ -516,7 +530,11 @@ impl Update {
     }
 
     fn finish(self) -> Finished {
-        let clauses = [("SET", &self.set), ("REMOVE", &self.remove), ("ADD", &self.add)];
+        let clauses = [
+            ("SET", &self.set),
+            ("REMOVE", &self.remove),
+            ("ADD", &self.add),
+        ];
         let expression = clauses
             .iter()
             .filter(|(_, parts)| !parts.is_empty())

@@ -89,7 +89,10 @@ pub fn history_entry(entry: &ResultHistoryEntry) -> AttributeValue {
 
 /// Reads an item back. Every attribute written by the store is read here and nowhere else.
 pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
-    let reader = Reader { item, pk: pk_of(item) };
+    let reader = Reader {
+        item,
+        pk: pk_of(item),
+    };
     let checkout_request_id = match reader.string(CHECKOUT_REQUEST_ID)? {
         Some(id) => id,
         None => reader
@@ -295,7 +298,10 @@ mod tests {
             raw: Some("{}".into()),
         };
         let mut item = minimal();
-        item.insert(HISTORY.to_owned(), AttributeValue::L(vec![history_entry(&entry)]));
+        item.insert(
+            HISTORY.to_owned(),
+            AttributeValue::L(vec![history_entry(&entry)]),
+        );
         assert_eq!(record_from_item(&item).unwrap().history, vec![entry]);
     }
 }

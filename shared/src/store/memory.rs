@@ -101,8 +101,7 @@ fn with_result(
     result: &PaymentResult,
     status: PaymentStatus,
 ) -> PaymentRecord {
-    let mut record =
-        existing.unwrap_or_else(|| blank(&result.checkout_request_id, status));
+    let mut record = existing.unwrap_or_else(|| blank(&result.checkout_request_id, status));
     if record.merchant_request_id.is_none() {
         record.merchant_request_id = Some(result.merchant_request_id.clone());
     }
@@ -169,12 +168,12 @@ impl PaymentStore for MemoryStore {
                 let existing = stored.map(|s| s.record);
                 Applied::Transitioned {
                     record: with_result(existing, result, status),
-                    created_orphan: false,
+                    orphan: false,
                 }
             }
             ResultPlan::CreateOrphan(status) => Applied::Transitioned {
                 record: with_result(None, result, status),
-                created_orphan: true,
+                orphan: true,
             },
             ResultPlan::Duplicate => {
                 let mut record = stored.map(|s| s.record).unwrap_or_else(|| {
@@ -197,10 +196,9 @@ impl PaymentStore for MemoryStore {
             }
         };
         let orphan_since = match &applied {
-            Applied::Transitioned {
-                created_orphan: true,
-                ..
-            } => Some(timestamp::truncate(result.received_at)),
+            Applied::Transitioned { orphan: true, .. } => {
+                Some(timestamp::truncate(result.received_at))
+            }
             _ => items
                 .get(&result.checkout_request_id)
                 .and_then(|s| s.orphan_since),
@@ -228,7 +226,8 @@ impl PaymentStore for MemoryStore {
             .values()
             .filter_map(|s| s.orphan_since.map(|at| (at, &s.record)))
             .collect();
-        orphans.sort_by(|a, b| (a.0, &a.1.checkout_request_id).cmp(&(b.0, &b.1.checkout_request_id)));
+        orphans
+            .sort_by(|a, b| (a.0, &a.1.checkout_request_id).cmp(&(b.0, &b.1.checkout_request_id)));
         Ok(orphans
             .into_iter()
             .take(limit as usize)
@@ -246,7 +245,11 @@ impl PaymentStore for MemoryStore {
         let mut pending: Vec<_> = items
             .values()
             .filter(|s| s.record.status == PaymentStatus::Pending)
-            .filter_map(|s| s.record.created_at.map(|at| (at, &s.record.checkout_request_id)))
+            .filter_map(|s| {
+                s.record
+                    .created_at
+                    .map(|at| (at, &s.record.checkout_request_id))
+            })
             .filter(|(at, _)| *at < cutoff)
             .collect();
         pending.sort();

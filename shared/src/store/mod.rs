@@ -85,12 +85,9 @@ impl PendingWrite {
 /// What applying a result did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The record became final. `created_orphan`: no pending write was known, so the
-    /// record was created from the result alone and listed in [`PaymentStore::orphans`].
-    Transitioned {
-        record: PaymentRecord,
-        created_orphan: bool,
-    },
+    /// The record became final. `orphan`: no pending write was known, so the record was
+    /// created from the result alone and is listed in [`PaymentStore::orphans`].
+    Transitioned { record: PaymentRecord, orphan: bool },
     /// The record was already final with the same result; counted, nothing else changed.
     Duplicate(PaymentRecord),
     /// The record was already final with another result; the new one went to history.
@@ -145,6 +142,9 @@ pub trait PaymentStore: Send + Sync {
     async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError>;
 
     /// Marks a pending payment `EXPIRED`. Returns whether it was pending.
-    async fn expire(&self, checkout_request_id: &str, at: DateTime<Utc>)
-        -> Result<bool, StoreError>;
+    async fn expire(
+        &self,
+        checkout_request_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 }

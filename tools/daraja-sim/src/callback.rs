@@ -117,7 +117,14 @@ pub(crate) async fn deliver(shared: &Arc<Shared>, plan: CallbackPlan) {
 async fn post(shared: &Shared, plan: &CallbackPlan) {
     let sent_at = Utc::now();
     let status = match shared.http.post(&plan.url).json(&plan.body).send().await {
-        Ok(response) => Some(response.status().as_u16()),
+        Ok(response) => {
+            tracing::info!(
+                checkout = %mask_id(&plan.checkout_request_id),
+                status = response.status().as_u16(),
+                "callback answered"
+            );
+            Some(response.status().as_u16())
+        }
         Err(error) => {
             tracing::warn!(
                 checkout = %mask_id(&plan.checkout_request_id),
@@ -127,11 +134,6 @@ async fn post(shared: &Shared, plan: &CallbackPlan) {
             None
         }
     };
-    tracing::info!(
-        checkout = %mask_id(&plan.checkout_request_id),
-        status = ?status,
-        "callback sent"
-    );
     shared.record_callback(SentCallback {
         checkout_request_id: plan.checkout_request_id.clone(),
         url: plan.url.clone(),

@@ -77,7 +77,9 @@ pub(crate) enum DarajaError {
     UnknownMerchant,
     #[error("Wrong credentials")]
     WrongCredentials,
-    #[error("Unable to lock subscriber, a transaction is already in process for the current subscriber")]
+    #[error(
+        "Unable to lock subscriber, a transaction is already in process for the current subscriber"
+    )]
     SubscriberLocked,
     #[error("The transaction is being processed")]
     BeingProcessed,
@@ -114,10 +116,7 @@ impl DarajaError {
     }
 
     fn reply(&self) -> Reply {
-        Reply::json(
-            self.status(),
-            error_body(self.code(), &self.to_string()),
-        )
+        Reply::json(self.status(), error_body(self.code(), &self.to_string()))
     }
 }
 
@@ -337,8 +336,14 @@ fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, 
     }
 }
 
-fn parsed_body(body: &Bytes) -> Value {
-    serde_json::from_slice(body).unwrap_or(Value::Null)
+/// The body as recorded for `requests()`: the Password is base64 of the passkey, so it is
+/// never kept.
+fn recorded_body(body: &Bytes) -> Value {
+    let mut value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    if let Some(password) = value.get_mut("Password") {
+        *password = json!("<redacted>");
+    }
+    value
 }
 
 // ---- field rules ----
@@ -374,9 +379,8 @@ fn timestamp(shared: &Shared, map: &Map<String, Value>) -> Result<String, Daraja
     let ts = text(map, "Timestamp")
         .filter(|s| digits(s, 14..=14))
         .ok_or(DarajaError::Invalid("Timestamp"))?;
-    let naive = NaiveDateTime::parse_from_str(&ts, "%Y%m%d%H%M%S").map_err(|_| {
-        DarajaError::Invalid("Timestamp")
-    })?;
+    let naive = NaiveDateTime::parse_from_str(&ts, "%Y%m%d%H%M%S")
+        .map_err(|_| DarajaError::Invalid("Timestamp"))?;
     let at = eat()
         .from_local_datetime(&naive)
         .single()
@@ -394,9 +398,11 @@ fn timestamp(shared: &Shared, map: &Map<String, Value>) -> Result<String, Daraja
 /// taken as Daraja takes them; fractions are refused.
 fn amount(map: &Map<String, Value>) -> Result<u64, DarajaError> {
     let value = match map.get("Amount") {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)),
+        Some(Value::Number(n)) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
         Some(Value::String(s)) if digits(s.trim(), 1..=7) => s.trim().parse().ok(),
         _ => None,
     };
@@ -504,7 +510,7 @@ fn validate_push(shared: &Shared, map: &Map<String, Value>) -> Result<ValidPush,
 }
 
 async fn stk_push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let (id, fault) = prelude(&shared, Endpoint::StkPush, parsed_body(&body)).await;
+    let (id, fault) = prelude(&shared, Endpoint::StkPush, recorded_body(&body)).await;
     if let Some(reply) = fault {
         return reply.send(&shared, id);
     }
@@ -563,12 +569,8 @@ async fn stk_push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: B
 
 // ---- STK query ----
 
-async fn stk_query(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (id, fault) = prelude(&shared, Endpoint::StkQuery, parsed_body(&body)).await;
+async fn stk_query(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (id, fault) = prelude(&shared, Endpoint::StkQuery, recorded_body(&body)).await;
     if let Some(reply) = fault {
         return reply.send(&shared, id);
     }

@@ -6,11 +6,27 @@
 //! other processes drive the same state over HTTP under `/sim/…` (see the README).
 //!
 //! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
-//! use daraja_sim::{start, Outcome, SimConfig};
-//! let sim = start("127.0.0.1:0".parse().unwrap(), SimConfig::default()).await?;
-//! sim.script(Some("254708374149"), vec![Outcome::code(1032)]);
-//! // point the Daraja client at sim.base_url() …
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use daraja_sim::{start, Endpoint, Fault, Outcome, Quirk, SimConfig};
+//! use std::time::Duration;
+//!
+//! let sim = start("127.0.0.1:0".parse()?, SimConfig {
+//!     callback_delay: Duration::from_millis(50),
+//!     ..SimConfig::default()
+//! }).await?;
+//! // base URL for the Daraja client:
+//! let base = sim.base_url();
+//! // the next push to this phone: cancelled, callback delivered twice at once
+//! sim.script(Some("0708374149"), vec![Outcome::code(1032).duplicated(2, true)]);
+//! // then a success whose callback has a string Amount and no Balance value
+//! sim.script(None, vec![Outcome::success()
+//!     .with_quirk(Quirk::AmountAsString)
+//!     .with_quirk(Quirk::BalanceWithoutValue)]);
+//! // the next STK push hits Apigee's spike arrest
+//! sim.fault(Endpoint::StkPush, Fault::SpikeArrest, 1);
+//! // … run the code under test against `base` …
+//! # let _ = base;
+//! assert_eq!(sim.counts().callbacks_sent, 2);
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```

@@ -11,7 +11,8 @@ use serde_json::Value;
 /// The public sandbox shortcode (a paybill).
 pub const SANDBOX_SHORTCODE: &str = "174379";
 /// The public sandbox passkey, published by Safaricom.
-pub const SANDBOX_PASSKEY: &str = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919";
+pub const SANDBOX_PASSKEY: &str =
+    "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919";
 
 /// How the simulator behaves. `Default` is the public sandbox.
 #[derive(Clone, Serialize, Deserialize)]
@@ -67,10 +68,16 @@ impl fmt::Debug for SimConfig {
             .field("consumer_key", &redact(&self.consumer_key))
             .field("consumer_secret", &redact(&self.consumer_secret))
             .field("token_ttl", &self.token_ttl)
-            .field("invalidate_previous_tokens", &self.invalidate_previous_tokens)
+            .field(
+                "invalidate_previous_tokens",
+                &self.invalidate_previous_tokens,
+            )
             .field("callback_delay", &self.callback_delay)
             .field("timestamp_max_skew", &self.timestamp_max_skew)
-            .field("query_rate_limit_per_minute", &self.query_rate_limit_per_minute)
+            .field(
+                "query_rate_limit_per_minute",
+                &self.query_rate_limit_per_minute,
+            )
             .field("default_outcome", &self.default_outcome)
             .finish()
     }

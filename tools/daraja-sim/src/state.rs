@@ -64,8 +64,14 @@ pub(crate) struct Txn {
 pub(crate) enum QueryView {
     Unknown,
     Processing,
-    Transient { merchant_request_id: String },
-    Final { merchant_request_id: String, result_code: Value, result_desc: String },
+    Transient {
+        merchant_request_id: String,
+    },
+    Final {
+        merchant_request_id: String,
+        result_code: Value,
+        result_desc: String,
+    },
 }
 
 /// A closed prompt's callback, ready to deliver.
@@ -175,7 +181,11 @@ impl Shared {
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.lock().requests.iter().map(|(_, r)| r.clone()).collect()
+        self.lock()
+            .requests
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     pub fn callbacks(&self) -> Vec<SentCallback> {
@@ -227,12 +237,6 @@ impl Shared {
             },
         ));
         id
-    }
-
-    pub fn set_request_body(&self, id: u64, body: Value) {
-        if let Some((_, r)) = self.lock().requests.iter_mut().find(|(i, _)| *i == id) {
-            r.body = body;
-        }
     }
 
     pub fn answered(&self, id: u64, status: u16, response: Value) {
@@ -472,4 +476,50 @@ pub fn mask_phone(phone: &str) -> String {
 pub(crate) fn mask_id(id: &str) -> String {
     let head: String = id.chars().take(12).collect();
     format!("{head}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_normalise_from_the_forms_users_type() {
+        for input in [
+            "0708374149",
+            "+254708374149",
+            "708374149",
+            "254708374149",
+            "0708 374 149",
+        ] {
+            assert_eq!(
+                normalise_phone(input).as_deref(),
+                Some("254708374149"),
+                "{input}"
+            );
+        }
+        assert_eq!(
+            normalise_phone("0110000004").as_deref(),
+            Some("254110000004")
+        );
+        for input in ["0208374149", "25470837414", "07083741x9", ""] {
+            assert_eq!(normalise_phone(input), None, "{input}");
+        }
+    }
+
+    #[test]
+    fn masked_phone_keeps_only_head_and_tail() {
+        assert_eq!(mask_phone("254708374149"), "2547•••••149");
+        assert_eq!(mask_phone("123"), "•••");
+    }
+
+    #[test]
+    fn config_debug_hides_secrets() {
+        let config = SimConfig {
+            consumer_secret: Some("s3cret-value".into()),
+            ..SimConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret-value"));
+        assert!(!shown.contains(crate::model::SANDBOX_PASSKEY));
+    }
 }

@@ -1,1 +1,54 @@
-//! The local stack.
+//! The whole system on loopback, for the demo and the integration tests: a DynamoDB emulator
+//! (moto) with the table from `template.yaml`, the Daraja simulator, the three functions under
+//! the AWS Lambda Runtime Interface Emulator, and an API Gateway (HTTP API) stand-in in front.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), local_stack::Error> {
+//! use local_stack::{LocalStack, StackOptions};
+//! let stack = LocalStack::start(StackOptions::default()).await?;
+//! let url = format!("{}/payments", stack.api_url());
+//! // POST to `url`, script `stack.sim()`, read `stack.dynamo()` …
+//! stack.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod dynamo;
+pub mod gateway;
+pub mod rie;
+mod stack;
+pub mod template;
+
+use std::fmt;
+
+pub use stack::{Error, LocalStack, Profile, StackOptions};
+
+/// The project's functions, by binary name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Function {
+    StkPush,
+    StkCallback,
+    PaymentStatus,
+}
+
+impl Function {
+    pub const ALL: [Function; 3] = [
+        Function::StkPush,
+        Function::StkCallback,
+        Function::PaymentStatus,
+    ];
+
+    /// The binary's (and the function's) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::StkPush => "stk-push",
+            Function::StkCallback => "stk-callback",
+            Function::PaymentStatus => "payment-status",
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

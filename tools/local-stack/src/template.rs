@@ -143,7 +143,10 @@ Resources:
     #[test]
     fn function_without_own_settings_takes_the_globals() {
         let t = Template::parse(TEMPLATE).unwrap();
-        assert_eq!(t.function("payment-status").timeout, Duration::from_secs(10));
+        assert_eq!(
+            t.function("payment-status").timeout,
+            Duration::from_secs(10)
+        );
     }
 
     #[test]

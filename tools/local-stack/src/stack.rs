@@ -1,0 +1,427 @@
+//! Starting, using and stopping the whole local system.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use daraja_sim::{SimConfig, SimHandle};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::dynamo::{self, DynamoError, Moto};
+use crate::gateway::Gateway;
+use crate::rie::{self, InvokeError, LogSink, PoolConfig, RieError, RiePool};
+use crate::template::{Template, TemplateError};
+use crate::Function;
+
+/// Which build of the function binaries to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    Debug,
+    Release,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+
+    fn cargo_flag(self) -> &'static str {
+        match self {
+            Profile::Debug => "",
+            Profile::Release => " --release",
+        }
+    }
+}
+
+/// How to start the stack. `Default` is the demo's set-up: one environment per function, the
+/// public sandbox simulator, debug binaries.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub profile: Profile,
+    /// Where cargo put the binaries; default `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+    pub target_dir: Option<PathBuf>,
+    /// Execution environments per function (concurrent invocations each can serve).
+    pub pool_size: usize,
+    /// The simulator's configuration; its shortcode and passkey are also given to the functions.
+    /// Unset consumer credentials are generated, and the simulator then checks them.
+    pub sim: SimConfig,
+    /// Added to (and overriding) every function's environment.
+    pub extra_env: Vec<(String, String)>,
+    /// A running DynamoDB endpoint to use instead of starting moto; default `$DYNAMODB_ENDPOINT`.
+    pub dynamodb_endpoint: Option<String>,
+    /// Default `<workspace>/template.yaml`.
+    pub template: Option<PathBuf>,
+    /// Also print every function and emulator log line to stderr.
+    pub echo_logs: bool,
+    /// The gateway's port; 0 picks a free one.
+    pub gateway_port: u16,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Debug,
+            target_dir: None,
+            pool_size: 1,
+            sim: SimConfig::default(),
+            extra_env: Vec::new(),
+            dynamodb_endpoint: None,
+            template: None,
+            echo_logs: false,
+            gateway_port: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("function binaries missing: {}; build them first: {command}", missing.join(", "))]
+    MissingBinaries {
+        missing: Vec<String>,
+        command: String,
+    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Rie(#[from] RieError),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error(transparent)]
+    Dynamo(#[from] DynamoError),
+    #[error("cannot start the {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// The running system. Dropping it stops the processes it started; [`LocalStack::shutdown`]
+/// also waits for them and removes its table from a shared DynamoDB endpoint.
+pub struct LocalStack {
+    gateway: Gateway,
+    pools: HashMap<Function, RiePool>,
+    sim: SimHandle,
+    moto: Option<Moto>,
+    dynamo: aws_sdk_dynamodb::Client,
+    dynamodb_endpoint: String,
+    table: String,
+    callback_token: String,
+    function_env: Vec<(String, String)>,
+    secrets: Vec<String>,
+    logs: LogSink,
+    stopped: bool,
+}
+
+impl LocalStack {
+    pub async fn start(opts: StackOptions) -> Result<LocalStack, Error> {
+        let root = workspace_root();
+        let bootstraps = find_binaries(&opts, &root)?;
+        let rie = rie::find_rie(&root)?;
+        let template_path = opts
+            .template
+            .clone()
+            .unwrap_or_else(|| root.join("template.yaml"));
+        let template = Template::load(&template_path)?;
+
+        // Bound first: the functions' callback URL needs the port, and a taken port fails fast.
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            opts.gateway_port,
+        )))
+        .await
+        .map_err(|source| Error::Io {
+            what: "API Gateway stand-in",
+            source,
+        })?;
+        let gateway_addr = listener.local_addr().map_err(|source| Error::Io {
+            what: "API Gateway stand-in",
+            source,
+        })?;
+
+        let endpoint_override = opts
+            .dynamodb_endpoint
+            .clone()
+            .or_else(|| std::env::var("DYNAMODB_ENDPOINT").ok())
+            .filter(|e| !e.trim().is_empty());
+        let (moto, dynamodb_endpoint) = match endpoint_override {
+            Some(endpoint) => (None, endpoint),
+            None => {
+                let moto = start_moto().await?;
+                let endpoint = moto.endpoint();
+                (Some(moto), endpoint)
+            }
+        };
+        let dynamo = dynamo::client(&dynamodb_endpoint).await;
+        let table = format!("payments-{}", random_hex(6));
+        dynamo::create_table_from_template(&dynamo, &template_path, &table).await?;
+
+        let mut sim_config = opts.sim.clone();
+        let consumer_key = sim_config
+            .consumer_key
+            .get_or_insert_with(|| format!("local-key-{}", random_hex(12)))
+            .clone();
+        let consumer_secret = sim_config
+            .consumer_secret
+            .get_or_insert_with(|| format!("local-secret-{}", random_hex(12)))
+            .clone();
+        let (shortcode, passkey) = (sim_config.shortcode.clone(), sim_config.passkey.clone());
+        let sim = daraja_sim::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), sim_config)
+            .await
+            .map_err(|source| Error::Io {
+                what: "Daraja simulator",
+                source,
+            })?;
+
+        let callback_token = random_hex(32);
+        let mut function_env: Vec<(String, String)> = [
+            ("TABLE_NAME", table.as_str()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("DARAJA_BASE_URL", sim.base_url().as_str()),
+            ("DARAJA_SHORTCODE", shortcode.as_str()),
+            ("DARAJA_PASSKEY", passkey.as_str()),
+            ("DARAJA_CONSUMER_KEY", consumer_key.as_str()),
+            ("DARAJA_CONSUMER_SECRET", consumer_secret.as_str()),
+            ("CALLBACK_TOKEN", callback_token.as_str()),
+            ("CALLBACK_BASE_URL", &format!("http://{gateway_addr}")),
+            ("RUST_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        function_env.extend(opts.extra_env.iter().cloned());
+
+        let logs = LogSink::new(opts.echo_logs);
+        let mut pools = HashMap::new();
+        for (function, bootstrap) in bootstraps {
+            let config = PoolConfig {
+                name: function.name().to_string(),
+                bootstrap,
+                rie: rie.clone(),
+                size: opts.pool_size,
+                settings: template.function(function.name()),
+                env: function_env.clone(),
+            };
+            match RiePool::start(config, logs.clone()).await {
+                Ok(pool) => {
+                    pools.insert(function, pool);
+                }
+                Err(e) => {
+                    for pool in pools.values() {
+                        pool.shutdown().await;
+                    }
+                    sim.shutdown().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let gateway = Gateway::serve(listener, pools.clone()).map_err(|source| Error::Io {
+            what: "API Gateway stand-in",
+            source,
+        })?;
+
+        Ok(LocalStack {
+            gateway,
+            pools,
+            sim,
+            moto,
+            dynamo,
+            dynamodb_endpoint,
+            table,
+            secrets: vec![
+                consumer_key,
+                consumer_secret,
+                passkey,
+                callback_token.clone(),
+            ],
+            callback_token,
+            function_env,
+            logs,
+            stopped: false,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the API's base URL (routes: `POST /payments`,
+    /// `GET /payments/{id}`, `POST /callbacks/stk/{token}`).
+    pub fn api_url(&self) -> String {
+        self.gateway.url()
+    }
+
+    pub fn sim(&self) -> &SimHandle {
+        &self.sim
+    }
+
+    pub fn dynamo(&self) -> aws_sdk_dynamodb::Client {
+        self.dynamo.clone()
+    }
+
+    pub fn dynamodb_endpoint(&self) -> &str {
+        &self.dynamodb_endpoint
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The secret path segment of this stack's callback URL.
+    pub fn callback_token(&self) -> &str {
+        &self.callback_token
+    }
+
+    /// Every secret value given to the functions (consumer key and secret, passkey, callback
+    /// token): what must never appear in [`LocalStack::logs`].
+    pub fn secrets(&self) -> &[String] {
+        &self.secrets
+    }
+
+    /// The environment every function runs with (on top of Lambda's own variables).
+    pub fn function_env(&self) -> &[(String, String)] {
+        &self.function_env
+    }
+
+    /// Every line the emulators and functions wrote so far, tagged `[stk-push#0]` and so on.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lines()
+    }
+
+    /// Invokes `function` directly with an event, as `sam local invoke` does, and returns its
+    /// answer: the response object, the `{"errorType","errorMessage"}` object of a function
+    /// error, or the emulator's timeout text as a JSON string.
+    pub async fn invoke(&self, function: Function, event: &Value) -> Result<Value, Error> {
+        let pool = self
+            .pools
+            .get(&function)
+            .ok_or_else(|| InvokeError::Stopped {
+                function: function.name().to_string(),
+            })?;
+        Ok(pool.invoke(event).await?)
+    }
+
+    /// Stops everything it started and deletes its table when the DynamoDB endpoint is shared.
+    pub async fn shutdown(mut self) {
+        self.gateway.shutdown().await;
+        for pool in self.pools.values() {
+            pool.shutdown().await;
+        }
+        self.sim.clone().shutdown().await;
+        match self.moto.take() {
+            Some(moto) => moto.shutdown().await,
+            None => {
+                // Best effort: a leftover table on a shared endpoint only costs space.
+                let _ = self
+                    .dynamo
+                    .delete_table()
+                    .table_name(&self.table)
+                    .send()
+                    .await;
+            }
+        }
+        self.stopped = true;
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        for pool in self.pools.values() {
+            pool.kill_now();
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.sim.clone().shutdown());
+        }
+        // Moto and the gateway stop when their handles drop.
+    }
+}
+
+/// The workspace this crate belongs to, where `template.yaml` and `.venv` live.
+fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+fn find_binaries(opts: &StackOptions, root: &Path) -> Result<Vec<(Function, PathBuf)>, Error> {
+    let target = opts
+        .target_dir
+        .clone()
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| root.join("target"));
+    let dir = target.join(opts.profile.dir());
+    let found: Vec<(Function, PathBuf)> = Function::ALL
+        .iter()
+        .map(|f| (*f, dir.join(f.name())))
+        .collect();
+    let missing: Vec<String> = found
+        .iter()
+        .filter(|(_, path)| !path.is_file())
+        .map(|(_, path)| path.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let packages: String = Function::ALL
+        .iter()
+        .map(|f| format!(" -p {}", f.name()))
+        .collect();
+    Err(Error::MissingBinaries {
+        missing,
+        command: format!(
+            "CARGO_TARGET_DIR={} cargo build{packages}{}",
+            target.display(),
+            opts.profile.cargo_flag()
+        ),
+    })
+}
+
+/// Moto's port is chosen before moto binds it; losing that race shows as an early exit, and
+/// another port is tried.
+async fn start_moto() -> Result<Moto, DynamoError> {
+    let mut attempt = 1;
+    loop {
+        match Moto::start().await {
+            Err(DynamoError::MotoExited(_)) if attempt < 3 => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binaries_error_names_each_path_and_the_build_command() {
+        let opts = StackOptions {
+            target_dir: Some(PathBuf::from("/nonexistent/target")),
+            profile: Profile::Release,
+            ..StackOptions::default()
+        };
+        let err = find_binaries(&opts, Path::new("/nonexistent")).unwrap_err();
+        let text = err.to_string();
+        for name in ["stk-push", "stk-callback", "payment-status"] {
+            assert!(
+                text.contains(&format!("/nonexistent/target/release/{name}")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains("cargo build -p stk-push -p stk-callback -p payment-status --release"),
+            "{text}"
+        );
+    }
+}
