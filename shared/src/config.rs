@@ -150,10 +150,13 @@ pub async fn load_secrets(
         missing.insert("DARAJA_SECRET_ARN (or the variables before it)".to_string());
         return Err(ConfigError::Missing(missing));
     };
-    let raw = source.fetch(&arn).await.map_err(|reason| ConfigError::Secret {
-        arn: arn.clone(),
-        reason,
-    })?;
+    let raw = source
+        .fetch(&arn)
+        .await
+        .map_err(|reason| ConfigError::Secret {
+            arn: arn.clone(),
+            reason,
+        })?;
     let doc: SecretDocument = serde_json::from_str(&raw).map_err(|e| ConfigError::Secret {
         arn: arn.clone(),
         reason: format!("not the expected JSON document: {e}"),
@@ -258,14 +261,12 @@ impl PushConfig {
         })?;
         let kind = match kind {
             None => TransactionKind::PayBill,
-            Some(till) => {
-                TransactionKind::Till(TillNumber::parse(&till).map_err(|e| {
-                    ConfigError::Invalid {
-                        name: "DARAJA_TILL_NUMBER",
-                        reason: e.to_string(),
-                    }
-                })?)
-            }
+            Some(till) => TransactionKind::Till(TillNumber::parse(&till).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "DARAJA_TILL_NUMBER",
+                    reason: e.to_string(),
+                }
+            })?),
         };
         let base_url = vars
             .var("DARAJA_BASE_URL")

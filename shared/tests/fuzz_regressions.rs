@@ -21,7 +21,8 @@ fn push_body(phone: &str, amount: &str, reference: &str) -> Vec<u8> {
 #[test]
 fn callback_nested_past_the_recursion_limit_is_invalid_json_not_a_stack_overflow() {
     let depth = 100_000;
-    let mut body = br#"{"Body":{"stkCallback":{"CheckoutRequestID":"c","ResultCode":0,"x":"#.to_vec();
+    let mut body =
+        br#"{"Body":{"stkCallback":{"CheckoutRequestID":"c","ResultCode":0,"x":"#.to_vec();
     body.extend(std::iter::repeat_n(b'[', depth));
     body.extend(std::iter::repeat_n(b']', depth));
     body.extend(b"}}}");
@@ -74,12 +75,21 @@ fn callback_result_code_out_of_f64_range_is_invalid_json() {
 
 #[test]
 fn callback_amount_in_exponent_or_huge_form_is_unread_not_rounded() {
-    for value in ["1e3", "1e300", "18446744073709551616", r#""99999999999999999999""#, "0.001"] {
+    for value in [
+        "1e3",
+        "1e300",
+        "18446744073709551616",
+        r#""99999999999999999999""#,
+        "0.001",
+    ] {
         let body = callback_with("0", &format!(r#"{{"Name":"Amount","Value":{value}}}"#));
         let callback = parse_callback(&body).unwrap_or_else(|e| panic!("{value}: {e}"));
         assert_eq!(callback.metadata.amount, None, "{value}");
     }
-    let body = callback_with("0", r#"{"Name":"Amount","Value":"18446744073709551615.00"}"#);
+    let body = callback_with(
+        "0",
+        r#"{"Name":"Amount","Value":"18446744073709551615.00"}"#,
+    );
     assert_eq!(
         parse_callback(&body).unwrap().metadata.amount,
         AmountPaid::new(u64::MAX, 0)
@@ -93,12 +103,18 @@ fn callback_fourteen_digit_dates_as_floats_are_exact() {
         "2.0191219102115e13",
         "20191219102115.000",
     ] {
-        let body = callback_with("0", &format!(r#"{{"Name":"TransactionDate","Value":{value}}}"#));
+        let body = callback_with(
+            "0",
+            &format!(r#"{{"Name":"TransactionDate","Value":{value}}}"#),
+        );
         let date = parse_callback(&body).unwrap().metadata.transaction_date;
         assert_eq!(date.as_deref(), Some("20191219102115"), "{value}");
     }
     for value in ["20191219102115.5", "-20191219102115", "1e15", "1e300"] {
-        let body = callback_with("0", &format!(r#"{{"Name":"TransactionDate","Value":{value}}}"#));
+        let body = callback_with(
+            "0",
+            &format!(r#"{{"Name":"TransactionDate","Value":{value}}}"#),
+        );
         let date = parse_callback(&body).unwrap().metadata.transaction_date;
         assert_eq!(date, None, "{value}");
     }
@@ -165,7 +181,13 @@ fn push_at_the_limits_is_accepted() {
 
 #[test]
 fn phone_digits_from_other_scripts_are_refused() {
-    for input in ["٠٧١٢٣٤٥٦٧٨", "0７12345678", "07１2345678", "+0712345678", "+712345678"] {
+    for input in [
+        "٠٧١٢٣٤٥٦٧٨",
+        "0７12345678",
+        "07１2345678",
+        "+0712345678",
+        "+712345678",
+    ] {
         let err = PhoneNumber::parse(input).unwrap_err();
         assert_eq!(err.code, "invalid_phone", "{input}");
     }
@@ -173,7 +195,12 @@ fn phone_digits_from_other_scripts_are_refused() {
 
 #[test]
 fn phone_normalised_form_parses_to_itself() {
-    for input in ["0712345678", " 07-12 34 56 78 ", "+254112345678", "112345678"] {
+    for input in [
+        "0712345678",
+        " 07-12 34 56 78 ",
+        "+254112345678",
+        "112345678",
+    ] {
         let phone = PhoneNumber::parse(input).unwrap();
         assert_eq!(PhoneNumber::parse(phone.as_str()), Ok(phone), "{input}");
     }

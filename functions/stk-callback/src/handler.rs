@@ -6,7 +6,9 @@ use shared::lambda::{body_bytes, json_response, path_param};
 
 pub async fn handle(service: &CallbackService, request: Request) -> Result<Response<Body>, Error> {
     let token = path_param(&request, "token");
-    let answer = service.receive(token.as_deref(), body_bytes(&request)).await;
+    let answer = service
+        .receive(token.as_deref(), body_bytes(&request))
+        .await;
     Ok(json_response(answer.status, &answer.body))
 }
 
@@ -62,7 +64,10 @@ mod tests {
         )
         .await;
         assert_eq!(status, 200);
-        assert_eq!(body, serde_json::json!({"ResultCode": 0, "ResultDesc": "Accepted"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"ResultCode": 0, "ResultDesc": "Accepted"})
+        );
         let record = store
             .get("ws_CO_27112026090000123708374149")
             .await

@@ -7,7 +7,10 @@ use shared::lambda::{body_bytes, error_response, json_response, request_base_url
 pub async fn handle(service: &PushService, request: Request) -> Result<Response<Body>, Error> {
     let base_url = request_base_url(&request);
     Ok(
-        match service.start(body_bytes(&request), base_url.as_deref()).await {
+        match service
+            .start(body_bytes(&request), base_url.as_deref())
+            .await
+        {
             Ok(accepted) => json_response(202, &serde_json::to_value(accepted)?),
             Err(error) => error_response(&error),
         },
@@ -17,10 +20,10 @@ pub async fn handle(service: &PushService, request: Request) -> Result<Response<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::daraja::{DarajaClient, DarajaConfig, NoSharedTokens};
     use shared::daraja::secret::Secret;
     use shared::daraja::time::SystemClock;
     use shared::daraja::values::{ShortCode, TransactionKind};
+    use shared::daraja::{DarajaClient, DarajaConfig, NoSharedTokens};
     use shared::store::{MemoryStore, PaymentStore};
     use std::sync::Arc;
     use std::time::Duration;
@@ -69,7 +72,11 @@ mod tests {
         .await;
         assert_eq!(status, 422);
         assert_eq!(body["error"]["code"], "invalid_phone");
-        assert!(store.pending_older_than(chrono::Utc::now(), 10).await.unwrap().is_empty());
+        assert!(store
+            .pending_older_than(chrono::Utc::now(), 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

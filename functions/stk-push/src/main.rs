@@ -8,8 +8,8 @@ use aws_config::BehaviorVersion;
 use lambda_http::{run, service_fn, Error};
 use shared::api::PushService;
 use shared::config::{ProcessEnv, PushConfig, SecretsManager};
-use shared::daraja::{DarajaClient, NoSharedTokens};
 use shared::daraja::time::SystemClock;
+use shared::daraja::{DarajaClient, NoSharedTokens};
 use shared::store::DynamoStore;
 
 #[tokio::main]

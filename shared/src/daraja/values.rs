@@ -292,7 +292,10 @@ fn check_text(
         return Err(ValidationError::new(
             field,
             code,
-            format!("{field} must not be empty: up to {max} {}", spaces.accepted()),
+            format!(
+                "{field} must not be empty: up to {max} {}",
+                spaces.accepted()
+            ),
         ));
     }
     let len = value.chars().count();
