@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::result_code::{OutcomeCategory, ResultCode};
 use super::secret::Secret;
 use super::time::{daraja_timestamp, password, Clock};
-use super::token::{AccessToken, TokenStore};
+use super::token::{AccessToken, Lease, TokenStore};
 use super::values::{
     AccountReference, Amount, PhoneNumber, ShortCode, TransactionDesc, TransactionKind,
 };
@@ -24,6 +24,12 @@ use super::wire::{
 /// How long before expiry a cached token is replaced. A minute covers a slow request plus clock
 /// skew between us and Daraja.
 const TOKEN_REFRESH_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How often a container waiting for another's token fetch reads the shared token again.
+const LEASE_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a container waits for another's token fetch before fetching its own. Longer than a
+/// store's lease, so a holder that died is replaced by one new holder, not by every waiter.
+const LEASE_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
 /// Daraja's "Invalid Access Token": fetch a new token once and retry once.
 const INVALID_TOKEN: &str = "404.001.03";
@@ -188,28 +194,34 @@ impl DarajaError {
     }
 }
 
-/// Masks an opaque Daraja ID for logs. CheckoutRequestIDs can embed the phone number, so every
-/// run of digits is hidden except within the last four characters, which stay to tell IDs apart.
+/// Masks an opaque Daraja ID for logs. CheckoutRequestIDs can embed the phone number
+/// (`ws_CO_<timestamp><millis><msisdn>`), so in every run of nine or more digits (long enough to
+/// hold a subscriber number) the six digits before the last three are hidden. What stays (the
+/// timestamp part, the last three digits) tells IDs apart without revealing a customer.
 pub fn mask_id(id: &str) -> String {
+    const HIDDEN: usize = 6;
+    const SHOWN_TAIL: usize = 3;
     let chars: Vec<char> = id.chars().collect();
-    if chars.len() <= 4 {
-        return "•••".to_owned();
-    }
-    let (head, tail) = chars.split_at(chars.len() - 4);
-    let mut masked = String::with_capacity(id.len());
-    let mut in_digits = false;
-    for &c in head {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                masked.push_str("•••");
-            }
-            in_digits = true;
-        } else {
-            masked.push(c);
-            in_digits = false;
+    let mut masked = String::with_capacity(id.len() + 12);
+    let mut i = 0;
+    while i < chars.len() {
+        let run = chars[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if run == 0 {
+            masked.push(chars[i]);
+            i += 1;
+            continue;
         }
+        let digits = &chars[i..i + run];
+        if run >= 9 {
+            let keep = run - HIDDEN - SHOWN_TAIL;
+            masked.extend(&digits[..keep]);
+            masked.extend(std::iter::repeat_n('•', HIDDEN));
+            masked.extend(&digits[run - SHOWN_TAIL..]);
+        } else {
+            masked.extend(digits);
+        }
+        i += run;
     }
-    masked.extend(tail);
     masked
 }
 
@@ -525,21 +537,52 @@ impl DarajaClient {
         if let Some(token) = self.cached_fresh() {
             return Ok(token);
         }
-        let shared = self
-            .tokens
-            .load()
-            .await
-            .filter(|t| t.is_fresh(self.clock.now(), TOKEN_REFRESH_MARGIN));
-        let token = match shared {
-            Some(token) => token,
-            None => {
-                let token = self.fetch_token().await?;
-                self.tokens.save(&token).await;
-                token
-            }
-        };
+        let token = self.shared_or_fetched().await?;
         *self.cache() = Some(token.clone());
         Ok(token)
+    }
+
+    /// The shared token if it is fresh; otherwise one fetch across all containers: the lease
+    /// holder fetches and saves, the others wait and read what it saved.
+    async fn shared_or_fetched(&self) -> Result<AccessToken, DarajaError> {
+        let give_up_waiting = Instant::now() + LEASE_WAIT_LIMIT;
+        loop {
+            if let Some(token) = self.shared_fresh().await {
+                return Ok(token);
+            }
+            let lease = self.tokens.try_lease().await;
+            if lease == Lease::Busy && Instant::now() < give_up_waiting {
+                tokio::time::sleep(LEASE_POLL_INTERVAL).await;
+                continue;
+            }
+            if lease == Lease::Granted {
+                // The previous holder may have saved its token between our read and our lease.
+                if let Some(token) = self.shared_fresh().await {
+                    self.tokens.release().await;
+                    return Ok(token);
+                }
+            } else {
+                // The holder is taking too long (or is gone): fetch our own rather than stall.
+                tracing::warn!("shared token lease still held; fetching a token without it");
+            }
+            return match self.fetch_token().await {
+                Ok(token) => {
+                    self.tokens.save(&token).await;
+                    Ok(token)
+                }
+                Err(error) => {
+                    self.tokens.release().await;
+                    Err(error)
+                }
+            };
+        }
+    }
+
+    async fn shared_fresh(&self) -> Option<AccessToken> {
+        self.tokens
+            .load()
+            .await
+            .filter(|t| t.is_fresh(self.clock.now(), TOKEN_REFRESH_MARGIN))
     }
 
     fn cached_fresh(&self) -> Option<AccessToken> {

@@ -556,6 +556,117 @@ async fn a_token_saved_by_another_container_is_reused_and_invalidated_when_refus
     assert_eq!(store.saves.load(Ordering::SeqCst), 2);
 }
 
+/// A shared store with a refresh lease, as the DynamoDB one has: one holder at a time.
+#[derive(Default)]
+struct LeasingStore {
+    token: Mutex<Option<AccessToken>>,
+    leased: Mutex<bool>,
+    leases_granted: AtomicU64,
+}
+
+#[async_trait]
+impl TokenStore for LeasingStore {
+    async fn load(&self) -> Option<AccessToken> {
+        self.token.lock().unwrap().clone()
+    }
+    async fn save(&self, token: &AccessToken) {
+        *self.token.lock().unwrap() = Some(token.clone());
+        *self.leased.lock().unwrap() = false;
+    }
+    async fn invalidate(&self, token: &AccessToken) {
+        let mut stored = self.token.lock().unwrap();
+        if stored.as_ref().is_some_and(|t| t.value == token.value) {
+            *stored = None;
+        }
+    }
+    async fn try_lease(&self) -> Lease {
+        let mut leased = self.leased.lock().unwrap();
+        if *leased {
+            return Lease::Busy;
+        }
+        *leased = true;
+        self.leases_granted.fetch_add(1, Ordering::SeqCst);
+        Lease::Granted
+    }
+    async fn release(&self) {
+        *self.leased.lock().unwrap() = false;
+    }
+}
+
+/// `containers` clients, each with its own memory, over one shared store.
+fn containers(base: &str, store: &Arc<LeasingStore>, containers: usize) -> Vec<Arc<DarajaClient>> {
+    let clock = Arc::new(FixedClock::new(start_time()));
+    (0..containers)
+        .map(|_| Arc::new(client_with(config(base), clock.clone(), store.clone())))
+        .collect()
+}
+
+async fn push_from_all(clients: &[Arc<DarajaClient>], per_client: usize, first_phone: usize) {
+    let mut pushes = Vec::new();
+    for (c, client) in clients.iter().enumerate() {
+        for i in 0..per_client {
+            let client = client.clone();
+            let phone = format!("07{:08}", first_phone + c * per_client + i);
+            pushes.push(tokio::spawn(async move {
+                client.stk_push(&push_request(&phone)).await
+            }));
+        }
+    }
+    for push in pushes {
+        push.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_sharing_a_store_fetch_one_token_between_them() {
+    let (stub, base) = serve().await;
+    let store = Arc::new(LeasingStore::default());
+    let clients = containers(&base, &store, 3);
+
+    push_from_all(&clients, 10, 0).await;
+
+    assert_eq!(stub.token_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(stub.push_calls.load(Ordering::SeqCst), 30);
+    let fetched: u64 = clients.iter().map(|c| c.token_requests()).sum();
+    assert_eq!(fetched, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_shared_token_costs_one_refresh_across_containers() {
+    let (stub, base) = serve().await;
+    let store = Arc::new(LeasingStore::default());
+    let clients = containers(&base, &store, 3);
+    push_from_all(&clients, 1, 0).await;
+    assert_eq!(stub.token_calls.load(Ordering::SeqCst), 1);
+
+    // Daraja stops accepting the token every container holds in memory.
+    stub.valid.lock().unwrap().clear();
+    push_from_all(&clients, 5, 100).await;
+
+    assert_eq!(stub.token_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(store.leases_granted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_failed_fetch_gives_the_lease_back() {
+    let (stub, base) = serve().await;
+    let store = Arc::new(LeasingStore::default());
+    let clients = containers(&base, &store, 2);
+    *stub.token_answer.lock().unwrap() = Some((
+        500,
+        json!({"errorCode": "500.003.02", "errorMessage": "System is busy"}),
+    ));
+    let refused = clients[0].stk_push(&push_request("0708374149")).await;
+    assert!(matches!(refused, Err(DarajaError::Unavailable { .. })), "{refused:?}");
+    assert!(!*store.leased.lock().unwrap());
+
+    *stub.token_answer.lock().unwrap() = None;
+    let started = std::time::Instant::now();
+    clients[1].stk_push(&push_request("0708374150")).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "waited for a released lease");
+    assert_eq!(clients[1].token_requests(), 1);
+}
+
 /// Collects everything the client logs.
 #[derive(Clone, Default)]
 struct LogSink(Arc<Mutex<Vec<u8>>>);
@@ -656,11 +767,15 @@ fn base_url_must_be_http() {
 
 #[test]
 fn mask_id_hides_digit_runs_but_keeps_the_tail() {
-    assert_eq!(mask_id("ws_CO_191220191020363925"), "ws_CO_•••3925");
-    assert_eq!(mask_id("ws_CO_20231219102115254708374149"), "ws_CO_•••4149");
-    assert_eq!(mask_id("29115-34620561-1"), "•••-•••61-1");
-    assert_eq!(mask_id("254708374149"), "•••4149");
-    assert_eq!(mask_id("abc"), "•••");
+    assert_eq!(mask_id("ws_CO_191220191020363925"), "ws_CO_191220191••••••925");
+    assert_eq!(
+        mask_id("ws_CO_20231219102115254708374149"),
+        "ws_CO_20231219102115254••••••149"
+    );
+    assert_eq!(mask_id("29115-34620561-1"), "29115-34620561-1");
+    assert_eq!(mask_id("254708374149"), "254••••••149");
+    assert_eq!(mask_id("0708374149"), "0••••••149");
+    assert_eq!(mask_id("abc"), "abc");
     assert!(!mask_id("ws_CO_254708374149_x").contains("2547083"));
 }
 
