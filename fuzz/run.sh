@@ -49,15 +49,19 @@ for target in $FUZZ_TARGETS; do
             "$target" "${execs:-?}" "${speed:-?}" "$count" "$status" "$(echo $crashes)")")
         tail -n 30 "$log"
     else
-        summary+=("$(printf '%-13s execs=%-10s exec/s=%-7s crashes=0 corpus=%s' \
-            "$target" "${execs:-?}" "${speed:-?}" "$(find "corpus/$target" -type f | wc -l)")")
+        # libFuzzer's own count: the corpus folder also keeps inputs it has since replaced.
+        done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
+        cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$done_line")
+        corp=$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$done_line")
+        summary+=("$(printf '%-13s execs=%-10s exec/s=%-7s crashes=0 edges=%s corpus=%s' \
+            "$target" "${execs:-?}" "${speed:-?}" "${cov:-?}" "${corp:-?}")")
     fi
 done
 
 echo "==> fuzz summary (${FUZZ_SECONDS}s per target)"
 printf '%s\n' "${summary[@]}"
 if [[ $crashed -ne 0 ]]; then
-    echo "Reproduce: cargo fuzz run --sanitizer none <target> fuzz/artifacts/<target>/<file>"
-    echo "Minimise:  cargo fuzz tmin --sanitizer none <target> fuzz/artifacts/<target>/<file>"
+    echo "Reproduce: CARGO_TARGET_DIR=$CARGO_TARGET_DIR cargo fuzz run --sanitizer none <target> fuzz/artifacts/<target>/<file>"
+    echo "Minimise:  CARGO_TARGET_DIR=$CARGO_TARGET_DIR cargo fuzz tmin --sanitizer none <target> fuzz/artifacts/<target>/<file>"
 fi
 exit $crashed

@@ -35,7 +35,11 @@ fuzz_target!(|input: &str| {
         format!("0{subscriber}"),
         subscriber.to_owned(),
     ] {
-        assert_eq!(PhoneNumber::parse(&spelling).as_ref(), Ok(&phone), "{spelling:?}");
+        assert_eq!(
+            PhoneNumber::parse(&spelling).as_ref(),
+            Ok(&phone),
+            "{spelling:?}"
+        );
     }
 
     // Stored as JSON and read back unchanged.

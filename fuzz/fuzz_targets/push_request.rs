@@ -52,15 +52,26 @@ fuzz_target!(|body: &[u8]| {
 
     let reference = request.reference.as_str();
     assert!((1..=AccountReference::MAX_LEN).contains(&reference.chars().count()));
-    assert!(is_prompt_text(reference), "reference {reference:?}");
+    assert!(is_prompt_text(reference, false), "reference {reference:?}");
+    assert_eq!(reference, reference.trim(), "reference {reference:?}");
 
     let description = request.description.as_str();
     assert!((1..=TransactionDesc::MAX_LEN).contains(&description.chars().count()));
-    assert!(is_prompt_text(description), "description {description:?}");
+    assert!(
+        is_prompt_text(description, true),
+        "description {description:?}"
+    );
+    // Trimmed, so a padded value cannot hide a length or an empty prompt line.
+    assert_eq!(
+        description,
+        description.trim(),
+        "description {description:?}"
+    );
 });
 
-/// What the SIM-toolkit prompt shows as-is: ASCII letters, digits and `-`, `_`, `.`.
-fn is_prompt_text(text: &str) -> bool {
+/// What the SIM-toolkit prompt shows as-is: ASCII letters, digits and `-`, `_`, `.`; descriptions
+/// read as words and may also hold spaces.
+fn is_prompt_text(text: &str, spaces: bool) -> bool {
     text.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') || (spaces && c == ' '))
 }

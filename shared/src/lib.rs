@@ -8,5 +8,7 @@ pub mod config;
 pub mod daraja;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod metrics;
 pub mod payment;
+pub mod reconcile;
 pub mod store;

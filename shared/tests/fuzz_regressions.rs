@@ -56,7 +56,7 @@ fn callback_result_code_beyond_any_integer_is_kept_as_an_unknown_final_code() {
     for (raw, expected) in [
         ("18446744073709551615", "18446744073709551615"),
         ("18446744073709551616", "18446744073709552000"),
-        ("-9223372036854775809", "-9223372036854775808"),
+        ("-9223372036854775809", "-9223372036854776000"),
         ("1e300", e300.as_str()),
     ] {
         let code = parse_callback(&callback_with(raw, "")).unwrap().result_code;
@@ -74,18 +74,25 @@ fn callback_result_code_out_of_f64_range_is_invalid_json() {
 }
 
 #[test]
-fn callback_amount_in_exponent_or_huge_form_is_unread_not_rounded() {
+fn callback_amount_that_is_huge_negative_or_sub_cent_is_unread_not_rounded() {
     for value in [
-        "1e3",
         "1e300",
         "18446744073709551616",
         r#""99999999999999999999""#,
+        r#""1e3""#,
         "0.001",
+        "-0.0",
     ] {
         let body = callback_with("0", &format!(r#"{{"Name":"Amount","Value":{value}}}"#));
         let callback = parse_callback(&body).unwrap_or_else(|e| panic!("{value}: {e}"));
         assert_eq!(callback.metadata.amount, None, "{value}");
     }
+    // A small exponent is an exact whole number, so it is read as one.
+    let body = callback_with("0", r#"{"Name":"Amount","Value":1e3}"#);
+    assert_eq!(
+        parse_callback(&body).unwrap().metadata.amount,
+        AmountPaid::new(1000, 0)
+    );
     let body = callback_with(
         "0",
         r#"{"Name":"Amount","Value":"18446744073709551615.00"}"#,

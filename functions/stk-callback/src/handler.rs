@@ -2,12 +2,13 @@
 
 use lambda_http::{Body, Error, Request, Response};
 use shared::api::CallbackService;
-use shared::lambda::{body_bytes, json_response, path_param};
+use shared::lambda::{body_bytes, json_response, path_param, source_ip};
 
 pub async fn handle(service: &CallbackService, request: Request) -> Result<Response<Body>, Error> {
     let token = path_param(&request, "token");
+    let source = source_ip(&request);
     let answer = service
-        .receive(token.as_deref(), body_bytes(&request))
+        .receive(token.as_deref(), source.as_deref(), body_bytes(&request))
         .await;
     Ok(json_response(answer.status, &answer.body))
 }
@@ -15,9 +16,11 @@ pub async fn handle(service: &CallbackService, request: Request) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::config::SourceAllowList;
     use shared::daraja::secret::Secret;
     use shared::daraja::time::SystemClock;
     use shared::payment::{NewPayment, PaymentStatus};
+    use shared::store::raw::{MemoryRawStore, RawCallbackStore};
     use shared::store::{MemoryStore, PaymentStore};
     use std::sync::Arc;
 
@@ -25,10 +28,21 @@ mod tests {
     const TOKEN: &str = "local-callback-token-4f9c2b7e1d";
 
     async fn deliver(event: &str, store: Arc<MemoryStore>) -> (u16, serde_json::Value) {
+        deliver_to(event, store, Arc::default(), SourceAllowList::default()).await
+    }
+
+    async fn deliver_to(
+        event: &str,
+        store: Arc<MemoryStore>,
+        raw: Arc<MemoryRawStore>,
+        allowed_sources: SourceAllowList,
+    ) -> (u16, serde_json::Value) {
         let service = CallbackService {
             store,
+            raw,
             clock: Arc::new(SystemClock),
             callback_token: Secret::new(TOKEN),
+            allowed_sources,
         };
         let request = lambda_http::request::from_str(event).unwrap();
         let response = handle(&service, request).await.unwrap();
@@ -129,5 +143,96 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(record.status, PaymentStatus::Pending);
+    }
+
+    #[tokio::test]
+    async fn unknown_id_event_is_accepted_and_kept_as_an_orphan_with_its_source() {
+        let (store, raw) = (
+            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryRawStore::new()),
+        );
+        let (status, _) = deliver_to(
+            include_str!("../../../events/callback-unknown-id.json"),
+            store.clone(),
+            raw.clone(),
+            SourceAllowList::default(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let orphans = store.orphans(10).await.unwrap();
+        assert_eq!(orphans.len(), 1);
+        let id = &orphans[0].checkout_request_id;
+        assert_eq!(orphans[0].status, PaymentStatus::Completed);
+        assert!(orphans[0]
+            .raw_callback
+            .as_deref()
+            .unwrap()
+            .contains(id.as_str()));
+        assert_eq!(
+            raw.source_of(id).await.unwrap().as_deref(),
+            Some("196.201.214.206")
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_body_events_are_kept_raw_and_refused_with_their_code() {
+        for (event, code, body_start) in [
+            (
+                include_str!("../../../events/callback-bad-body.json"),
+                "invalid_json",
+                "<html>",
+            ),
+            (
+                include_str!("../../../events/callback-not-daraja.json"),
+                "invalid_callback",
+                "{\"Body\"",
+            ),
+        ] {
+            let (store, raw) = (
+                Arc::new(MemoryStore::default()),
+                Arc::new(MemoryRawStore::new()),
+            );
+            let (status, body) = deliver_to(
+                event,
+                store.clone(),
+                raw.clone(),
+                SourceAllowList::default(),
+            )
+            .await;
+            assert_eq!(status, 400, "{code}");
+            assert_eq!(body["error"]["code"], code);
+            let kept = raw.unreadable(10).await.unwrap();
+            assert_eq!(kept.len(), 1, "{code}");
+            assert_eq!(kept[0].reason, code);
+            assert_eq!(kept[0].source_ip.as_deref(), Some("196.201.214.200"));
+            assert!(kept[0].body.starts_with(body_start.as_bytes()), "{code}");
+            assert!(store.orphans(10).await.unwrap().is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_outside_the_allow_list_is_refused_like_a_wrong_token() {
+        let (store, raw) = (
+            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryRawStore::new()),
+        );
+        pending(&store, "ws_CO_27112026090000123708374149", 100).await;
+        let event = include_str!("../../../events/callback-success.json");
+        let only_other = SourceAllowList::parse("196.201.214.206").unwrap();
+        let (status, body) = deliver_to(event, store.clone(), raw.clone(), only_other).await;
+        assert_eq!(
+            (status, body),
+            (404, serde_json::json!({"message": "Not Found"}))
+        );
+        let record = store
+            .get("ws_CO_27112026090000123708374149")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, PaymentStatus::Pending);
+
+        let safaricom = SourceAllowList::parse("safaricom").unwrap();
+        let (status, _) = deliver_to(event, store.clone(), raw, safaricom).await;
+        assert_eq!(status, 200);
     }
 }

@@ -9,6 +9,7 @@ use lambda_http::{run, service_fn, Error};
 use shared::api::CallbackService;
 use shared::config::{CallbackConfig, ProcessEnv, SecretsManager};
 use shared::daraja::time::SystemClock;
+use shared::store::raw::DynamoRawStore;
 use shared::store::DynamoStore;
 
 #[tokio::main]
@@ -17,13 +18,16 @@ async fn main() -> Result<(), Error> {
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
     let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
     let config = CallbackConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    if !config.allowed_sources.is_empty() {
+        tracing::info!("callbacks accepted only from CALLBACK_ALLOWED_IPS");
+    }
     let service = CallbackService {
-        store: Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&aws),
-            config.table_name,
-        )),
+        store: Arc::new(DynamoStore::new(dynamo.clone(), &config.table_name)),
+        raw: Arc::new(DynamoRawStore::new(dynamo, config.table_name)),
         clock: Arc::new(SystemClock),
         callback_token: config.callback_token,
+        allowed_sources: config.allowed_sources,
     };
     run(service_fn(|request| handler::handle(&service, request))).await
 }

@@ -1,17 +1,34 @@
 //! HTTP in, HTTP out: the payment logic lives in `shared::api::PushService`.
 
+use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Error, Request, Response};
 use shared::api::PushService;
 use shared::lambda::{body_bytes, error_response, json_response, request_base_url};
 
+/// Stripe's header names: the caller's key, and the mark on a replayed answer.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
 pub async fn handle(service: &PushService, request: Request) -> Result<Response<Body>, Error> {
     let base_url = request_base_url(&request);
+    let key = request
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .map(HeaderValue::as_bytes);
     Ok(
         match service
-            .start(body_bytes(&request), base_url.as_deref())
+            .start(body_bytes(&request), base_url.as_deref(), key)
             .await
         {
-            Ok(accepted) => json_response(202, &serde_json::to_value(accepted)?),
+            Ok(answer) => {
+                let mut response = json_response(answer.status(), &answer.body());
+                if answer.is_replay() {
+                    response
+                        .headers_mut()
+                        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                }
+                response
+            }
             Err(error) => error_response(&error),
         },
     )
@@ -24,6 +41,7 @@ mod tests {
     use shared::daraja::time::SystemClock;
     use shared::daraja::values::{ShortCode, TransactionKind};
     use shared::daraja::{DarajaClient, DarajaConfig, NoSharedTokens};
+    use shared::store::intent::{IntentKey, MemoryLedger};
     use shared::store::{MemoryStore, PaymentStore};
     use std::sync::Arc;
     use std::time::Duration;
@@ -44,16 +62,21 @@ mod tests {
         };
         PushService {
             daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).unwrap(),
-            store,
+            ledger: Arc::new(MemoryLedger::new(store)),
             clock,
             callback_token: Secret::new("token"),
             callback_base_url: None,
+            phone_lock: Duration::from_secs(120),
         }
     }
 
     async fn answer(event: &str, store: Arc<MemoryStore>) -> (u16, serde_json::Value) {
+        answer_from(&service(store), event).await
+    }
+
+    async fn answer_from(service: &PushService, event: &str) -> (u16, serde_json::Value) {
         let request = lambda_http::request::from_str(event).unwrap();
-        let response = handle(&service(store), request).await.unwrap();
+        let response = handle(service, request).await.unwrap();
         let status = response.status().as_u16();
         let body = match response.body() {
             Body::Text(t) => serde_json::from_str(t).unwrap(),
@@ -101,5 +124,39 @@ mod tests {
         .await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], "daraja_unavailable");
+    }
+
+    #[tokio::test]
+    async fn idempotency_key_header_reaches_the_ledger() {
+        // Daraja is unreachable, so the intent is released (503, no prompt was sent) and a
+        // retry with the same key is free to try again; the ledger saw the header's key.
+        let service = service(Arc::new(MemoryStore::default()));
+        let event = include_str!("../../../events/push-idempotent.json");
+        let (status, body) = answer_from(&service, event).await;
+        assert_eq!(status, 503, "{body}");
+        let key = IntentKey::idempotency("order-1001-attempt-1");
+        assert_eq!(
+            service
+                .ledger
+                .intent(&key, chrono::Utc::now())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(service.daraja.token_requests(), 1);
+        let (status, _) = answer_from(&service, event).await;
+        assert_eq!(status, 503);
+        assert_eq!(service.daraja.token_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_blank_idempotency_key_is_a_400_before_any_daraja_call() {
+        let service = service(Arc::new(MemoryStore::default()));
+        let event = include_str!("../../../events/push-idempotent.json")
+            .replace("order-1001-attempt-1", "has space");
+        let (status, body) = answer_from(&service, &event).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_idempotency_key");
+        assert_eq!(service.daraja.token_requests(), 0);
     }
 }

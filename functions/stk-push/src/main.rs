@@ -1,4 +1,5 @@
-//! `POST /payments`: validates the request, sends the STK push, records the pending payment.
+//! `POST /payments`: validates the request, writes the intent and locks the phone, sends the
+//! STK push, records the pending payment.
 
 mod handler;
 
@@ -9,8 +10,9 @@ use lambda_http::{run, service_fn, Error};
 use shared::api::PushService;
 use shared::config::{ProcessEnv, PushConfig, SecretsManager};
 use shared::daraja::time::SystemClock;
-use shared::daraja::{DarajaClient, NoSharedTokens};
-use shared::store::DynamoStore;
+use shared::daraja::DarajaClient;
+use shared::store::intent::DynamoLedger;
+use shared::store::token::DynamoTokenStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,14 +22,24 @@ async fn main() -> Result<(), Error> {
     let config = PushConfig::load(&ProcessEnv, Some(&secrets)).await?;
     let clock = Arc::new(SystemClock);
     let service = PushService {
-        daraja: DarajaClient::new(config.daraja, clock.clone(), Arc::new(NoSharedTokens))?,
-        store: Arc::new(DynamoStore::new(
+        // One OAuth token for every container, kept in the payments table.
+        daraja: DarajaClient::new(
+            config.daraja,
+            clock.clone(),
+            Arc::new(DynamoTokenStore::new(
+                aws_sdk_dynamodb::Client::new(&aws),
+                config.table_name.clone(),
+                clock.clone(),
+            )),
+        )?,
+        ledger: Arc::new(DynamoLedger::new(
             aws_sdk_dynamodb::Client::new(&aws),
             config.table_name,
         )),
         clock,
         callback_token: config.callback_token,
         callback_base_url: config.callback_base_url,
+        phone_lock: config.phone_lock,
     };
     run(service_fn(|request| handler::handle(&service, request))).await
 }

@@ -6,8 +6,10 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::daraja::{mask_id, parse_callback, CallbackParseError, Clock, Secret, StkCallback};
+use crate::config::SourceAllowList;
+use crate::daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
 use crate::payment::{PaymentResult, ResultSource};
+use crate::store::raw::{RawCallbackStore, UnreadableCallback};
 use crate::store::{Applied, PaymentStore};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
@@ -30,10 +32,17 @@ impl CallbackAnswer {
 
     fn not_found() -> Self {
         // The same answer API Gateway gives for a route that does not exist: a wrong token
-        // learns nothing.
+        // or a foreign source learns nothing.
         Self {
             status: 404,
             body: json!({ "message": "Not Found" }),
+        }
+    }
+
+    fn error(error: ApiError) -> Self {
+        Self {
+            status: error.status,
+            body: error.body(),
         }
     }
 }
@@ -41,8 +50,12 @@ impl CallbackAnswer {
 /// What the callback function needs, built once at cold start.
 pub struct CallbackService {
     pub store: Arc<dyn PaymentStore>,
+    /// Where bodies that cannot be applied, and the sources of orphans, are kept.
+    pub raw: Arc<dyn RawCallbackStore>,
     pub clock: Arc<dyn Clock>,
     pub callback_token: Secret,
+    /// Empty: every source may deliver.
+    pub allowed_sources: SourceAllowList,
 }
 
 impl CallbackService {
@@ -57,42 +70,80 @@ impl CallbackService {
         }
     }
 
-    pub async fn receive(&self, token: Option<&str>, body: &[u8]) -> CallbackAnswer {
+    /// Handles one delivery. `source_ip` is API Gateway's `sourceIp`.
+    ///
+    /// Every decision logs one event with a `decision` field (`transitioned`, `duplicate`,
+    /// `conflict`, `orphan`, `unreadable`, `refused_source`, `refused_token`, `oversized`,
+    /// `store_failed`, `unreadable_lost`), which a metric filter can count.
+    pub async fn receive(
+        &self,
+        token: Option<&str>,
+        source_ip: Option<&str>,
+        body: &[u8],
+    ) -> CallbackAnswer {
+        let source = source_ip.unwrap_or("");
+        if !self.allowed_sources.allows(source_ip) {
+            tracing::warn!(
+                decision = "refused_source",
+                source_ip = source,
+                "callback from a source outside CALLBACK_ALLOWED_IPS refused"
+            );
+            return CallbackAnswer::not_found();
+        }
         if !self.token_matches(token) {
-            tracing::warn!("callback with a wrong or missing token refused");
+            tracing::warn!(
+                decision = "refused_token",
+                source_ip = source,
+                "callback with a wrong or missing token refused"
+            );
             return CallbackAnswer::not_found();
         }
         if body.len() > MAX_CALLBACK_BYTES {
-            tracing::warn!(bytes = body.len(), "oversized callback refused");
-            return CallbackAnswer {
-                status: 413,
-                body: ApiError::new(
-                    413,
-                    "payload_too_large",
-                    format!("A callback body is at most {MAX_CALLBACK_BYTES} bytes."),
-                )
-                .body(),
-            };
+            tracing::warn!(
+                decision = "oversized",
+                bytes = body.len(),
+                source_ip = source,
+                "oversized callback refused"
+            );
+            return CallbackAnswer::error(ApiError::new(
+                413,
+                "payload_too_large",
+                format!("A callback body is at most {MAX_CALLBACK_BYTES} bytes."),
+            ));
         }
+        let received_at = self.clock.now();
         let callback = match parse_callback(body) {
             Ok(cb) => cb,
             Err(e) => {
-                tracing::warn!(error = %e, bytes = body.len(), "callback is not a Daraja STK callback");
-                return CallbackAnswer {
-                    status: 400,
-                    body: ApiError::new(400, callback_error_code(&e), e.to_string()).body(),
-                };
+                let kept =
+                    UnreadableCallback::new(body, e.code(), e.to_string(), source_ip, received_at);
+                return self.keep_unreadable(kept).await;
             }
         };
-        let result = payment_result(&callback, body, ResultSource::Callback, self.clock.now());
+        let result = payment_result(&callback, body, ResultSource::Callback, received_at);
         match self.store.apply_result(&result).await {
             Ok(applied) => {
-                log_applied(&applied, &result);
+                log_applied(&applied, &result, source);
+                if let (Applied::Transitioned { orphan: true, .. }, Some(ip)) =
+                    (&applied, source_ip)
+                {
+                    // The result itself is stored; its origin is audit detail worth a
+                    // second write only on this rare path.
+                    if let Err(e) = self.raw.note_source(&result.checkout_request_id, ip).await {
+                        tracing::warn!(
+                            checkout_request_id = %mask_id(&result.checkout_request_id),
+                            source_ip = ip,
+                            error = %e,
+                            "source of an orphan result not recorded"
+                        );
+                    }
+                }
                 CallbackAnswer::accepted()
             }
             Err(e) => {
                 // Safaricom does not resend: keep the whole result in the log so it can be replayed.
                 tracing::error!(
+                    decision = "store_failed",
                     checkout_request_id = %mask_id(&result.checkout_request_id),
                     result_code = %result.result_code,
                     receipt = result.receipt.as_deref().unwrap_or(""),
@@ -100,37 +151,75 @@ impl CallbackService {
                     error = %e,
                     "callback could not be stored"
                 );
-                CallbackAnswer {
-                    status: 503,
-                    body: ApiError::from_store(&e).body(),
-                }
+                CallbackAnswer::error(ApiError::from_store(&e))
+            }
+        }
+    }
+
+    /// A body behind a valid token that is not a Daraja STK callback: it may still be the
+    /// only trace of a payment, so it is kept before it is refused.
+    async fn keep_unreadable(&self, kept: UnreadableCallback) -> CallbackAnswer {
+        let source = kept.source_ip.as_deref().unwrap_or("");
+        match self.raw.keep_unreadable(&kept).await {
+            Ok(key) => {
+                tracing::warn!(
+                    decision = "unreadable",
+                    reason = %kept.reason,
+                    bytes = kept.body_bytes,
+                    source_ip = source,
+                    kept_as = %key,
+                    "callback is not a Daraja STK callback; kept raw"
+                );
+                let mut answer = CallbackAnswer::error(ApiError::new(
+                    400,
+                    unreadable_code(&kept.reason),
+                    format!("{} The body was kept for review.", kept.detail),
+                ));
+                answer.body["error"]["kept_as"] = json!(key);
+                answer
+            }
+            Err(e) => {
+                // The body is not logged: it may carry a phone number.
+                tracing::error!(
+                    decision = "unreadable_lost",
+                    reason = %kept.reason,
+                    bytes = kept.body_bytes,
+                    source_ip = source,
+                    error = %e,
+                    "unreadable callback could not be kept"
+                );
+                CallbackAnswer::error(ApiError::from_store(&e))
             }
         }
     }
 }
 
-fn callback_error_code(e: &CallbackParseError) -> &'static str {
-    e.code()
+/// The stable code of a parse failure, as a `'static` string for [`ApiError`].
+fn unreadable_code(reason: &str) -> &'static str {
+    match reason {
+        "invalid_json" => "invalid_json",
+        _ => "invalid_callback",
+    }
 }
 
-fn log_applied(applied: &Applied, result: &PaymentResult) {
+fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
     let id = mask_id(&result.checkout_request_id);
     match applied {
         Applied::Transitioned { record, orphan } => {
             let status = record.status.as_str();
             if *orphan {
-                tracing::warn!(checkout_request_id = %id, status, outcome = %result.outcome, "result for a payment with no pending record kept as orphan");
+                tracing::warn!(decision = "orphan", checkout_request_id = %id, status, outcome = %result.outcome, source_ip, "result for a payment with no pending record kept as orphan");
             } else if result.success {
-                tracing::info!(checkout_request_id = %id, status, outcome = %result.outcome, "payment final");
+                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, "payment final");
             } else {
-                tracing::info!(checkout_request_id = %id, status, outcome = %result.outcome, result_code = %result.result_code, "payment final");
+                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, result_code = %result.result_code, "payment final");
             }
         }
-        Applied::Duplicate(_) => {
-            tracing::info!(checkout_request_id = %id, "duplicate result ignored");
+        Applied::Duplicate(record) => {
+            tracing::info!(decision = "duplicate", checkout_request_id = %id, duplicate_callbacks = record.duplicate_callbacks, "duplicate result ignored");
         }
         Applied::Conflict(record) => {
-            tracing::warn!(checkout_request_id = %id, status = record.status.as_str(), result_code = %result.result_code, "different result for a final payment kept in history");
+            tracing::warn!(decision = "conflict", checkout_request_id = %id, status = record.status.as_str(), result_code = %result.result_code, conflicting_callbacks = record.conflicting_callbacks, "different result for a final payment kept in history");
         }
     }
 }

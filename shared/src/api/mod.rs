@@ -11,5 +11,8 @@ mod status;
 
 pub use callback::{payment_result, CallbackAnswer, CallbackService, MAX_CALLBACK_BYTES};
 pub use error::ApiError;
-pub use push::{PaymentRequest, PushAccepted, PushService, MAX_PUSH_BYTES};
+pub use push::{
+    parse_idempotency_key, PaymentRequest, PushAccepted, PushAnswer, PushService,
+    DEFAULT_PHONE_LOCK, MAX_IDEMPOTENCY_KEY_LEN, MAX_PUSH_BYTES,
+};
 pub use status::get_payment;

@@ -1,15 +1,39 @@
-//! `POST /payments`: validate, send the STK push, record the pending payment.
+//! `POST /payments`: validate, write the intent and lock the phone, send the STK push,
+//! record the pending payment.
+//!
+//! Money rules held here: a retry with the same `Idempotency-Key` never sends a second prompt;
+//! a phone with a prompt still open is not prompted again; nothing is sent to Daraja before
+//! the intent is durable; and a push Daraja accepted is answered 202 even if the store fails
+//! afterwards (the callback still creates the record).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use super::ApiError;
 use crate::daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
-use crate::daraja::{mask_id, Clock, DarajaClient, PushRequest, Secret};
+use crate::daraja::wire::StkPushResponse;
+use crate::daraja::{mask_id, Clock, DarajaClient, DarajaError, PushRequest, Secret};
 use crate::payment::NewPayment;
-use crate::store::PaymentStore;
+use crate::store::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, StoredAnswer};
+
+/// The longest `Idempotency-Key` accepted (Stripe's limit).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// How long a phone stays locked after a push that may have reached it, unless configured.
+pub const DEFAULT_PHONE_LOCK: Duration = Duration::from_secs(120);
+
+/// Checks an `Idempotency-Key` header value: 1 to 255 visible ASCII characters.
+pub fn parse_idempotency_key(raw: &[u8]) -> Result<&str, ApiError> {
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_LEN || !raw.iter().all(visible) {
+        return Err(ApiError::invalid_idempotency_key());
+    }
+    std::str::from_utf8(raw).map_err(|_| ApiError::invalid_idempotency_key())
+}
 
 /// Push requests larger than this are refused unread.
 pub const MAX_PUSH_BYTES: usize = 16 * 1024;
@@ -77,6 +101,18 @@ impl PaymentRequest {
             description,
         })
     }
+
+    /// SHA-256 of the normalised request: two bodies that ask for the same payment (the
+    /// phone in any spelling, the same amount, reference and description) are the same request.
+    pub fn fingerprint(&self) -> String {
+        let canonical = json!([
+            self.phone.as_str(),
+            self.amount.get(),
+            self.reference.as_str(),
+            self.description.as_str(),
+        ]);
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
 }
 
 /// The 202 answer to `POST /payments`.
@@ -88,14 +124,55 @@ pub struct PushAccepted {
     pub customer_message: String,
 }
 
+/// A successful answer to `POST /payments`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushAnswer {
+    /// Daraja accepted the push just now: 202.
+    Accepted(PushAccepted),
+    /// The first answer to this `Idempotency-Key`, sent again unchanged (any status).
+    Replayed(StoredAnswer),
+}
+
+impl PushAnswer {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Accepted(_) => 202,
+            Self::Replayed(answer) => answer.status,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        match self {
+            Self::Accepted(accepted) => accepted_body(accepted),
+            Self::Replayed(answer) => answer.body.clone(),
+        }
+    }
+
+    pub fn is_replay(&self) -> bool {
+        matches!(self, Self::Replayed(_))
+    }
+}
+
+fn accepted_body(accepted: &PushAccepted) -> Value {
+    json!({
+        "checkout_request_id": accepted.checkout_request_id,
+        "merchant_request_id": accepted.merchant_request_id,
+        "status": accepted.status,
+        "customer_message": accepted.customer_message,
+    })
+}
+
 /// What the push function needs, built once at cold start.
 pub struct PushService {
     pub daraja: DarajaClient,
-    pub store: Arc<dyn PaymentStore>,
+    /// Intents, phone locks and the pending payment write.
+    pub ledger: Arc<dyn PushLedger>,
     pub clock: Arc<dyn Clock>,
     pub callback_token: Secret,
     /// From configuration; when `None` each request's own API host is used.
     pub callback_base_url: Option<String>,
+    /// How long a phone stays locked after a push that may have reached it (`PHONE_LOCK_SECONDS`).
+    pub phone_lock: Duration,
 }
 
 impl PushService {
@@ -119,14 +196,60 @@ impl PushService {
         ))
     }
 
-    /// Validates, sends the STK push and records the pending payment.
+    /// Validates, writes the intent and takes the phone lock, sends the STK push, and records
+    /// the outcome. `idempotency_key` is the raw `Idempotency-Key` header, if sent.
     pub async fn start(
         &self,
         body: &[u8],
         request_base_url: Option<&str>,
-    ) -> Result<PushAccepted, ApiError> {
+        idempotency_key: Option<&[u8]>,
+    ) -> Result<PushAnswer, ApiError> {
         let request = PaymentRequest::parse(body)?;
+        let key = match idempotency_key {
+            Some(raw) => IntentKey::idempotency(parse_idempotency_key(raw)?),
+            None => IntentKey::generated(),
+        };
         let callback_url = self.callback_url(request_base_url)?;
+        let intent = NewIntent {
+            key,
+            fingerprint: request.fingerprint(),
+            phone: request.phone.as_str().to_string(),
+            amount: request.amount.get(),
+            reference: request.reference.as_str().to_string(),
+            description: Some(request.description.as_str().to_string()),
+            at: self.clock.now(),
+            phone_lock: chrono::Duration::from_std(self.phone_lock)
+                .unwrap_or(chrono::Duration::seconds(120)),
+        };
+        let intent_id = intent.key.log_id();
+        match self.ledger.begin(&intent).await {
+            Ok(Begin::Started) => {}
+            Ok(Begin::Replay(answer)) => {
+                tracing::info!(intent = %intent_id, status = answer.status, "idempotent replay");
+                return Ok(PushAnswer::Replayed(answer));
+            }
+            Ok(Begin::InProgress) => return Err(ApiError::idempotency_in_progress()),
+            Ok(Begin::KeyReused) => return Err(ApiError::idempotency_key_reused()),
+            Ok(Begin::PhoneBusy {
+                checkout_request_id,
+            }) => {
+                tracing::info!(
+                    phone = %request.phone.masked(),
+                    open = %checkout_request_id.as_deref().map(mask_id).unwrap_or_default(),
+                    "push refused: a prompt may still be open on this phone"
+                );
+                return Err(ApiError::phone_busy(checkout_request_id));
+            }
+            Err(e) => {
+                tracing::error!(
+                    intent = %intent_id,
+                    phone = %request.phone.masked(),
+                    error = %e,
+                    "intent write failed; no prompt sent"
+                );
+                return Err(ApiError::storage_unavailable_before_push(&e));
+            }
+        }
         let push = PushRequest {
             phone: request.phone.clone(),
             amount: request.amount,
@@ -134,28 +257,51 @@ impl PushService {
             description: request.description.clone(),
             callback_url,
         };
-        let accepted = self.daraja.stk_push(&push).await.map_err(|e| {
-            tracing::warn!(
-                phone = %request.phone.masked(),
-                error = %e,
-                daraja_error_code = e.error_code().unwrap_or(""),
-                "push refused"
-            );
-            ApiError::from_daraja(&e)
-        })?;
+        match self.daraja.stk_push(&push).await {
+            Ok(accepted) => Ok(self.accepted(&intent, &request, accepted).await),
+            Err(e) => Err(self.failed(&intent, &request, &e).await),
+        }
+    }
+
+    /// Records an accepted push. The prompt is on the phone whatever the store says, so the
+    /// answer is 202 either way.
+    async fn accepted(
+        &self,
+        intent: &NewIntent,
+        request: &PaymentRequest,
+        accepted: StkPushResponse,
+    ) -> PushAnswer {
+        let answer = PushAccepted {
+            checkout_request_id: accepted.checkout_request_id,
+            merchant_request_id: accepted.merchant_request_id,
+            status: "PENDING".to_string(),
+            customer_message: accepted.customer_message,
+        };
         let pending = NewPayment {
-            checkout_request_id: accepted.checkout_request_id.clone(),
-            merchant_request_id: accepted.merchant_request_id.clone(),
+            checkout_request_id: answer.checkout_request_id.clone(),
+            merchant_request_id: answer.merchant_request_id.clone(),
             amount: request.amount.get(),
             phone: request.phone.as_str().to_string(),
             reference: request.reference.as_str().to_string(),
             description: Some(request.description.as_str().to_string()),
             created_at: self.clock.now(),
         };
-        if let Err(e) = self.store.record_pending(&pending).await {
-            // The prompt is already on the customer's phone: the callback will still create the
-            // record. Log everything needed to reconcile it by hand, and say the payment is pending.
-            tracing::error!(
+        let stored = StoredAnswer {
+            status: 202,
+            body: accepted_body(&answer),
+        };
+        match self.ledger.accepted(intent, &pending, &stored).await {
+            Ok(()) => tracing::info!(
+                intent = %intent.key.log_id(),
+                checkout_request_id = %mask_id(&pending.checkout_request_id),
+                phone = %request.phone.masked(),
+                amount = pending.amount,
+                "push accepted"
+            ),
+            // The callback will still create the record (as an orphan, with the result);
+            // this line has everything needed to reconcile it by hand.
+            Err(e) => tracing::error!(
+                intent = %intent.key.log_id(),
                 checkout_request_id = %mask_id(&pending.checkout_request_id),
                 merchant_request_id = %pending.merchant_request_id,
                 amount = pending.amount,
@@ -163,20 +309,325 @@ impl PushService {
                 reference = %pending.reference,
                 error = %e,
                 "pending write failed after Daraja accepted the push; the callback will create the record"
+            ),
+        }
+        PushAnswer::Accepted(answer)
+    }
+
+    /// Records a push Daraja did not accept and returns the answer for it.
+    async fn failed(
+        &self,
+        intent: &NewIntent,
+        request: &PaymentRequest,
+        e: &DarajaError,
+    ) -> ApiError {
+        let error = ApiError::from_daraja(e);
+        let stored = StoredAnswer {
+            status: error.status,
+            body: error.body(),
+        };
+        let failure = if e.is_outcome_unknown() {
+            Failure::OutcomeUnknown(stored)
+        } else if e.is_subscriber_busy()
+            || matches!(
+                e,
+                DarajaError::Unavailable { .. }
+                    | DarajaError::RateLimited
+                    | DarajaError::Auth { .. }
+            )
+        {
+            Failure::Retryable
+        } else {
+            Failure::Refused(stored)
+        };
+        let outcome_unknown = matches!(failure, Failure::OutcomeUnknown(_));
+        let written = self.ledger.failed(intent, &failure, self.clock.now()).await;
+        if outcome_unknown {
+            tracing::error!(
+                intent = %intent.key.log_id(),
+                phone = %request.phone.masked(),
+                amount = request.amount.get(),
+                reference = %request.reference.as_str(),
+                error = %e,
+                recorded = written.is_ok(),
+                "push outcome unknown: the customer may get a prompt; the phone stays locked"
             );
         } else {
-            tracing::info!(
-                checkout_request_id = %mask_id(&pending.checkout_request_id),
+            tracing::warn!(
+                intent = %intent.key.log_id(),
                 phone = %request.phone.masked(),
-                amount = pending.amount,
-                "push accepted"
+                error = %e,
+                daraja_error_code = e.error_code().unwrap_or(""),
+                "push refused"
             );
         }
-        Ok(PushAccepted {
-            checkout_request_id: accepted.checkout_request_id,
-            merchant_request_id: accepted.merchant_request_id,
-            status: "PENDING".to_string(),
-            customer_message: accepted.customer_message,
-        })
+        if let Err(store) = written {
+            // The intent stays IN_PROGRESS and the phone locked until they expire: a retry
+            // is told to wait, never prompted twice.
+            tracing::error!(
+                intent = %intent.key.log_id(),
+                phone = %request.phone.masked(),
+                error = %store,
+                "could not record the failed push"
+            );
+        }
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::daraja::time::FixedClock;
+    use crate::daraja::values::{ShortCode, TransactionKind};
+    use crate::daraja::{DarajaConfig, NoSharedTokens};
+    use crate::payment::timestamp;
+    use crate::store::intent::{IntentRecord, MemoryLedger, PhoneLock};
+    use crate::store::{MemoryStore, StoreError};
+
+    const BODY: &[u8] = br#"{"phone":"0708374149","amount":100,"reference":"INV-1"}"#;
+
+    fn now() -> DateTime<Utc> {
+        timestamp::truncate(Utc::now())
+    }
+
+    /// Daraja is unreachable: a request that gets as far as Daraja costs one token request
+    /// and ends in a 503, so `token_requests() == 0` proves Daraja was never called.
+    fn service(ledger: Arc<dyn PushLedger>) -> PushService {
+        let clock = Arc::new(FixedClock::new(now()));
+        let config = DarajaConfig {
+            base_url: "http://127.0.0.1:9".to_string(),
+            consumer_key: Secret::new("key"),
+            consumer_secret: Secret::new("secret"),
+            passkey: Secret::new("passkey"),
+            shortcode: ShortCode::parse("174379").unwrap(),
+            kind: TransactionKind::PayBill,
+            connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(500),
+        };
+        PushService {
+            daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).unwrap(),
+            ledger,
+            clock,
+            callback_token: Secret::new("token"),
+            callback_base_url: Some("https://api.example.com".into()),
+            phone_lock: DEFAULT_PHONE_LOCK,
+        }
+    }
+
+    fn memory() -> Arc<MemoryLedger> {
+        Arc::new(MemoryLedger::new(Arc::new(MemoryStore::new())))
+    }
+
+    fn intent_for(service: &PushService, body: &[u8], key: Option<&str>) -> NewIntent {
+        let request = PaymentRequest::parse(body).unwrap();
+        NewIntent {
+            key: key.map_or_else(IntentKey::generated, IntentKey::idempotency),
+            fingerprint: request.fingerprint(),
+            phone: request.phone.as_str().into(),
+            amount: request.amount.get(),
+            reference: request.reference.as_str().into(),
+            description: Some(request.description.as_str().into()),
+            at: service.clock.now(),
+            phone_lock: chrono::Duration::seconds(120),
+        }
+    }
+
+    struct StoreDown;
+
+    #[async_trait]
+    impl PushLedger for StoreDown {
+        async fn begin(&self, _: &NewIntent) -> Result<Begin, StoreError> {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
+        async fn accepted(
+            &self,
+            _: &NewIntent,
+            _: &NewPayment,
+            _: &StoredAnswer,
+        ) -> Result<(), StoreError> {
+            unreachable!("nothing is accepted without an intent")
+        }
+        async fn failed(
+            &self,
+            _: &NewIntent,
+            _: &Failure,
+            _: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            unreachable!("nothing fails without an intent")
+        }
+        async fn intent(
+            &self,
+            _: &IntentKey,
+            _: DateTime<Utc>,
+        ) -> Result<Option<IntentRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn phone_lock(
+            &self,
+            _: &str,
+            _: DateTime<Utc>,
+        ) -> Result<Option<PhoneLock>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_255_visible_ascii() {
+        assert_eq!(parse_idempotency_key(b"order-1001").unwrap(), "order-1001");
+        assert!(parse_idempotency_key(&[b'k'; 255]).is_ok());
+        for bad in [
+            &b""[..],
+            &[b'k'; 256][..],
+            b"has space",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+            b"nul\0",
+        ] {
+            let error = parse_idempotency_key(bad).unwrap_err();
+            assert_eq!((error.status, error.code), (400, "invalid_idempotency_key"));
+        }
+    }
+
+    #[test]
+    fn the_same_payment_in_another_spelling_has_the_same_fingerprint() {
+        let one = PaymentRequest::parse(BODY).unwrap();
+        let same = PaymentRequest::parse(
+            br#"{"phone":"+254 708-374 149","amount":100,"reference":"INV-1","description":"Payment"}"#,
+        )
+        .unwrap();
+        let other =
+            PaymentRequest::parse(br#"{"phone":"0708374149","amount":101,"reference":"INV-1"}"#)
+                .unwrap();
+        assert_eq!(one.fingerprint(), same.fingerprint());
+        assert_ne!(one.fingerprint(), other.fingerprint());
+    }
+
+    #[tokio::test]
+    async fn store_down_before_the_push_is_a_503_and_nothing_is_sent() {
+        let service = service(Arc::new(StoreDown));
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!((error.status, error.code), (503, "storage_unavailable"));
+        assert!(
+            error.message.contains("no prompt was sent"),
+            "{}",
+            error.message
+        );
+        assert_eq!(service.daraja.token_requests(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_settled_key_replays_its_first_answer_without_calling_daraja() {
+        let ledger = memory();
+        let service = service(ledger.clone());
+        let first = intent_for(&service, BODY, Some("k1"));
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let refused = StoredAnswer {
+            status: 502,
+            body: json!({"error": {"code": "daraja_rejected", "message": "Invalid Amount"}}),
+        };
+        ledger
+            .failed(&first, &Failure::Refused(refused.clone()), now())
+            .await
+            .unwrap();
+        let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+        assert_eq!(answer, PushAnswer::Replayed(refused.clone()));
+        assert_eq!((answer.status(), answer.body()), (502, refused.body));
+        assert_eq!(service.daraja.token_requests(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_key_with_another_body_or_still_running_is_refused_without_calling_daraja() {
+        let ledger = memory();
+        let service = service(ledger.clone());
+        let first = intent_for(&service, BODY, Some("k1"));
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!((error.status, error.code), (409, "idempotency_in_progress"));
+        let other = br#"{"phone":"0708374149","amount":5,"reference":"INV-1"}"#;
+        let error = service.start(other, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!((error.status, error.code), (422, "idempotency_key_reused"));
+        assert_eq!(service.daraja.token_requests(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
+        let ledger = memory();
+        let service = service(ledger.clone());
+        let first = intent_for(&service, BODY, None);
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let payment = NewPayment {
+            checkout_request_id: "ws_CO_OPEN".into(),
+            merchant_request_id: "m-1".into(),
+            amount: 100,
+            phone: first.phone.clone(),
+            reference: "INV-1".into(),
+            description: None,
+            created_at: now(),
+        };
+        let accepted = StoredAnswer {
+            status: 202,
+            body: json!({}),
+        };
+        ledger.accepted(&first, &payment, &accepted).await.unwrap();
+        let error = service.start(BODY, None, Some(b"k2")).await.unwrap_err();
+        assert_eq!((error.status, error.code), (409, "phone_busy"));
+        assert_eq!(error.body()["error"]["checkout_request_id"], "ws_CO_OPEN");
+        assert_eq!(service.daraja.token_requests(), 0);
+        // Refused before any write: the key is still free for a later attempt.
+        let key = IntentKey::idempotency("k2");
+        assert_eq!(ledger.intent(&key, now()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn daraja_unreachable_frees_the_key_and_the_phone() {
+        let ledger = memory();
+        let service = service(ledger.clone());
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!((error.status, error.code), (503, "daraja_unavailable"));
+        assert_eq!(
+            ledger
+                .intent(&IntentKey::idempotency("k1"), now())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            ledger.phone_lock("254708374149", now()).await.unwrap(),
+            None
+        );
+        // A retry with the same key tries Daraja again.
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!(error.code, "daraja_unavailable");
+        assert_eq!(service.daraja.token_requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn phone_lock_setting_defaults_to_two_minutes_and_must_be_positive() {
+        use crate::config::PushConfig;
+        let base = [
+            ("TABLE_NAME", "t"),
+            ("DARAJA_SHORTCODE", "174379"),
+            ("DARAJA_CONSUMER_KEY", "k"),
+            ("DARAJA_CONSUMER_SECRET", "s"),
+            ("DARAJA_PASSKEY", "p"),
+            ("CALLBACK_TOKEN", "c"),
+            ("PHONE_LOCK_SECONDS", ""),
+        ];
+        let config = PushConfig::load(&base, None).await.unwrap();
+        assert_eq!(config.phone_lock, DEFAULT_PHONE_LOCK);
+        let mut set = base;
+        set[6].1 = "45";
+        let config = PushConfig::load(&set, None).await.unwrap();
+        assert_eq!(config.phone_lock, Duration::from_secs(45));
+        set[6].1 = "0";
+        let error = PushConfig::load(&set, None).await.unwrap_err().to_string();
+        assert!(error.contains("PHONE_LOCK_SECONDS"), "{error}");
     }
 }

@@ -34,6 +34,26 @@ pub trait TokenStore: Send + Sync {
     /// Called when Daraja refused `token`. Forget it only if it is still the stored one, so a
     /// newer token saved by another container survives.
     async fn invalidate(&self, token: &AccessToken);
+
+    /// Asks for the right to fetch a new token, so that one container fetches while the others
+    /// wait and read what it saves. A [`save`](Self::save) or [`release`](Self::release) ends
+    /// the lease. The default grants it at once: with nothing shared there is nobody to wait for.
+    async fn try_lease(&self) -> Lease {
+        Lease::Granted
+    }
+
+    /// Gives the lease back after a fetch failed, so another container may try without waiting
+    /// for the lease to run out.
+    async fn release(&self) {}
+}
+
+/// The answer to [`TokenStore::try_lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Fetch a token now, then save it (or release the lease on failure).
+    Granted,
+    /// Another container is fetching one: wait briefly and load again.
+    Busy,
 }
 
 /// The default: nothing shared, every container keeps its own token in memory.

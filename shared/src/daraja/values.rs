@@ -258,7 +258,7 @@ impl From<Amount> for u32 {
 const SEPARATORS: [char; 3] = ['-', '_', '.'];
 
 /// What a text field accepts besides letters, digits and [`SEPARATORS`]: descriptions read as
-/// words ("Order 1001", as in Daraja's own samples), so they may also hold single spaces.
+/// words ("Order 1001", as in Daraja's own samples), so they may also hold spaces.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Spaces {
     Refused,

@@ -15,8 +15,11 @@ use crate::payment::{NewPayment, PaymentRecord, PaymentResult};
 
 pub mod conformance;
 pub mod dynamo;
+pub mod intent;
 mod item;
 pub mod memory;
+pub mod raw;
+pub mod token;
 
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;

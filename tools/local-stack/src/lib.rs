@@ -1,5 +1,5 @@
 //! The whole system on loopback, for the demo and the integration tests: a DynamoDB emulator
-//! (moto) with the table from `template.yaml`, the Daraja simulator, the three functions under
+//! (moto) with the table from `template.yaml`, the Daraja simulator, the four functions under
 //! the AWS Lambda Runtime Interface Emulator, and an API Gateway (HTTP API) stand-in in front.
 //!
 //! ```no_run
@@ -28,13 +28,16 @@ pub enum Function {
     StkPush,
     StkCallback,
     PaymentStatus,
+    /// Scheduled, not routed: run it with [`LocalStack::invoke`] and any JSON event.
+    Reconcile,
 }
 
 impl Function {
-    pub const ALL: [Function; 3] = [
+    pub const ALL: [Function; 4] = [
         Function::StkPush,
         Function::StkCallback,
         Function::PaymentStatus,
+        Function::Reconcile,
     ];
 
     /// The binary's (and the function's) name.
@@ -43,6 +46,7 @@ impl Function {
             Function::StkPush => "stk-push",
             Function::StkCallback => "stk-callback",
             Function::PaymentStatus => "payment-status",
+            Function::Reconcile => "reconcile",
         }
     }
 }

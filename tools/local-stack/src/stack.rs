@@ -413,14 +413,16 @@ mod tests {
         };
         let err = find_binaries(&opts, Path::new("/nonexistent")).unwrap_err();
         let text = err.to_string();
-        for name in ["stk-push", "stk-callback", "payment-status"] {
+        for name in ["stk-push", "stk-callback", "payment-status", "reconcile"] {
             assert!(
                 text.contains(&format!("/nonexistent/target/release/{name}")),
                 "{text}"
             );
         }
         assert!(
-            text.contains("cargo build -p stk-push -p stk-callback -p payment-status --release"),
+            text.contains(
+                "cargo build -p stk-push -p stk-callback -p payment-status -p reconcile --release"
+            ),
             "{text}"
         );
     }

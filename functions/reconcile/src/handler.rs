@@ -1,0 +1,142 @@
+//! Turns a scheduled invocation into one reconciliation round.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent};
+use serde::Deserialize;
+use serde_json::Value;
+use shared::daraja::{Clock, DarajaClient};
+use shared::reconcile::{Reconciler, RoundReport};
+use shared::store::PaymentStore;
+
+/// What the function needs, built once at cold start.
+pub struct Deps {
+    pub daraja: DarajaClient,
+    pub store: Arc<dyn PaymentStore>,
+    pub clock: Arc<dyn Clock>,
+    pub reconciler: Reconciler,
+}
+
+/// The fields of EventBridge's scheduled event worth a log line. Any other JSON (a manual
+/// `{}` invocation) runs a round too.
+#[derive(Debug, Default, Deserialize)]
+pub struct ScheduledEvent {
+    pub id: Option<String>,
+    #[serde(rename = "detail-type")]
+    pub detail_type: Option<String>,
+    pub time: Option<String>,
+}
+
+/// Runs one round and answers its report. Fails (so the invocation shows as an error) only when
+/// the pending payments cannot be read; the next scheduled round is the retry.
+pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<RoundReport, Error> {
+    let schedule: ScheduledEvent = serde_json::from_value(event.payload).unwrap_or_default();
+    tracing::info!(
+        event_id = schedule.id.as_deref(),
+        detail_type = schedule.detail_type.as_deref(),
+        scheduled_at = schedule.time.as_deref(),
+        "reconciliation round starts"
+    );
+    let report = deps
+        .reconciler
+        .run_round(deps.store.as_ref(), &deps.daraja, deps.clock.as_ref())
+        .await?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use lambda_runtime::Context;
+    use shared::daraja::{
+        DarajaConfig, FixedClock, NoSharedTokens, Secret, ShortCode, TransactionKind,
+    };
+    use shared::payment::{NewPayment, PaymentStatus};
+    use shared::reconcile::ReconcileSettings;
+    use shared::store::MemoryStore;
+
+    const SCHEDULE: &str = include_str!("../../../events/reconcile-schedule.json");
+
+    fn deps(store: Arc<MemoryStore>, clock: Arc<FixedClock>, settings: ReconcileSettings) -> Deps {
+        // Port 9 (discard) refuses connections: any query would fail as unavailable.
+        let config = DarajaConfig {
+            base_url: "http://127.0.0.1:9".to_owned(),
+            consumer_key: Secret::from("key"),
+            consumer_secret: Secret::from("secret"),
+            passkey: Secret::from("passkey"),
+            shortcode: ShortCode::parse("174379").expect("valid shortcode"),
+            kind: TransactionKind::PayBill,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(1),
+        };
+        Deps {
+            daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens))
+                .expect("client"),
+            store,
+            clock,
+            reconciler: Reconciler::new(settings),
+        }
+    }
+
+    fn scheduled_event() -> LambdaEvent<Value> {
+        let payload: Value = serde_json::from_str(SCHEDULE).expect("sample event is JSON");
+        LambdaEvent::new(payload, Context::default())
+    }
+
+    #[test]
+    fn sample_event_is_an_eventbridge_schedule() {
+        let payload: Value = serde_json::from_str(SCHEDULE).expect("sample event is JSON");
+        let event: ScheduledEvent = serde_json::from_value(payload).expect("schedule fields");
+        assert_eq!(event.detail_type.as_deref(), Some("Scheduled Event"));
+        assert!(event.id.is_some() && event.time.is_some());
+    }
+
+    #[tokio::test]
+    async fn scheduled_event_runs_a_round_that_expires_what_is_past_the_maximum_age() {
+        let clock = Arc::new(FixedClock::new(
+            "2026-11-27T09:00:00Z".parse().expect("timestamp"),
+        ));
+        let store = Arc::new(MemoryStore::new());
+        store
+            .record_pending(&NewPayment {
+                checkout_request_id: "ws_CO_old".to_owned(),
+                merchant_request_id: "m-1".to_owned(),
+                amount: 10,
+                phone: "254708374149".to_owned(),
+                reference: "INV-1".to_owned(),
+                description: None,
+                created_at: clock.now() - chrono::Duration::minutes(20),
+            })
+            .await
+            .expect("pending write");
+        let deps = deps(store.clone(), clock, ReconcileSettings::default());
+
+        let report = handle(&deps, scheduled_event()).await.expect("round runs");
+
+        // Daraja is unreachable: the one query fails, stops the round, and the payment past
+        // the maximum age is expired anyway.
+        assert_eq!((report.due, report.queried, report.expired), (1, 1, 1));
+        let record = store.get("ws_CO_old").await.expect("read").expect("stored");
+        assert_eq!(record.status, PaymentStatus::Expired);
+        let json = serde_json::to_value(&report).expect("report serialises");
+        assert_eq!(json["stopped"], "daraja_unavailable");
+    }
+
+    #[tokio::test]
+    async fn any_json_runs_a_round() {
+        let clock = Arc::new(FixedClock::new(
+            "2026-11-27T09:00:00Z".parse().expect("timestamp"),
+        ));
+        let deps = deps(
+            Arc::new(MemoryStore::new()),
+            clock,
+            ReconcileSettings::default(),
+        );
+        let event = LambdaEvent::new(serde_json::json!({}), Context::default());
+        let report = handle(&deps, event).await.expect("round runs");
+        assert_eq!(report, RoundReport::default());
+    }
+}

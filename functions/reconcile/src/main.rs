@@ -1,0 +1,35 @@
+//! Every minute (EventBridge schedule): STK query for payments whose callback is late, and
+//! `EXPIRED` for those with no final answer after the maximum age.
+
+mod handler;
+
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+use lambda_runtime::{run, service_fn, Error};
+use shared::config::{ProcessEnv, ReconcileConfig, SecretsManager};
+use shared::daraja::time::SystemClock;
+use shared::daraja::DarajaClient;
+use shared::reconcile::Reconciler;
+use shared::store::token::DynamoTokenStore;
+use shared::store::DynamoStore;
+
+use handler::Deps;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
+    let config = ReconcileConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let clock = Arc::new(SystemClock);
+    let tokens = DynamoTokenStore::new(dynamo.clone(), config.table_name.clone(), clock.clone());
+    let deps = Deps {
+        daraja: DarajaClient::new(config.daraja, clock.clone(), Arc::new(tokens))?,
+        store: Arc::new(DynamoStore::new(dynamo, config.table_name)),
+        clock,
+        reconciler: Reconciler::new(config.settings),
+    };
+    run(service_fn(|event| handler::handle(&deps, event))).await
+}

@@ -1,0 +1,173 @@
+//! CloudWatch metrics in the Embedded Metric Format: one JSON line on stdout per decision, turned
+//! into metrics by CloudWatch Logs, so recording a metric costs no API call and no latency.
+//!
+//! Every metric lives in the namespace [`NAMESPACE`] with the dimension `Function` (and, where
+//! it says more, one more: `ErrorCode` or `Outcome`). The names are the stable contract the
+//! template's alarms and the README's "Operating it" section rely on.
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+
+pub const NAMESPACE: &str = "MpesaExpress";
+
+/// What the functions count. The `as_str` names are what CloudWatch shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// `POST /payments` answered 202.
+    PushAccepted,
+    /// `POST /payments` refused; dimension `ErrorCode` is the API error code.
+    PushRejected,
+    /// A callback with a valid token reached the function.
+    CallbackReceived,
+    /// A callback repeating a result already applied.
+    CallbackDuplicate,
+    /// A callback contradicting a final result (kept in the record's history).
+    CallbackConflict,
+    /// A result for a payment with no pending record (or a body that is not a callback).
+    CallbackOrphan,
+    /// A payment became COMPLETED.
+    PaymentCompleted,
+    /// A payment became FAILED; dimension `Outcome` is the category (cancelled, wrong_pin, …).
+    PaymentFailed,
+    /// A payment became NEEDS_REVIEW (amount paid differs from the amount asked).
+    PaymentNeedsReview,
+    /// A payment became EXPIRED: no result within the maximum age.
+    PaymentExpired,
+    /// Milliseconds one Daraja call took.
+    DarajaLatency,
+    /// A Daraja call that ended in an error (any kind); dimension `ErrorCode`.
+    DarajaError,
+    /// An STK Query sent by reconciliation.
+    ReconciliationQuery,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::PushAccepted => "PushAccepted",
+            Metric::PushRejected => "PushRejected",
+            Metric::CallbackReceived => "CallbackReceived",
+            Metric::CallbackDuplicate => "CallbackDuplicate",
+            Metric::CallbackConflict => "CallbackConflict",
+            Metric::CallbackOrphan => "CallbackOrphan",
+            Metric::PaymentCompleted => "PaymentCompleted",
+            Metric::PaymentFailed => "PaymentFailed",
+            Metric::PaymentNeedsReview => "PaymentNeedsReview",
+            Metric::PaymentExpired => "PaymentExpired",
+            Metric::DarajaLatency => "DarajaLatency",
+            Metric::DarajaError => "DarajaError",
+            Metric::ReconciliationQuery => "ReconciliationQuery",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Metric::DarajaLatency => "Milliseconds",
+            _ => "Count",
+        }
+    }
+}
+
+/// The function's name as the `Function` dimension: Lambda's own name in AWS, the binary's
+/// name elsewhere.
+fn function_name() -> String {
+    std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| {
+        std::env::args()
+            .next()
+            .and_then(|p| p.rsplit('/').next().map(str::to_string))
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+}
+
+/// Builds the EMF document for one value of `metric`, with an optional extra dimension.
+pub fn document(
+    metric: Metric,
+    value: f64,
+    dimension: Option<(&str, &str)>,
+    function: &str,
+    timestamp_ms: i64,
+) -> Value {
+    let mut dimensions = vec!["Function"];
+    let mut root = Map::new();
+    root.insert("Function".into(), json!(function));
+    if let Some((name, dim_value)) = dimension {
+        dimensions.push(name);
+        root.insert(name.into(), json!(dim_value));
+    }
+    root.insert(metric.as_str().into(), json!(value));
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [dimensions],
+                "Metrics": [{ "Name": metric.as_str(), "Unit": metric.unit() }],
+            }],
+        }),
+    );
+    Value::Object(root)
+}
+
+/// Writes one metric line to stdout. A failed write is ignored: a metric is never worth
+/// failing a payment for.
+pub fn emit(metric: Metric, value: f64, dimension: Option<(&str, &str)>) {
+    let line = document(
+        metric,
+        value,
+        dimension,
+        &function_name(),
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+/// Counts one occurrence.
+pub fn count(metric: Metric) {
+    emit(metric, 1.0, None);
+}
+
+/// Counts one occurrence under an extra dimension (`ErrorCode`, `Outcome`).
+pub fn count_by(metric: Metric, dimension: &str, value: &str) {
+    emit(metric, 1.0, Some((dimension, value)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_valid_embedded_metric_format() {
+        let doc = document(
+            Metric::PushRejected,
+            1.0,
+            Some(("ErrorCode", "invalid_phone")),
+            "stk-push",
+            1_795_770_000_000,
+        );
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(doc["_aws"]["Timestamp"], 1_795_770_000_000_i64);
+        assert_eq!(directive["Namespace"], NAMESPACE);
+        assert_eq!(directive["Dimensions"], json!([["Function", "ErrorCode"]]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name": "PushRejected", "Unit": "Count"}])
+        );
+        // Every dimension and metric named in the directive is a member of the root.
+        assert_eq!(doc["Function"], "stk-push");
+        assert_eq!(doc["ErrorCode"], "invalid_phone");
+        assert_eq!(doc["PushRejected"], 1.0);
+    }
+
+    #[test]
+    fn latency_is_in_milliseconds() {
+        let doc = document(Metric::DarajaLatency, 12.5, None, "stk-push", 0);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"],
+            "Milliseconds"
+        );
+        assert_eq!(doc["DarajaLatency"], 12.5);
+    }
+}

@@ -1,0 +1,749 @@
+//! Money safety on the callback path, over the real local stack: the functions under the
+//! Lambda runtime emulator behind the API Gateway stand-in, the DynamoDB emulator, and the
+//! Daraja simulator with its scripted deliveries. Each test starts its own stack, so a table
+//! scan before and after a request sees only that test's writes.
+//!
+//! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use daraja_sim::{Outcome, SimConfig};
+use local_stack::{LocalStack, StackOptions};
+use serde_json::{json, Value};
+use shared::daraja::mask_id;
+use shared::payment::{PaymentRecord, PaymentStatus};
+use shared::store::{DynamoStore, PaymentStore};
+
+const LIMIT: usize = 64 * 1024;
+
+type Item = std::collections::HashMap<String, AttributeValue>;
+
+struct Stack {
+    stack: LocalStack,
+    http: reqwest::Client,
+    store: DynamoStore,
+}
+
+async fn start(pool_size: usize, extra_env: &[(&str, &str)]) -> Stack {
+    let stack = LocalStack::start(StackOptions {
+        pool_size,
+        sim: SimConfig {
+            callback_delay: Duration::from_millis(50),
+            ..SimConfig::default()
+        },
+        extra_env: extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    let store = DynamoStore::new(stack.dynamo(), stack.table());
+    Stack {
+        stack,
+        http: reqwest::Client::new(),
+        store,
+    }
+}
+
+impl Stack {
+    /// `POST /payments` through the gateway; returns the status and the body.
+    async fn pay(&self, phone: &str, amount: u32, reference: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/payments", self.stack.api_url()))
+            .json(&json!({"phone": phone, "amount": amount, "reference": reference}))
+            .send()
+            .await
+            .expect("POST /payments");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Starts a payment that Daraja accepts; returns its checkout id.
+    async fn accepted(&self, phone: &str, amount: u32, reference: &str) -> String {
+        let (status, body) = self.pay(phone, amount, reference).await;
+        assert_eq!(status, 202, "{body}");
+        body["checkout_request_id"]
+            .as_str()
+            .expect("checkout_request_id")
+            .to_string()
+    }
+
+    /// `POST /callbacks/stk/{token}` through the gateway, as if sent from `source_ip`.
+    async fn callback(&self, token: &str, source_ip: &str, body: Vec<u8>) -> (u16, Value) {
+        post_callback(
+            self.http.clone(),
+            format!("{}/callbacks/stk/{token}", self.stack.api_url()),
+            source_ip.to_string(),
+            body,
+        )
+        .await
+    }
+
+    async fn record(&self, id: &str) -> PaymentRecord {
+        self.store
+            .get(id)
+            .await
+            .expect("read record")
+            .unwrap_or_else(|| panic!("no record for {id}"))
+    }
+
+    /// Waits until the simulator has had `n` answers to its callbacks for `id`.
+    async fn delivered(&self, id: &str, n: usize) -> Vec<daraja_sim::SentCallback> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let sent: Vec<_> = self
+                .stack
+                .sim()
+                .callbacks()
+                .into_iter()
+                .filter(|c| c.checkout_request_id == id && c.status.is_some())
+                .collect();
+            if sent.len() >= n {
+                return sent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} callbacks for {id} answered",
+                sent.len()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every item of the table, by key.
+    async fn scan(&self) -> BTreeMap<String, Item> {
+        let mut items = BTreeMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .stack
+                .dynamo()
+                .scan()
+                .table_name(self.stack.table())
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan");
+            for item in page.items.unwrap_or_default() {
+                let pk = match item.get("pk") {
+                    Some(AttributeValue::S(pk)) => pk.clone(),
+                    other => panic!("item without a string pk: {other:?}"),
+                };
+                items.insert(pk, item);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return items,
+            }
+        }
+    }
+
+    /// The `fields` of every function log event with this `decision`.
+    fn decisions(&self, decision: &str) -> Vec<Value> {
+        self.stack
+            .logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line.split_once("] ")?.1).ok())
+            .filter_map(|event| event.get("fields").cloned())
+            .filter(|fields| fields["decision"] == decision)
+            .collect()
+    }
+
+    /// How many times the record of `id` became final (one log event per transition).
+    fn transitions(&self, id: &str) -> usize {
+        let masked = mask_id(id);
+        ["transitioned", "orphan"]
+            .iter()
+            .flat_map(|d| self.decisions(d))
+            .filter(|f| f["checkout_request_id"] == masked.as_str())
+            .count()
+    }
+
+    async fn shutdown(self) {
+        self.stack.shutdown().await;
+    }
+}
+
+async fn post_callback(
+    http: reqwest::Client,
+    url: String,
+    source_ip: String,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let response = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-local-source-ip", source_ip)
+        .body(body)
+        .send()
+        .await
+        .expect("POST callback");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A Daraja callback body, as the simulator sends it.
+fn callback_body(id: &str, code: i64, receipt: &str, amount: u32, phone: u64) -> Vec<u8> {
+    let mut callback = json!({
+        "MerchantRequestID": "29115-34620561-1",
+        "CheckoutRequestID": id,
+        "ResultCode": code,
+        "ResultDesc": if code == 0 { "The service request is processed successfully." } else { "Request cancelled by user" },
+    });
+    if code == 0 {
+        callback["CallbackMetadata"] = json!({"Item": [
+            {"Name": "Amount", "Value": amount},
+            {"Name": "MpesaReceiptNumber", "Value": receipt},
+            {"Name": "Balance"},
+            {"Name": "TransactionDate", "Value": 20261127090012u64},
+            {"Name": "PhoneNumber", "Value": phone},
+        ]});
+    }
+    json!({"Body": {"stkCallback": callback}})
+        .to_string()
+        .into_bytes()
+}
+
+fn epoch_millis() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    i64::try_from(since.as_millis()).expect("millis fit in i64")
+}
+
+fn changed(before: &BTreeMap<String, Item>, after: &BTreeMap<String, Item>) -> Vec<String> {
+    let mut keys: Vec<String> = after
+        .iter()
+        .filter(|(pk, item)| before.get(*pk) != Some(item))
+        .map(|(pk, _)| pk.clone())
+        .collect();
+    keys.extend(before.keys().filter(|pk| !after.contains_key(*pk)).cloned());
+    keys
+}
+
+#[tokio::test]
+async fn duplicate_callbacks_change_the_record_once() {
+    let stack = start(4, &[]).await;
+    let mut cases = Vec::new();
+    for (i, times) in (2..=5u32).enumerate() {
+        for concurrent in [false, true] {
+            let phone = format!("07123450{}{}", i, u8::from(concurrent));
+            stack.stack.sim().script(
+                Some(&phone),
+                vec![Outcome::success().duplicated(times, concurrent)],
+            );
+            let id = stack.accepted(&phone, 100, "DUP").await;
+            cases.push((id, times, concurrent));
+        }
+    }
+    for (id, times, concurrent) in &cases {
+        let sent = stack.delivered(id, *times as usize).await;
+        assert!(sent.iter().all(|c| c.status == Some(200)), "{sent:?}");
+        let record = stack.record(id).await;
+        let case = format!("{times} deliveries, concurrent: {concurrent}");
+        assert_eq!(record.status, PaymentStatus::Completed, "{case}");
+        assert_eq!(record.duplicate_callbacks, times - 1, "{case}");
+        assert_eq!(record.conflicting_callbacks, 0, "{case}");
+        assert!(record.history.is_empty(), "{case}");
+        assert_eq!(stack.transitions(id), 1, "{case}");
+
+        // Replaying the same body, one at a time and all at once, only counts.
+        let body = serde_json::to_vec(&sent[0].body).unwrap();
+        let token = stack.stack.callback_token().to_string();
+        let (status, _) = stack
+            .callback(&token, "196.201.214.200", body.clone())
+            .await;
+        assert_eq!(status, 200);
+        let url = format!("{}/callbacks/stk/{token}", stack.stack.api_url());
+        let replays: Vec<_> = (0..4)
+            .map(|_| {
+                tokio::spawn(post_callback(
+                    stack.http.clone(),
+                    url.clone(),
+                    "196.201.214.200".to_string(),
+                    body.clone(),
+                ))
+            })
+            .collect();
+        for replay in replays {
+            let (status, answer) = replay.await.expect("replay task");
+            assert_eq!(status, 200, "{answer}");
+        }
+        let again = stack.record(id).await;
+        assert_eq!(again.duplicate_callbacks, times - 1 + 5, "{case}");
+        assert_eq!(
+            again.updated_at, record.updated_at,
+            "{case}: updated_at moved"
+        );
+        assert_eq!(again.receipt, record.receipt, "{case}");
+        assert_eq!(again.completed_at, record.completed_at, "{case}");
+        assert_eq!(stack.transitions(id), 1, "{case}");
+    }
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn different_second_callback_is_kept_not_applied() {
+    let stack = start(2, &[]).await;
+    let phone = "0712345601";
+    stack
+        .stack
+        .sim()
+        .script(Some(phone), vec![Outcome::success()]);
+    let id = stack.accepted(phone, 100, "CONFLICT").await;
+    stack.delivered(&id, 1).await;
+    let first = stack.record(&id).await;
+    assert_eq!(first.status, PaymentStatus::Completed);
+
+    let token = stack.stack.callback_token().to_string();
+    // A cancellation, then a success with another receipt, for the same payment.
+    for (n, body) in [
+        callback_body(&id, 1032, "", 100, 254712345601),
+        callback_body(&id, 0, "ZZZ9999999", 100, 254712345601),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, answer) = stack.callback(&token, "196.201.214.200", body).await;
+        assert_eq!(status, 200, "{answer}");
+        let record = stack.record(&id).await;
+        assert_eq!(record.status, PaymentStatus::Completed);
+        assert_eq!(record.receipt, first.receipt);
+        assert_eq!(record.result_code.as_deref(), Some("0"));
+        assert_eq!(record.amount_paid, first.amount_paid);
+        assert_eq!(record.updated_at, first.updated_at);
+        assert_eq!(record.conflicting_callbacks as usize, n + 1);
+        assert_eq!(record.history.len(), n + 1);
+    }
+    let record = stack.record(&id).await;
+    assert_eq!(record.history[0].result_code, "1032");
+    assert_eq!(record.history[1].receipt.as_deref(), Some("ZZZ9999999"));
+    assert_eq!(record.duplicate_callbacks, 0);
+    assert_eq!(stack.transitions(&id), 1);
+    assert_eq!(stack.decisions("conflict").len(), 2);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn callback_before_pending_write_converges() {
+    let stack = start(2, &[]).await;
+    for (code, status, outcome) in [
+        (0, PaymentStatus::Completed, "success"),
+        (1037, PaymentStatus::Failed, "unreachable"),
+    ] {
+        let scripted = || {
+            if code == 0 {
+                Outcome::success()
+            } else {
+                Outcome::code(code)
+            }
+        };
+        let (normal_phone, early_phone) = if code == 0 {
+            ("0712345611", "0712345612")
+        } else {
+            ("0712345621", "0712345622")
+        };
+        stack
+            .stack
+            .sim()
+            .script(Some(normal_phone), vec![scripted()]);
+        stack
+            .stack
+            .sim()
+            .script(Some(early_phone), vec![scripted().before_response()]);
+        let normal = stack.accepted(normal_phone, 250, "ORDER-7").await;
+        let early = stack.accepted(early_phone, 250, "ORDER-7").await;
+        stack.delivered(&normal, 1).await;
+        stack.delivered(&early, 1).await;
+        let (normal, early) = (stack.record(&normal).await, stack.record(&early).await);
+
+        let case = format!("result {code}");
+        for record in [&normal, &early] {
+            assert_eq!(record.status, status, "{case}");
+            assert_eq!(record.amount, Some(250), "{case}");
+            assert_eq!(record.reference.as_deref(), Some("ORDER-7"), "{case}");
+            assert_eq!(
+                record.result_code.as_deref(),
+                Some(code.to_string().as_str())
+            );
+            assert_eq!(record.outcome.as_deref(), Some(outcome), "{case}");
+            assert!(record.details_recorded, "{case}");
+            assert!(record.merchant_request_id.is_some(), "{case}");
+            assert!(record.created_at.is_some() && record.completed_at.is_some());
+        }
+        let msisdn = |local: &str| format!("254{}", &local[1..]);
+        assert_eq!(normal.phone, Some(msisdn(normal_phone)), "{case}");
+        assert_eq!(early.phone, Some(msisdn(early_phone)), "{case}");
+        // Everything that does not name the payment, its customer or its moment is the
+        // same; those are present on both.
+        let same = |r: &PaymentRecord| {
+            let mut shown = serde_json::to_value(r).expect("record as JSON");
+            let fields = shown.as_object_mut().expect("an object");
+            for volatile in [
+                "checkout_request_id",
+                "merchant_request_id",
+                "phone",
+                "paying_phone",
+                "receipt",
+                "transaction_date",
+                "created_at",
+                "updated_at",
+                "completed_at",
+            ] {
+                let present = fields.remove(volatile).is_some_and(|v| !v.is_null());
+                fields.insert(volatile.to_string(), json!(present));
+            }
+            shown
+        };
+        assert_eq!(same(&normal), same(&early), "{case}");
+        if code == 0 {
+            assert_eq!(early.amount_paid.as_deref(), Some("250"));
+            assert_eq!(early.paying_phone, Some(msisdn(early_phone)));
+            assert!(early.receipt.is_some());
+        }
+        assert_eq!(stack.transitions(&early.checkout_request_id), 1, "{case}");
+    }
+    // Once the pending write came, nothing is an orphan any more.
+    assert!(stack.store.orphans(50).await.unwrap().is_empty());
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_checkout_id_is_kept_as_orphan() {
+    let stack = start(1, &[]).await;
+    let id = "ws_CO_27112026093000123712345699";
+    let body = callback_body(id, 0, "TKR7PQ2ORP", 420, 254712345699);
+    let token = stack.stack.callback_token().to_string();
+    let sent_at = epoch_millis();
+    let (status, answer) = stack
+        .callback(&token, "196.201.214.207", body.clone())
+        .await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"ResultCode": 0, "ResultDesc": "Accepted"}))
+    );
+
+    let orphans = stack.store.orphans(10).await.unwrap();
+    assert_eq!(orphans.len(), 1);
+    let orphan = &orphans[0];
+    assert_eq!(orphan.checkout_request_id, id);
+    assert_eq!(orphan.status, PaymentStatus::Completed);
+    assert_eq!(orphan.receipt.as_deref(), Some("TKR7PQ2ORP"));
+    assert!(!orphan.details_recorded);
+    assert_eq!(
+        orphan.raw_callback.as_deref().map(str::as_bytes),
+        Some(&body[..])
+    );
+    let received = orphan
+        .completed_at
+        .expect("received time")
+        .timestamp_millis();
+    assert!(
+        (sent_at - 1_000..=epoch_millis()).contains(&received),
+        "received at {received}, sent at {sent_at}"
+    );
+
+    // The query the README documents, with the source address.
+    let listed = stack
+        .stack
+        .dynamo()
+        .query()
+        .table_name(stack.stack.table())
+        .index_name("orphan-index")
+        .key_condition_expression("orphan_pk = :o")
+        .expression_attribute_values(":o", AttributeValue::S("ORPHAN".into()))
+        .send()
+        .await
+        .expect("orphan-index query")
+        .items
+        .unwrap_or_default();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].get("source_ip"),
+        Some(&AttributeValue::S("196.201.214.207".into()))
+    );
+    assert_eq!(
+        listed[0].get("pk"),
+        Some(&AttributeValue::S(format!("PAY#{id}")))
+    );
+
+    let counted = stack.decisions("orphan");
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!(counted[0]["source_ip"], "196.201.214.207");
+    assert_eq!(counted[0]["checkout_request_id"], mask_id(id).as_str());
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn unparseable_body_behind_valid_token_is_stored_raw() {
+    let stack = start(1, &[]).await;
+    let phone = "0712345631";
+    stack
+        .stack
+        .sim()
+        .script(Some(phone), vec![Outcome::success().lost()]);
+    let pending = stack.accepted(phone, 100, "RAW").await;
+    let token = stack.stack.callback_token().to_string();
+
+    let mut junk = b"<html>".to_vec();
+    junk.resize(LIMIT, b'x');
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"<html>Service Unavailable</html>".to_vec(), "invalid_json"),
+        (b"".to_vec(), "invalid_json"),
+        (vec![0xff, 0xfe, 0x00, 0x7b, 0x80], "invalid_json"),
+        (junk, "invalid_json"),
+        (
+            json!({"Body": {"result": "ok", "CheckoutRequestID": pending}})
+                .to_string()
+                .into_bytes(),
+            "invalid_callback",
+        ),
+        (
+            json!({"Body": {"stkCallback": {"CheckoutRequestID": pending}}})
+                .to_string()
+                .into_bytes(),
+            "invalid_callback",
+        ),
+        (b"[1,2,3]".to_vec(), "invalid_callback"),
+    ];
+    for (n, (body, code)) in cases.into_iter().enumerate() {
+        let source = format!("196.201.212.{}", 10 + n);
+        let before = stack.scan().await;
+        let (status, answer) = stack.callback(&token, &source, body.clone()).await;
+        assert_eq!(status, 400, "case {n}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "case {n}");
+        let kept_as = answer["error"]["kept_as"].as_str().expect("kept_as");
+
+        let after = stack.scan().await;
+        assert_eq!(
+            changed(&before, &after),
+            vec![kept_as.to_string()],
+            "case {n}"
+        );
+        let item = &after[kept_as];
+        assert!(kept_as.starts_with("RAW#"), "{kept_as}");
+        let s = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(text)) => text.clone(),
+            other => panic!("case {n}: {name} is {other:?}"),
+        };
+        assert_eq!(s("reason"), code, "case {n}");
+        assert_eq!(s("source_ip"), source, "case {n}");
+        assert_eq!(s("orphan_pk"), "UNREADABLE", "case {n}");
+        assert!(!s("received_at").is_empty());
+        let stored = match item.get("raw_body") {
+            Some(AttributeValue::S(text)) => text.clone().into_bytes(),
+            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+            other => panic!("case {n}: raw_body is {other:?}"),
+        };
+        assert_eq!(stored, body, "case {n}");
+        assert_eq!(
+            item.get("body_bytes"),
+            Some(&AttributeValue::N(body.len().to_string()))
+        );
+    }
+    // Listed through the index, next to (not among) the orphan results.
+    let listed = stack
+        .stack
+        .dynamo()
+        .query()
+        .table_name(stack.stack.table())
+        .index_name("orphan-index")
+        .key_condition_expression("orphan_pk = :o")
+        .expression_attribute_values(":o", AttributeValue::S("UNREADABLE".into()))
+        .send()
+        .await
+        .expect("orphan-index query");
+    assert_eq!(listed.items.unwrap_or_default().len(), 7);
+    assert!(stack.store.orphans(10).await.unwrap().is_empty());
+    assert_eq!(stack.record(&pending).await.status, PaymentStatus::Pending);
+    assert_eq!(stack.decisions("unreadable").len(), 7);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_writes_nothing() {
+    let stack = start(1, &[]).await;
+    let phone = "0712345641";
+    stack
+        .stack
+        .sim()
+        .script(Some(phone), vec![Outcome::success().lost()]);
+    let id = stack.accepted(phone, 100, "TOKEN").await;
+    let token = stack.stack.callback_token().to_string();
+    let body = callback_body(&id, 0, "TKR7PQ2TOK", 100, 254712345641);
+    let mut flipped = token.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'a' { b'b' } else { b'a' };
+    let flipped = String::from_utf8(flipped).unwrap();
+
+    let before = stack.scan().await;
+    let reaching_the_function = [
+        flipped,
+        token.to_uppercase(),
+        format!("{token}0"),
+        token[..token.len() - 1].to_string(),
+        "x".to_string(),
+        "local-callback-token-4f9c2b7e1d".to_string(),
+    ];
+    for wrong in &reaching_the_function {
+        let (status, answer) = stack.callback(wrong, "196.201.214.200", body.clone()).await;
+        assert_eq!(
+            (status, answer),
+            (404, json!({"message": "Not Found"})),
+            "{wrong}"
+        );
+    }
+    // No token at all: the route does not match, API Gateway itself answers.
+    for path in [
+        "/callbacks/stk/",
+        "/callbacks/stk",
+        &format!("/callbacks/stk/{token}/x"),
+    ] {
+        let response = stack
+            .http
+            .post(format!("{}{path}", stack.stack.api_url()))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"message": "Not Found"})
+        );
+    }
+    let after = stack.scan().await;
+    assert!(
+        changed(&before, &after).is_empty(),
+        "{:?}",
+        changed(&before, &after)
+    );
+    assert_eq!(
+        stack.decisions("refused_token").len(),
+        reaching_the_function.len()
+    );
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Pending);
+
+    // The right token still works afterwards.
+    let (status, _) = stack.callback(&token, "196.201.214.200", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Completed);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn source_ip_allow_list() {
+    let stack = start(1, &[("CALLBACK_ALLOWED_IPS", "safaricom, 10.20.0.0/16")]).await;
+    let phone = "0712345651";
+    stack
+        .stack
+        .sim()
+        .script(Some(phone), vec![Outcome::success()]);
+    let id = stack.accepted(phone, 100, "ALLOW").await;
+    // The simulator calls from 127.0.0.1, which the list does not hold.
+    let sent = stack.delivered(&id, 1).await;
+    assert_eq!(sent[0].status, Some(404));
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Pending);
+
+    let token = stack.stack.callback_token().to_string();
+    let body = serde_json::to_vec(&sent[0].body).unwrap();
+    let before = stack.scan().await;
+    for foreign in ["8.8.8.8", "196.201.214.201", "10.21.0.1", "::1"] {
+        let (status, answer) = stack.callback(&token, foreign, body.clone()).await;
+        assert_eq!(
+            (status, answer),
+            (404, json!({"message": "Not Found"})),
+            "{foreign}"
+        );
+    }
+    assert!(changed(&before, &stack.scan().await).is_empty());
+    let refused: Vec<Value> = stack
+        .decisions("refused_source")
+        .into_iter()
+        .map(|f| f["source_ip"].clone())
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            json!("127.0.0.1"),
+            json!("8.8.8.8"),
+            json!("196.201.214.201"),
+            json!("10.21.0.1"),
+            json!("::1")
+        ]
+    );
+    let warned = stack
+        .stack
+        .logs()
+        .iter()
+        .filter(|l| l.contains("refused_source") && l.contains("\"WARN\""))
+        .count();
+    assert_eq!(warned, 5);
+
+    // From a listed block, and from one of Safaricom's published addresses.
+    let (status, _) = stack.callback(&token, "10.20.7.9", body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Completed);
+    let (status, _) = stack.callback(&token, "196.201.212.69", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(stack.record(&id).await.duplicate_callbacks, 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn amount_mismatch_needs_review() {
+    let stack = start(1, &[]).await;
+    let phone = "0712345661";
+    stack
+        .stack
+        .sim()
+        .script(Some(phone), vec![Outcome::success().amount_paid(json!(99))]);
+    let id = stack.accepted(phone, 100, "MISMATCH").await;
+    stack.delivered(&id, 1).await;
+    let response = stack
+        .http
+        .get(format!("{}/payments/{id}", stack.stack.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let shown: Value = response.json().await.unwrap();
+    assert_eq!(shown["status"], "NEEDS_REVIEW");
+    assert_eq!(shown["amount"], 100);
+    assert_eq!(shown["amount_paid"], "99");
+    assert!(shown["receipt"].is_string());
+    let record = stack.record(&id).await;
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.amount_paid_whole, Some(99));
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused() {
+    let stack = start(1, &[]).await;
+    let phone = "0712345671";
+    stack
+        .stack
+        .sim()
+        .script(Some(phone), vec![Outcome::success().lost()]);
+    let id = stack.accepted(phone, 100, "BIG").await;
+    let token = stack.stack.callback_token().to_string();
+    // A genuine callback padded past the limit, and plain junk.
+    let mut padded = callback_body(&id, 0, "TKR7PQ2BIG", 100, 254712345671);
+    padded.resize(LIMIT + 1, b' ');
+    let before = stack.scan().await;
+    for body in [padded, vec![b'x'; 5 * LIMIT]] {
+        let (status, answer) = stack.callback(&token, "196.201.214.200", body).await;
+        assert_eq!(status, 413, "{answer}");
+        assert_eq!(answer["error"]["code"], "payload_too_large");
+    }
+    assert!(changed(&before, &stack.scan().await).is_empty());
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Pending);
+    assert_eq!(stack.decisions("oversized").len(), 2);
+    stack.shutdown().await;
+}

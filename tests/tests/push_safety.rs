@@ -1,0 +1,609 @@
+//! Money safety on the push path (`POST /payments`): idempotency keys, one prompt per phone,
+//! the intent written before Daraja is called, and a clear answer for every Daraja fault.
+//!
+//! Two layers:
+//! - the push ledger's rules and the push service in-process, against the DynamoDB emulator
+//!   and the Daraja simulator (request counts measured with an SDK interceptor);
+//! - the deployed shape over the local stack: the push function under the Lambda runtime
+//!   emulator behind the API Gateway stand-in. Each such test starts its own stack (its own
+//!   simulator and table; one DynamoDB emulator serves the whole file), so the simulator's
+//!   counts are that test's alone.
+//!
+//! Needs the function binaries:
+//! `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use daraja_sim::{Endpoint, Fault, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
+use local_stack::dynamo::{self, Moto};
+use local_stack::{LocalStack, StackOptions};
+use serde_json::{json, Value};
+use shared::api::PushService;
+use shared::daraja::{
+    Clock, DarajaClient, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock,
+    TransactionKind,
+};
+use shared::payment::PaymentStatus;
+use shared::store::intent::{DynamoLedger, IntentKey, IntentStatus, PushLedger};
+use shared::store::{DynamoStore, PaymentStore};
+use tokio::sync::OnceCell;
+
+static MOTO: OnceCell<Moto> = OnceCell::const_new();
+static TABLES: AtomicUsize = AtomicUsize::new(0);
+
+async fn moto_endpoint() -> String {
+    MOTO.get_or_init(|| async {
+        Moto::from_env()
+            .await
+            .unwrap_or_else(|e| panic!("DynamoDB emulator: {e}"))
+    })
+    .await
+    .endpoint()
+}
+
+/// A client (one per test: each test has its own runtime) and a new, empty table.
+async fn fresh_table() -> (Client, String) {
+    let client = dynamo::client(&moto_endpoint().await).await;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let table = format!(
+        "push-{}-{nanos}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::SeqCst)
+    );
+    let template = dynamo::template_path().expect("template.yaml above the tests crate");
+    dynamo::create_table_from_template(&client, &template, &table)
+        .await
+        .unwrap_or_else(|e| panic!("create {table}: {e}"));
+    (client, table)
+}
+
+async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
+    let (client, table) = fresh_table().await;
+    (
+        Arc::new(DynamoLedger::new(client.clone(), table.clone())),
+        Arc::new(DynamoStore::new(client, table)),
+    )
+}
+
+// The same rules the in-memory ledger passes in `shared`'s unit tests, on DynamoDB.
+shared::push_ledger_conformance!(ledger);
+
+// ---------------------------------------------------------------------------------------
+// In-process: the push service with the DynamoDB ledger and the simulator.
+
+/// Counts every request the DynamoDB client sends (each attempt).
+#[derive(Debug, Clone, Default)]
+struct CountRequests(Arc<AtomicUsize>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct InProcess {
+    service: PushService,
+    sim: SimHandle,
+    requests: CountRequests,
+    store: DynamoStore,
+    ledger: DynamoLedger,
+}
+
+async fn in_process() -> InProcess {
+    let sim = daraja_sim::start(
+        "127.0.0.1:0".parse().expect("loopback"),
+        SimConfig {
+            callback_delay: Duration::from_secs(30),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("simulator starts");
+    let (client, table) = fresh_table().await;
+    let requests = CountRequests::default();
+    let counted = Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .interceptor(requests.clone())
+            .build(),
+    );
+    let config = DarajaConfig {
+        base_url: sim.base_url(),
+        consumer_key: Secret::from("test-consumer-key"),
+        consumer_secret: Secret::from("test-consumer-secret"),
+        passkey: Secret::from(SANDBOX_PASSKEY),
+        shortcode: ShortCode::parse(SANDBOX_SHORTCODE).expect("sandbox shortcode"),
+        kind: TransactionKind::PayBill,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    };
+    let clock = Arc::new(SystemClock);
+    let service = PushService {
+        daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).expect("client"),
+        ledger: Arc::new(DynamoLedger::new(counted, table.clone())),
+        clock,
+        callback_token: Secret::from("token"),
+        callback_base_url: Some("http://127.0.0.1:9".into()),
+        phone_lock: Duration::from_secs(120),
+    };
+    InProcess {
+        service,
+        sim,
+        requests,
+        store: DynamoStore::new(client.clone(), table.clone()),
+        ledger: DynamoLedger::new(client, table),
+    }
+}
+
+fn body(phone: &str, amount: u32) -> Vec<u8> {
+    json!({"phone": phone, "amount": amount, "reference": "INV-1", "description": "Order 1"})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn an_accepted_push_costs_two_dynamodb_requests() {
+    let p = in_process().await;
+    let answer = p
+        .service
+        .start(&body("0708374149", 100), None, Some(b"order-1"))
+        .await
+        .expect("accepted");
+    assert_eq!(answer.status(), 202);
+    assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
+    let id = answer.body()["checkout_request_id"]
+        .as_str()
+        .expect("checkout id")
+        .to_owned();
+    let record = p.store.get(&id).await.unwrap().expect("pending record");
+    assert_eq!(record.status, PaymentStatus::Pending);
+    // Without a key the intent is still written first: same cost.
+    p.service
+        .start(&body("0708374150", 100), None, None)
+        .await
+        .expect("accepted");
+    assert_eq!(p.requests.0.load(Ordering::SeqCst), 4);
+    assert_eq!(p.sim.counts().stk_push, 2);
+}
+
+#[tokio::test]
+async fn a_refused_push_costs_two_dynamodb_requests_and_is_replayed() {
+    let p = in_process().await;
+    p.sim.fault(
+        Endpoint::StkPush,
+        Fault::Status {
+            http: 400,
+            error_code: "400.002.02".into(),
+            error_message: "Bad Request - Invalid Amount".into(),
+        },
+        1,
+    );
+    let error = p
+        .service
+        .start(&body("0708374149", 100), None, Some(b"order-1"))
+        .await
+        .expect_err("refused");
+    assert_eq!((error.status, error.code), (502, "daraja_rejected"));
+    assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
+    let again = p
+        .service
+        .start(&body("0708374149", 100), None, Some(b"order-1"))
+        .await
+        .expect("replayed");
+    assert_eq!((again.status(), again.body()), (502, error.body()));
+    assert_eq!(p.sim.counts().stk_push, 1);
+    // Refused: nothing is on the phone, so it is free for the next payment.
+    assert_eq!(
+        p.ledger
+            .phone_lock("254708374149", SystemClock.now())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn ledger_pending_write_is_the_store_s_own() {
+    // The ledger writes the pending record inside its transaction; it must read back exactly
+    // as the store's own pending write does.
+    let p = in_process().await;
+    let answer = p
+        .service
+        .start(&body("0708374149", 100), None, None)
+        .await
+        .expect("accepted");
+    let id = answer.body()["checkout_request_id"]
+        .as_str()
+        .expect("checkout id")
+        .to_owned();
+    let via_ledger = p.store.get(&id).await.unwrap().expect("record");
+    let mut payment = shared::store::conformance::payment("ws_CO_via_store", 100);
+    payment.merchant_request_id = via_ledger.merchant_request_id.clone().expect("merchant id");
+    payment.phone = "254708374149".into();
+    payment.reference = "INV-1".into();
+    payment.created_at = via_ledger.created_at.expect("created");
+    p.store.record_pending(&payment).await.unwrap();
+    let mut via_store = p
+        .store
+        .get("ws_CO_via_store")
+        .await
+        .unwrap()
+        .expect("record");
+    via_store.checkout_request_id = id.clone();
+    via_store.updated_at = via_ledger.updated_at;
+    assert_eq!(via_store, via_ledger);
+    let pending = p
+        .store
+        .pending_older_than(SystemClock.now() + Duration::from_secs(1), 10)
+        .await
+        .unwrap();
+    assert!(pending.contains(&id), "{pending:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Over the local stack.
+
+struct Stack {
+    stack: LocalStack,
+    http: reqwest::Client,
+    store: DynamoStore,
+    ledger: DynamoLedger,
+}
+
+struct Answer {
+    status: u16,
+    replayed: bool,
+    body: Value,
+}
+
+async fn start(pool_size: usize, extra_env: &[(&str, &str)]) -> Stack {
+    let stack = LocalStack::start(StackOptions {
+        pool_size,
+        sim: SimConfig {
+            // Long enough that a prompt is still open on the simulated phone during a test.
+            callback_delay: Duration::from_secs(20),
+            ..SimConfig::default()
+        },
+        dynamodb_endpoint: Some(moto_endpoint().await),
+        extra_env: extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    Stack {
+        store: DynamoStore::new(stack.dynamo(), stack.table()),
+        ledger: DynamoLedger::new(stack.dynamo(), stack.table()),
+        http: reqwest::Client::new(),
+        stack,
+    }
+}
+
+/// `POST /payments` through the gateway, with an `Idempotency-Key` when given.
+async fn post(http: reqwest::Client, api_url: String, body: Value, key: Option<&str>) -> Answer {
+    let mut request = http.post(format!("{api_url}/payments")).json(&body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await.expect("POST /payments");
+    Answer {
+        status: response.status().as_u16(),
+        replayed: response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true"),
+        body: response.json().await.unwrap_or(Value::Null),
+    }
+}
+
+impl Stack {
+    async fn pay(&self, body: Value, key: Option<&str>) -> Answer {
+        post(self.http.clone(), self.stack.api_url(), body, key).await
+    }
+
+    fn pushes(&self) -> u64 {
+        self.stack.sim().counts().stk_push
+    }
+
+    async fn intent_status(&self, key: &str) -> Option<IntentStatus> {
+        self.ledger
+            .intent(&IntentKey::idempotency(key), SystemClock.now())
+            .await
+            .expect("read intent")
+            .map(|i| i.status)
+    }
+
+    /// Every item of the table, keyed by `pk`.
+    async fn items(&self) -> HashMap<String, HashMap<String, AttributeValue>> {
+        self.stack
+            .dynamo()
+            .scan()
+            .table_name(self.stack.table())
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| match item.get("pk") {
+                Some(AttributeValue::S(pk)) => Some((pk.clone(), item.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn shutdown(self) {
+        self.stack.shutdown().await;
+    }
+}
+
+fn payment(phone: &str, amount: u32) -> Value {
+    json!({"phone": phone, "amount": amount, "reference": "INV-1001", "description": "Order 1001"})
+}
+
+fn code(answer: &Answer) -> &str {
+    answer.body["error"]["code"].as_str().unwrap_or("")
+}
+
+fn with_prefix<'a>(
+    items: &'a HashMap<String, HashMap<String, AttributeValue>>,
+    prefix: &str,
+) -> Vec<&'a String> {
+    items.keys().filter(|pk| pk.starts_with(prefix)).collect()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_replays_the_first_answer_with_one_push() {
+    let s = start(1, &[]).await;
+    let first = s.pay(payment("0708374149", 100), Some("order-1001")).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert!(!first.replayed);
+    let again = s
+        .pay(payment("+254708374149", 100), Some("order-1001"))
+        .await;
+    assert_eq!((again.status, &again.body), (202, &first.body));
+    assert!(again.replayed);
+    assert_eq!(s.pushes(), 1);
+    let id = first.body["checkout_request_id"].as_str().expect("id");
+    let record = s.store.get(id).await.unwrap().expect("pending record");
+    assert_eq!(record.status, PaymentStatus::Pending);
+    assert_eq!(
+        s.intent_status("order-1001").await,
+        Some(IntentStatus::Accepted)
+    );
+    let items = s.items().await;
+    assert_eq!(with_prefix(&items, "PAY#").len(), 1);
+    assert_eq!(with_prefix(&items, "IDEM#").len(), 1);
+    let lock = &items["PHONE#254708374149"];
+    assert_eq!(
+        lock["checkout_request_id"],
+        AttributeValue::S(id.to_owned())
+    );
+    // The key is stored hashed only.
+    assert!(items.keys().all(|pk| !pk.contains("order-1001")));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_refused_with_422() {
+    let s = start(1, &[]).await;
+    let first = s.pay(payment("0708374149", 100), Some("order-1002")).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let other = s.pay(payment("0708374149", 250), Some("order-1002")).await;
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(code(&other), "idempotency_key_reused");
+    let bad = s.pay(payment("0708374149", 250), Some("two words")).await;
+    assert_eq!((bad.status, code(&bad)), (400, "invalid_idempotency_key"));
+    assert_eq!(s.pushes(), 1);
+    assert_eq!(with_prefix(&s.items().await, "PAY#").len(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_make_one_push() {
+    let s = start(4, &[]).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (http, url) = (s.http.clone(), s.stack.api_url());
+        tasks.spawn(post(
+            http,
+            url,
+            payment("0708374149", 100),
+            Some("order-1003"),
+        ));
+    }
+    let answers = tasks.join_all().await;
+    assert_eq!(s.pushes(), 1);
+    let accepted: Vec<_> = answers.iter().filter(|a| a.status == 202).collect();
+    assert!(!accepted.is_empty());
+    let id = &accepted[0].body["checkout_request_id"];
+    for answer in &answers {
+        match answer.status {
+            // The first, or a replay of it.
+            202 => assert_eq!(&answer.body["checkout_request_id"], id),
+            409 => assert_eq!(code(answer), "idempotency_in_progress", "{}", answer.body),
+            other => panic!("unexpected {other}: {}", answer.body),
+        }
+    }
+    assert_eq!(with_prefix(&s.items().await, "PAY#").len(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_second_push_to_a_busy_phone_is_409_with_the_open_id_and_no_daraja_call() {
+    let s = start(1, &[]).await;
+    let first = s.pay(payment("0708374149", 100), None).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let second = s
+        .pay(payment("0708 374 149", 300), Some("order-1004"))
+        .await;
+    assert_eq!(second.status, 409, "{}", second.body);
+    assert_eq!(code(&second), "phone_busy");
+    assert_eq!(
+        second.body["error"]["checkout_request_id"],
+        first.body["checkout_request_id"]
+    );
+    assert_eq!(s.pushes(), 1);
+    // Refused before any write: the second key is still free, and one payment exists.
+    assert_eq!(s.intent_status("order-1004").await, None);
+    let items = s.items().await;
+    assert_eq!(with_prefix(&items, "PAY#").len(), 1);
+    assert_eq!(with_prefix(&items, "INTENT#").len(), 1);
+    // Another phone is not held up.
+    let elsewhere = s.pay(payment("0711000001", 300), Some("order-1004")).await;
+    assert_eq!(elsewhere.status, 202, "{}", elsewhere.body);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn daraja_unable_to_lock_subscriber_is_409_phone_busy_and_frees_the_key() {
+    let s = start(1, &[]).await;
+    s.stack.sim().fault(
+        Endpoint::StkPush,
+        Fault::Status {
+            http: 500,
+            error_code: "500.001.1001".into(),
+            error_message:
+                "Unable to lock subscriber, a transaction is already in process for the current subscriber"
+                    .into(),
+        },
+        1,
+    );
+    let busy = s.pay(payment("0708374149", 100), Some("order-1005")).await;
+    assert_eq!(busy.status, 409, "{}", busy.body);
+    assert_eq!(code(&busy), "phone_busy");
+    assert_eq!(busy.body["error"]["daraja_error_code"], "500.001.1001");
+    assert_eq!(s.pushes(), 1);
+    // No prompt of ours is on the phone: key and phone are free, so the retry goes through.
+    assert_eq!(s.intent_status("order-1005").await, None);
+    assert_eq!(
+        s.ledger
+            .phone_lock("254708374149", SystemClock.now())
+            .await
+            .unwrap(),
+        None
+    );
+    let retry = s.pay(payment("0708374149", 100), Some("order-1005")).await;
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_eq!(s.pushes(), 2);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn dynamodb_down_before_the_push_is_503_and_nothing_is_sent() {
+    let s = start(1, &[("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:1")]).await;
+    let answer = s.pay(payment("0708374149", 100), Some("order-1006")).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert_eq!(code(&answer), "storage_unavailable");
+    let counts = s.stack.sim().counts();
+    assert_eq!((counts.stk_push, counts.oauth), (0, 0));
+    assert!(s.items().await.is_empty());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_daraja_hang_is_504_outcome_unknown_and_the_phone_stays_locked() {
+    let s = start(1, &[("DARAJA_REQUEST_TIMEOUT_MS", "800")]).await;
+    s.stack.sim().fault(Endpoint::StkPush, Fault::Hang, 1);
+    let hung = s.pay(payment("0708374149", 100), Some("order-1007")).await;
+    assert_eq!(hung.status, 504, "{}", hung.body);
+    assert_eq!(code(&hung), "daraja_timeout");
+    assert_eq!(hung.body["error"]["outcome"], "unknown");
+    assert_eq!(
+        s.intent_status("order-1007").await,
+        Some(IntentStatus::OutcomeUnknown)
+    );
+    // The same key gets the same answer; another key for the phone is held off. No second push.
+    let again = s.pay(payment("0708374149", 100), Some("order-1007")).await;
+    assert_eq!((again.status, &again.body), (504, &hung.body));
+    let other = s.pay(payment("0708374149", 100), Some("order-1008")).await;
+    assert_eq!((other.status, code(&other)), (409, "phone_busy"));
+    assert_eq!(s.pushes(), 1);
+    let lock = s
+        .ledger
+        .phone_lock("254708374149", SystemClock.now())
+        .await
+        .unwrap()
+        .expect("phone still locked");
+    assert!(lock.locked_until >= SystemClock.now().timestamp() + 100);
+    assert!(with_prefix(&s.items().await, "PAY#").is_empty());
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn spike_arrest_is_503_and_a_retry_may_push() {
+    let s = start(1, &[]).await;
+    s.stack
+        .sim()
+        .fault(Endpoint::StkPush, Fault::SpikeArrest, 1);
+    let busy = s.pay(payment("0708374149", 100), Some("order-1009")).await;
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert_eq!(code(&busy), "daraja_unavailable");
+    assert_eq!(busy.body["error"]["daraja_error_code"], "500.003.02");
+    assert_eq!(s.intent_status("order-1009").await, None);
+    assert!(s.items().await.keys().all(|pk| pk.starts_with("TOKEN#")));
+    let retry = s.pay(payment("0708374149", 100), Some("order-1009")).await;
+    assert_eq!(retry.status, 202, "{}", retry.body);
+    assert_eq!(s.pushes(), 2);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_garbage_answer_is_502_with_the_outcome_unknown() {
+    let s = start(1, &[]).await;
+    s.stack.sim().fault(Endpoint::StkPush, Fault::Garbage, 1);
+    let garbage = s.pay(payment("0708374149", 100), Some("order-1010")).await;
+    assert_eq!(garbage.status, 502, "{}", garbage.body);
+    assert_eq!(code(&garbage), "daraja_bad_response");
+    // A 200 that cannot be read may have been an acceptance: treated like a timeout.
+    assert_eq!(garbage.body["error"]["outcome"], "unknown");
+    assert_eq!(
+        s.intent_status("order-1010").await,
+        Some(IntentStatus::OutcomeUnknown)
+    );
+    let other = s.pay(payment("0708374149", 100), None).await;
+    assert_eq!((other.status, code(&other)), (409, "phone_busy"));
+    assert_eq!(s.pushes(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refreshed_once_and_the_push_accepted() {
+    let s = start(1, &[]).await;
+    let first = s.pay(payment("0708374149", 100), Some("order-1011")).await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    s.stack.sim().expire_tokens();
+    let second = s.pay(payment("0711000002", 100), Some("order-1012")).await;
+    assert_eq!(second.status, 202, "{}", second.body);
+    let counts = s.stack.sim().counts();
+    // One refused push with the stale token, one retry: a single prompt reached the phone.
+    assert_eq!((counts.oauth, counts.stk_push), (2, 3));
+    assert_eq!(
+        s.intent_status("order-1012").await,
+        Some(IntentStatus::Accepted)
+    );
+    assert_eq!(with_prefix(&s.items().await, "PAY#").len(), 2);
+    s.shutdown().await;
+}

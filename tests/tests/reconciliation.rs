@@ -1,0 +1,418 @@
+//! Reconciliation over the real local stack: payments pushed through the API, callbacks lost or
+//! late as the simulator is scripted, and the `reconcile` function invoked under the Lambda
+//! runtime emulator with the scheduled event, as EventBridge would. Windows are short
+//! (grace 0 s, maximum age 3 s) so nothing waits for real minutes. Each test has its own stack.
+//!
+//! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
+
+use std::time::{Duration, Instant};
+
+use daraja_sim::{Endpoint, Outcome, SimConfig};
+use local_stack::{Function, LocalStack, StackOptions};
+use serde_json::{json, Value};
+use shared::daraja::{Clock, ResultCode, SystemClock};
+use shared::payment::PaymentStatus;
+use shared::reconcile::query_result;
+use shared::store::{Applied, DynamoStore, PaymentStore};
+
+const MAX_AGE_SECS: u64 = 3;
+
+struct Stack {
+    stack: LocalStack,
+    http: reqwest::Client,
+}
+
+async fn start(sim: SimConfig, max_queries_per_minute: u32) -> Stack {
+    let max_age = MAX_AGE_SECS.to_string();
+    let rate = max_queries_per_minute.to_string();
+    let stack = LocalStack::start(StackOptions {
+        sim,
+        extra_env: [
+            ("RECONCILE_GRACE_SECONDS", "0"),
+            ("RECONCILE_MAX_AGE_SECONDS", max_age.as_str()),
+            ("RECONCILE_MAX_QUERIES_PER_MINUTE", rate.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    Stack {
+        stack,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn quick_sim() -> SimConfig {
+    SimConfig {
+        callback_delay: Duration::from_millis(100),
+        ..SimConfig::default()
+    }
+}
+
+impl Stack {
+    /// `POST /payments`; returns the checkout id of the accepted payment.
+    async fn pay(&self, phone: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/payments", self.stack.api_url()))
+            .json(&json!({"phone": phone, "amount": 100, "reference": "INV-1"}))
+            .send()
+            .await
+            .expect("POST /payments");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "{body}");
+        body["checkout_request_id"]
+            .as_str()
+            .expect("checkout_request_id")
+            .to_owned()
+    }
+
+    /// `GET /payments/{id}`: the record as the merchant sees it.
+    async fn status(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/payments/{id}", self.stack.api_url()))
+            .send()
+            .await
+            .expect("GET /payments/{id}");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.expect("JSON record")
+    }
+
+    /// One scheduled round, with the sample EventBridge event; returns the round's report.
+    async fn reconcile(&self) -> Value {
+        let event: Value =
+            serde_json::from_str(include_str!("../../events/reconcile-schedule.json"))
+                .expect("sample event");
+        let report = self
+            .stack
+            .invoke(Function::Reconcile, &event)
+            .await
+            .expect("reconcile invocation");
+        assert!(report.get("errorType").is_none(), "{report}");
+        report
+    }
+
+    /// The simulated customer answers now (the prompt closes, the query turns final).
+    async fn answer_now(&self, id: &str) {
+        self.stack.sim().complete_now(id);
+        // The prompt closes on the simulator's own task.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    /// Runs rounds until the payment leaves `PENDING` (at most `rounds`, `pause` apart).
+    async fn reconcile_until_final(&self, id: &str, rounds: usize, pause: Duration) -> Value {
+        for _ in 0..rounds {
+            self.reconcile().await;
+            let record = self.status(id).await;
+            if record["status"] != "PENDING" {
+                return record;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        panic!("{id} still PENDING after {rounds} rounds");
+    }
+
+    fn query_statuses(&self) -> Vec<Option<u16>> {
+        self.stack
+            .sim()
+            .requests()
+            .into_iter()
+            .filter(|r| r.endpoint == Endpoint::StkQuery)
+            .map(|r| r.status)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_success_callback_ends_completed_by_query() {
+    let s = start(quick_sim(), 100).await;
+    s.stack
+        .sim()
+        .script(Some("0712000001"), vec![Outcome::success().lost()]);
+    let id = s.pay("0712000001").await;
+    s.answer_now(&id).await;
+
+    let record = s
+        .reconcile_until_final(&id, 3, Duration::from_millis(300))
+        .await;
+
+    assert_eq!(record["status"], "COMPLETED", "{record}");
+    assert_eq!(record["reconciled_by"], "query");
+    assert_eq!(record["result_code"], "0");
+    assert!(
+        record["query_attempts"].as_u64().unwrap_or(0) >= 1,
+        "{record}"
+    );
+    assert_eq!(s.stack.sim().counts().callbacks_sent, 0);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_cancel_callback_ends_failed_by_query() {
+    let s = start(quick_sim(), 100).await;
+    s.stack
+        .sim()
+        .script(Some("0712000002"), vec![Outcome::code(1032).lost()]);
+    let id = s.pay("0712000002").await;
+    s.answer_now(&id).await;
+
+    let record = s
+        .reconcile_until_final(&id, 3, Duration::from_millis(300))
+        .await;
+
+    assert_eq!(record["status"], "FAILED", "{record}");
+    assert_eq!(record["outcome"], "cancelled");
+    assert_eq!(record["result_code"], "1032");
+    assert_eq!(record["reconciled_by"], "query");
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_4999_is_not_final_and_the_next_round_settles_it() {
+    let s = start(quick_sim(), 100).await;
+    s.stack.sim().script(
+        Some("0712000003"),
+        vec![Outcome::code(2001).lost().transient_4999()],
+    );
+    let id = s.pay("0712000003").await;
+    s.answer_now(&id).await;
+
+    let first = s.reconcile().await;
+    assert_eq!(
+        (first["queried"].as_u64(), first["not_final"].as_u64()),
+        (Some(1), Some(1)),
+        "{first}"
+    );
+    let record = s.status(&id).await;
+    assert_eq!(record["status"], "PENDING");
+    assert_eq!(record["query_attempts"], 1);
+
+    s.reconcile().await;
+    let record = s.status(&id).await;
+    assert_eq!(record["status"], "FAILED", "{record}");
+    assert_eq!(record["outcome"], "wrong_pin");
+    assert_eq!(record["query_attempts"], 2);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_still_processing_past_the_maximum_age_ends_expired() {
+    let s = start(quick_sim(), 100).await;
+    s.stack.sim().script(
+        Some("0712000004"),
+        vec![Outcome::success().never_final().lost()],
+    );
+    let id = s.pay("0712000004").await;
+    let pushed = Instant::now();
+
+    let mut expired_reports = 0;
+    let record = loop {
+        let report = s.reconcile().await;
+        expired_reports += report["expired"].as_u64().unwrap_or(0);
+        let record = s.status(&id).await;
+        if record["status"] != "PENDING" {
+            break record;
+        }
+        assert!(pushed.elapsed() < Duration::from_secs(15), "never expired");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    };
+
+    println!(
+        "EXPIRED {:?} after the push, after {} queries",
+        pushed.elapsed(),
+        record["query_attempts"]
+    );
+    assert_eq!(record["status"], "EXPIRED", "{record}");
+    assert!(
+        pushed.elapsed() >= Duration::from_secs(MAX_AGE_SECS),
+        "expired early"
+    );
+    assert_eq!(expired_reports, 1);
+    // Queried every round until then, never with a final answer.
+    assert!(
+        record["query_attempts"].as_u64().unwrap_or(0) >= 3,
+        "{record}"
+    );
+    assert_eq!(record["result_code"], Value::Null);
+    assert!(s
+        .stack
+        .logs()
+        .iter()
+        .any(|l| l.contains("outcome unknown") && l.contains("M-Pesa portal")));
+    // Nothing is left to query.
+    let report = s.reconcile().await;
+    assert_eq!(report["due"], 0);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn late_callback_after_expired_moves_the_payment_to_its_real_outcome() {
+    let s = start(quick_sim(), 100).await;
+    // The query never turns final; the callback comes ~6 s after the push, past the maximum age.
+    s.stack.sim().script(
+        Some("0712000005"),
+        vec![Outcome::success()
+            .never_final()
+            .late(Duration::from_secs(6))],
+    );
+    let id = s.pay("0712000005").await;
+    let pushed = Instant::now();
+
+    let record = loop {
+        s.reconcile().await;
+        let record = s.status(&id).await;
+        if record["status"] != "PENDING" {
+            break record;
+        }
+        assert!(
+            pushed.elapsed() < Duration::from_secs(6),
+            "not expired before the callback"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(record["status"], "EXPIRED", "{record}");
+
+    let record = loop {
+        let record = s.status(&id).await;
+        if record["status"] != "EXPIRED" {
+            break record;
+        }
+        assert!(
+            pushed.elapsed() < Duration::from_secs(15),
+            "late callback never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+
+    assert_eq!(record["status"], "COMPLETED", "{record}");
+    assert_eq!(record["reconciled_by"], "callback");
+    assert!(
+        record["receipt"].as_str().is_some_and(|r| r.len() == 10),
+        "{record}"
+    );
+    assert_eq!(s.stack.sim().counts().callbacks_sent, 1);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completed_payment_is_untouched_by_a_contrary_query_result() {
+    let s = start(quick_sim(), 100).await;
+    let id = s.pay("0712000006").await;
+    let completed = loop {
+        let record = s.status(&id).await;
+        if record["status"] == "COMPLETED" {
+            break record;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The query reports a cancellation (the sandbox has been seen contradicting its callbacks),
+    // applied with the same conditional write a reconciliation round uses.
+    let store = DynamoStore::new(s.stack.dynamo(), s.stack.table());
+    let contrary = query_result(
+        &id,
+        &ResultCode::from_text("1032"),
+        "Request cancelled by user".to_owned(),
+        String::new(),
+        SystemClock.now(),
+    );
+    let applied = store.apply_result(&contrary).await.expect("store answers");
+    assert!(matches!(applied, Applied::Conflict(_)), "{applied:?}");
+
+    let record = s.status(&id).await;
+    assert_eq!(record["status"], "COMPLETED");
+    assert_eq!(record["receipt"], completed["receipt"]);
+    assert_eq!(record["result_code"], "0");
+    assert_eq!(record["reconciled_by"], "callback");
+    let stored = store.get(&id).await.expect("read").expect("stored");
+    assert_eq!(stored.status, PaymentStatus::Completed);
+    assert_eq!(
+        stored.history.len(),
+        1,
+        "the contrary result is kept for audit"
+    );
+
+    // A round has nothing to do: only pending payments are queried.
+    let report = s.reconcile().await;
+    assert_eq!(
+        (report["due"].as_u64(), report["queried"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(s.stack.sim().counts().stk_query, 0);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_answer_stops_the_round_and_no_more_queries_pass_than_allowed() {
+    let s = start(
+        SimConfig {
+            query_rate_limit_per_minute: Some(2),
+            ..quick_sim()
+        },
+        5,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for phone in ["0712000011", "0712000012", "0712000013", "0712000014"] {
+        s.stack
+            .sim()
+            .script(Some(phone), vec![Outcome::success().lost()]);
+        ids.push(s.pay(phone).await);
+    }
+    for id in &ids {
+        s.answer_now(id).await;
+    }
+
+    let first = s.reconcile().await;
+    // Two answered, the third got 429 and ended the round: the fourth was not tried.
+    assert_eq!(first["queried"], 3, "{first}");
+    assert_eq!(first["resolved"], 2, "{first}");
+    assert_eq!(first["stopped"], "rate_limited", "{first}");
+
+    let second = s.reconcile().await;
+    assert_eq!(second["queried"], 1, "{second}");
+    assert_eq!(second["stopped"], "rate_limited", "{second}");
+
+    let statuses = s.query_statuses();
+    let answered = statuses.iter().filter(|s| **s == Some(200)).count();
+    let refused = statuses.iter().filter(|s| **s == Some(429)).count();
+    assert_eq!((answered, refused), (2, 2), "{statuses:?}");
+    assert_eq!(s.stack.sim().counts().stk_query, 4);
+    let pending = [
+        s.status(&ids[2]).await["status"].clone(),
+        s.status(&ids[3]).await["status"].clone(),
+    ];
+    assert_eq!(pending, [json!("PENDING"), json!("PENDING")]);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_makes_no_more_queries_than_its_budget() {
+    let s = start(quick_sim(), 2).await;
+    let mut ids = Vec::new();
+    for phone in ["0712000021", "0712000022", "0712000023"] {
+        s.stack
+            .sim()
+            .script(Some(phone), vec![Outcome::success().lost()]);
+        ids.push(s.pay(phone).await);
+    }
+    for id in &ids {
+        s.answer_now(id).await;
+    }
+
+    let report = s.reconcile().await;
+
+    assert_eq!(report["queried"], 2, "{report}");
+    assert_eq!(report["stopped"], "budget_spent", "{report}");
+    assert_eq!(s.stack.sim().counts().stk_query, 2);
+    // Oldest first.
+    assert_eq!(s.status(&ids[0]).await["status"], "COMPLETED");
+    assert_eq!(s.status(&ids[1]).await["status"], "COMPLETED");
+    assert_eq!(s.status(&ids[2]).await["status"], "PENDING");
+    s.stack.shutdown().await;
+}

@@ -1,0 +1,332 @@
+//! One Daraja OAuth token for every container, kept in the payments table.
+//!
+//! Over the real local stack: three `stk-push` processes side by side (pool size 3) under the
+//! Lambda runtime emulator, the simulator counting token requests, with
+//! `invalidate_previous_tokens` on (Daraja's FAQ: each new token may kill the earlier ones), so a
+//! second token fetched anywhere would also show as failed pushes. And against the DynamoDB
+//! emulator directly: the item's layout and a lease left behind by a container that died.
+//!
+//! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use daraja_sim::{Endpoint, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
+use local_stack::dynamo::{self, Moto};
+use local_stack::{LocalStack, StackOptions};
+use serde_json::{json, Value};
+use shared::daraja::{
+    AccountReference, Amount, DarajaClient, DarajaConfig, PhoneNumber, PushRequest, Secret,
+    ShortCode, SystemClock, TransactionDesc, TransactionKind,
+};
+use shared::store::token::{DynamoTokenStore, TOKEN_PK};
+use tokio::sync::{OnceCell, Semaphore};
+
+fn sim_config() -> SimConfig {
+    SimConfig {
+        callback_delay: Duration::from_millis(100),
+        invalidate_previous_tokens: true,
+        ..SimConfig::default()
+    }
+}
+
+async fn three_push_containers() -> LocalStack {
+    LocalStack::start(StackOptions {
+        pool_size: 3,
+        sim: sim_config(),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"))
+}
+
+/// Requests in flight at once: enough to keep every container busy, few enough that none waits
+/// out API Gateway's 30 s integration timeout behind the others on a small machine.
+const IN_FLIGHT: usize = 12;
+
+/// `count` concurrent `POST /payments`, each to its own phone; returns every status and body.
+async fn pay_concurrently(stack: &LocalStack, first_phone: u32, count: u32) -> Vec<(u16, String)> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/payments", stack.api_url());
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let requests: Vec<_> = (first_phone..first_phone + count)
+        .map(|n| {
+            let (http, url, in_flight) = (http.clone(), url.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let _turn = in_flight.acquire_owned().await.expect("semaphore open");
+                let body =
+                    json!({"phone": format!("0713{n:06}"), "amount": 10, "reference": "INV-1"});
+                match http.post(url).json(&body).send().await {
+                    Ok(response) => (
+                        response.status().as_u16(),
+                        response.text().await.unwrap_or_default(),
+                    ),
+                    Err(e) => (0, e.to_string()),
+                }
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.expect("request task"));
+    }
+    statuses
+}
+
+fn assert_all_accepted(answers: &[(u16, String)]) {
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 202)
+        .collect();
+    assert!(refused.is_empty(), "not accepted: {refused:?}");
+}
+
+/// Which of the pool's processes logged a Daraja call.
+fn containers_that_called_daraja(stack: &LocalStack) -> Vec<usize> {
+    (0..3)
+        .filter(|i| {
+            let tag = format!("[stk-push#{i}]");
+            stack
+                .logs()
+                .iter()
+                .any(|l| l.contains(&tag) && l.contains("daraja call"))
+        })
+        .collect()
+}
+
+async fn token_item(client: &Client, table: &str) -> HashMap<String, AttributeValue> {
+    client
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(TOKEN_PK.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get_item")
+        .item
+        .expect("token item stored")
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) | Some(AttributeValue::N(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_push_containers_serve_100_payments_with_one_token_request() {
+    let stack = three_push_containers().await;
+    let started = Instant::now();
+
+    let statuses = pay_concurrently(&stack, 0, 100).await;
+
+    let elapsed = started.elapsed();
+    assert_all_accepted(&statuses);
+    let counts = stack.sim().counts();
+    println!(
+        "100 pushes over 3 containers in {elapsed:?}: {} token request(s), {} pushes",
+        counts.oauth, counts.stk_push
+    );
+    assert_eq!(counts.oauth, 1);
+    assert_eq!(counts.stk_push, 100);
+    assert_eq!(containers_that_called_daraja(&stack), vec![0, 1, 2]);
+
+    // The shared token sits in the table, and nowhere in any log.
+    let item = token_item(&stack.dynamo(), stack.table()).await;
+    let token = text(&item, "access_token").expect("access_token");
+    assert!(stack.logs().iter().all(|l| !l.contains(&token)));
+    assert_eq!(
+        text(&item, "lease_until"),
+        None,
+        "the lease ends with the save"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalidated_token_costs_one_refresh_across_three_containers() {
+    let stack = three_push_containers().await;
+    let warm = pay_concurrently(&stack, 0, 12).await;
+    assert_all_accepted(&warm);
+    assert_eq!(stack.sim().counts().oauth, 1);
+    let before = token_item(&stack.dynamo(), stack.table()).await;
+
+    // Daraja stops accepting the token that every container holds in memory.
+    stack.sim().expire_tokens();
+    let statuses = pay_concurrently(&stack, 100, 30).await;
+
+    assert_all_accepted(&statuses);
+    let counts = stack.sim().counts();
+    println!(
+        "after expire_tokens: 30 pushes over 3 containers, {} token request(s) in all",
+        counts.oauth
+    );
+    assert_eq!(counts.oauth, 2, "exactly one refresh");
+    let refused = stack
+        .sim()
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::StkPush && r.status == Some(404))
+        .count();
+    println!("pushes refused with 404.001.03 and retried once: {refused}");
+    // Each container learns of the expiry at most once per push in flight, then reuses the new token.
+    assert!(
+        (1..=3).contains(&refused),
+        "{refused} pushes refused with 404.001.03"
+    );
+    let after = token_item(&stack.dynamo(), stack.table()).await;
+    assert_ne!(text(&before, "access_token"), text(&after, "access_token"));
+    stack.shutdown().await;
+}
+
+// ---- against the DynamoDB emulator directly ----
+
+static MOTO: OnceCell<Moto> = OnceCell::const_new();
+static TABLES: AtomicUsize = AtomicUsize::new(0);
+
+async fn fresh_table() -> (Client, String) {
+    let moto = MOTO
+        .get_or_init(|| async {
+            Moto::from_env()
+                .await
+                .unwrap_or_else(|e| panic!("DynamoDB emulator: {e}"))
+        })
+        .await;
+    let client = dynamo::client(&moto.endpoint()).await;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let table = format!(
+        "tokens-{}-{nanos}-{}",
+        std::process::id(),
+        TABLES.fetch_add(1, Ordering::SeqCst)
+    );
+    let template = dynamo::template_path().expect("template.yaml above the tests crate");
+    dynamo::create_table_from_template(&client, &template, &table)
+        .await
+        .unwrap_or_else(|e| panic!("create {table}: {e}"));
+    (client, table)
+}
+
+async fn sim() -> SimHandle {
+    daraja_sim::start("127.0.0.1:0".parse().expect("address"), sim_config())
+        .await
+        .expect("simulator starts")
+}
+
+/// A container: its own client and memory, the shared table.
+fn container(sim: &SimHandle, client: &Client, table: &str) -> Arc<DarajaClient> {
+    let clock = Arc::new(SystemClock);
+    let config = DarajaConfig {
+        base_url: sim.base_url(),
+        consumer_key: Secret::from("key"),
+        consumer_secret: Secret::from("secret"),
+        passkey: Secret::from(SANDBOX_PASSKEY),
+        shortcode: ShortCode::parse(SANDBOX_SHORTCODE).expect("shortcode"),
+        kind: TransactionKind::PayBill,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    };
+    let tokens = DynamoTokenStore::new(client.clone(), table, clock.clone());
+    Arc::new(DarajaClient::new(config, clock, Arc::new(tokens)).expect("client"))
+}
+
+fn push(n: u32) -> PushRequest {
+    PushRequest {
+        phone: PhoneNumber::parse(&format!("0714{n:06}")).expect("phone"),
+        amount: Amount::new(10).expect("amount"),
+        reference: AccountReference::parse("INV-1").expect("reference"),
+        description: TransactionDesc::default(),
+        callback_url: "http://127.0.0.1:9/hooks/stk".to_owned(),
+    }
+}
+
+async fn push_from_all(containers: &[Arc<DarajaClient>], per_container: u32) {
+    let mut pushes = Vec::new();
+    for (c, client) in containers.iter().enumerate() {
+        for i in 0..per_container {
+            let client = client.clone();
+            let n = c as u32 * per_container + i;
+            pushes.push(tokio::spawn(async move { client.stk_push(&push(n)).await }));
+        }
+    }
+    for push in pushes {
+        push.await.expect("push task").expect("push accepted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_item_holds_the_token_and_its_expiry_as_ttl() {
+    let (client, table) = fresh_table().await;
+    let sim = sim().await;
+    let containers: Vec<_> = (0..3).map(|_| container(&sim, &client, &table)).collect();
+
+    push_from_all(&containers, 4).await;
+
+    assert_eq!(sim.counts().oauth, 1);
+    let issued: Value = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.endpoint == Endpoint::OAuth)
+        .map(|r| r.response)
+        .expect("token request recorded");
+    let item = token_item(&client, &table).await;
+    assert_eq!(
+        text(&item, "access_token").as_deref(),
+        issued["access_token"].as_str()
+    );
+    let expires_at: i64 = text(&item, "expires_at")
+        .and_then(|v| v.parse().ok())
+        .expect("expires_at in epoch seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    assert!(
+        (expires_at - (now + 3599)).abs() <= 5,
+        "{expires_at} vs {now}"
+    );
+    assert_eq!(text(&item, "lease_until"), None);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_left_by_a_dead_container_delays_but_does_not_multiply_refreshes() {
+    let (client, table) = fresh_table().await;
+    let sim = sim().await;
+    // A container took the lease and died before saving a token.
+    let until = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+        + 1_500;
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(TOKEN_PK.to_owned()))
+        .item("lease_until", AttributeValue::N(until.to_string()))
+        .send()
+        .await
+        .expect("put lease");
+    let containers: Vec<_> = (0..3).map(|_| container(&sim, &client, &table)).collect();
+    let started = Instant::now();
+
+    push_from_all(&containers, 4).await;
+
+    println!(
+        "lease left for 1.5 s: 12 pushes from 3 containers in {:?}, {} token request(s)",
+        started.elapsed(),
+        sim.counts().oauth
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_200),
+        "the lease was not respected"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(sim.counts().oauth, 1);
+    assert_eq!(sim.counts().stk_push, 12);
+    sim.shutdown().await;
+}

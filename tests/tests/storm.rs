@@ -1,0 +1,412 @@
+//! A reproducible callback storm against the local stack (`make storm`; ignored by `make test`).
+//!
+//! 200 payments through `POST /payments`, then 1,000 callbacks with at least 16 in flight:
+//! the 200 results (20 of them delivered by the simulator before the pending write), 300
+//! exact duplicates shuffled in with them, 350 results for ids never issued (orphans), 50
+//! bodies that are not callbacks, and, once every payment is final, 100 contradicting results.
+//! The order is fixed by a seeded shuffle, so every run sends the same sequence.
+//!
+//! Checks: no payment lost, no record transitioned twice, every orphan and unreadable body
+//! kept, every final record equal to its expected outcome; prints the throughput.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daraja_sim::{Outcome, SimConfig};
+use local_stack::{LocalStack, StackOptions};
+use serde_json::{json, Value};
+use shared::daraja::mask_id;
+use shared::payment::PaymentStatus;
+use shared::store::{DynamoStore, PaymentStore};
+use tokio::sync::Semaphore;
+
+const PAYMENTS: usize = 200;
+const EARLY: usize = 20;
+const DUPLICATES: usize = 300;
+const ORPHANS: usize = 350;
+const ORPHAN_DUPLICATES: usize = 50;
+const UNREADABLE: usize = 50;
+const CONFLICTS: usize = 100;
+const IN_FLIGHT: usize = 16;
+const POOL_SIZE: usize = 4;
+const SEED: u64 = 0x5eed_2026;
+
+/// What a payment's callback says, and what the record must end as.
+#[derive(Debug, Clone)]
+struct Plan {
+    phone: String,
+    amount: u32,
+    code: i64,
+    paid: u32,
+    status: PaymentStatus,
+    early: bool,
+}
+
+fn plan(i: usize) -> Plan {
+    let amount = 10 + (i as u32 * 37) % 5_000;
+    let code = [0, 0, 0, 1032, 0, 1037, 0, 2001, 0, 1][i % 10];
+    let paid = if code == 0 && i % 40 == 3 {
+        amount - 1
+    } else {
+        amount
+    };
+    let status = match (code, paid == amount) {
+        (0, true) => PaymentStatus::Completed,
+        (0, false) => PaymentStatus::NeedsReview,
+        _ => PaymentStatus::Failed,
+    };
+    Plan {
+        phone: format!("07{:08}", 20_000_000 + i),
+        amount,
+        code,
+        paid,
+        status,
+        // Early ones are plain successes, delivered by the simulator.
+        early: i % 10 == 0 && i / 10 < EARLY,
+    }
+}
+
+/// A seeded xorshift: the same shuffle on every run.
+struct Shuffle(u64);
+
+impl Shuffle {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+fn callback(id: &str, code: i64, receipt: &str, paid: u32, phone: &str) -> Vec<u8> {
+    let mut cb = json!({
+        "MerchantRequestID": "29115-34620561-1",
+        "CheckoutRequestID": id,
+        "ResultCode": code,
+        "ResultDesc": if code == 0 { "The service request is processed successfully." } else { "Failed" },
+    });
+    if code == 0 {
+        let msisdn: u64 = format!("254{}", &phone[1..]).parse().expect("digits");
+        cb["CallbackMetadata"] = json!({"Item": [
+            {"Name": "Amount", "Value": paid},
+            {"Name": "MpesaReceiptNumber", "Value": receipt},
+            {"Name": "Balance"},
+            {"Name": "TransactionDate", "Value": 20261127090012u64},
+            {"Name": "PhoneNumber", "Value": msisdn},
+        ]});
+    }
+    json!({"Body": {"stkCallback": cb}}).to_string().into_bytes()
+}
+
+/// Sends every body with `IN_FLIGHT` requests at a time; returns each answer's status in order.
+async fn deliver(http: &reqwest::Client, url: &str, bodies: Vec<Vec<u8>>) -> Vec<u16> {
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (http, url, gate) = (http.clone(), url.to_string(), gate.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore open");
+                match http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-local-source-ip", "196.201.214.200")
+                    .body(body)
+                    .send()
+                    .await
+                {
+                    Ok(response) => response.status().as_u16(),
+                    Err(_) => 0,
+                }
+            })
+        })
+        .collect();
+    let mut statuses = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        statuses.push(task.await.expect("delivery task"));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "load test: run with `make storm`"]
+async fn callback_storm_loses_nothing_and_applies_each_result_once() {
+    let stack = LocalStack::start(StackOptions {
+        pool_size: POOL_SIZE,
+        sim: SimConfig {
+            callback_delay: Duration::from_millis(20),
+            ..SimConfig::default()
+        },
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(IN_FLIGHT)
+        .build()
+        .expect("http client");
+    let plans: Vec<Plan> = (0..PAYMENTS).map(plan).collect();
+    for p in &plans {
+        let outcome = if p.early {
+            Outcome::success().before_response()
+        } else {
+            // We deliver these ourselves, to control order and duplicates.
+            Outcome::success().lost()
+        };
+        stack.sim().script(Some(&p.phone), vec![outcome]);
+    }
+
+    // Phase 1: the payments.
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    let pushes: Vec<_> = plans
+        .iter()
+        .map(|p| {
+            let (http, gate) = (http.clone(), gate.clone());
+            let url = format!("{}/payments", stack.api_url());
+            let body = json!({"phone": p.phone, "amount": p.amount, "reference": "STORM"});
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore open");
+                let response = http.post(url).json(&body).send().await.expect("push");
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap_or(Value::Null);
+                (status, answer)
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(PAYMENTS);
+    for push in pushes {
+        let (status, answer) = push.await.expect("push task");
+        assert_eq!(status, 202, "{answer}");
+        ids.push(
+            answer["checkout_request_id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+    let push_secs = started.elapsed().as_secs_f64();
+
+    // Phase 2: results, duplicates, orphans and junk, shuffled together.
+    let receipts: Vec<String> = (0..PAYMENTS).map(|i| format!("STM{i:07}")).collect();
+    // An early payment's result is the body the simulator already delivered, so that its
+    // duplicates are exact.
+    let early_bodies: HashMap<String, Vec<u8>> = stack
+        .sim()
+        .callbacks()
+        .into_iter()
+        .map(|c| (c.checkout_request_id, c.body.to_string().into_bytes()))
+        .collect();
+    let primary: Vec<Vec<u8>> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match early_bodies.get(&ids[i]) {
+            Some(body) if p.early => body.clone(),
+            _ => callback(&ids[i], p.code, &receipts[i], p.paid, &p.phone),
+        })
+        .collect();
+    assert_eq!(early_bodies.len(), EARLY, "early callbacks delivered by the simulator");
+    let orphan_ids: Vec<String> = (0..ORPHANS)
+        .map(|i| format!("ws_CO_271120261000009999{i:04}"))
+        .collect();
+    let orphan_bodies: Vec<Vec<u8>> = orphan_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| callback(id, 0, &format!("ORP{i:07}"), 50, "0799999999"))
+        .collect();
+    let mut batch: Vec<(Vec<u8>, u16)> = Vec::new();
+    let mut dups_per_payment = vec![0u32; PAYMENTS];
+    for (i, body) in primary.iter().enumerate() {
+        if !plans[i].early {
+            batch.push((body.clone(), 200));
+        }
+    }
+    for d in 0..DUPLICATES - ORPHAN_DUPLICATES {
+        let i = (d * 7) % PAYMENTS;
+        dups_per_payment[i] += 1;
+        batch.push((primary[i].clone(), 200));
+    }
+    let mut dups_per_orphan = vec![0u32; ORPHANS];
+    for d in 0..ORPHAN_DUPLICATES {
+        let i = (d * 13) % ORPHANS;
+        dups_per_orphan[i] += 1;
+        batch.push((orphan_bodies[i].clone(), 200));
+    }
+    for body in &orphan_bodies {
+        batch.push((body.clone(), 200));
+    }
+    for u in 0..UNREADABLE {
+        let junk = if u % 2 == 0 {
+            format!("<html>storm {u}</html>").into_bytes()
+        } else {
+            json!({"Body": {"storm": u}}).to_string().into_bytes()
+        };
+        batch.push((junk, 400));
+    }
+    let mut shuffle = Shuffle(SEED);
+    shuffle.shuffle(&mut batch);
+    let url = format!("{}/callbacks/stk/{}", stack.api_url(), stack.callback_token());
+    let callbacks_started = Instant::now();
+    let (bodies, expected): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let statuses = deliver(&http, &url, bodies).await;
+
+    // Phase 3: contradicting results for final payments.
+    let conflicts: Vec<Vec<u8>> = (0..CONFLICTS)
+        .map(|c| {
+            let i = (c * 3 + 1) % PAYMENTS;
+            let p = &plans[i];
+            let code = if p.code == 0 { 1032 } else { 0 };
+            callback(&ids[i], code, &format!("CNF{c:07}"), p.amount, &p.phone)
+        })
+        .collect();
+    let mut conflicts_per_payment = vec![0u32; PAYMENTS];
+    for c in 0..CONFLICTS {
+        conflicts_per_payment[(c * 3 + 1) % PAYMENTS] += 1;
+    }
+    let conflict_statuses = deliver(&http, &url, conflicts).await;
+    let callback_secs = callbacks_started.elapsed().as_secs_f64();
+    let sent_by_us = statuses.len() + conflict_statuses.len();
+    let callbacks_total = sent_by_us + EARLY;
+
+    let wrong_answers = statuses
+        .iter()
+        .zip(&expected)
+        .filter(|(got, want)| got != want)
+        .count()
+        + conflict_statuses.iter().filter(|s| **s != 200).count();
+
+    // The checks.
+    let store = DynamoStore::new(stack.dynamo(), stack.table());
+    let early_receipts: HashMap<String, String> = stack
+        .sim()
+        .callbacks()
+        .into_iter()
+        .filter_map(|c| {
+            let items = c.body["Body"]["stkCallback"]["CallbackMetadata"]["Item"].clone();
+            let receipt = items
+                .as_array()?
+                .iter()
+                .find(|item| item["Name"] == "MpesaReceiptNumber")?["Value"]
+                .as_str()?
+                .to_string();
+            Some((c.checkout_request_id, receipt))
+        })
+        .collect();
+    let mut lost = 0;
+    let mut wrong_records = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        let Some(record) = store.get(&ids[i]).await.expect("read") else {
+            lost += 1;
+            continue;
+        };
+        let receipt = if p.early {
+            early_receipts.get(&ids[i]).cloned()
+        } else if p.code == 0 {
+            Some(receipts[i].clone())
+        } else {
+            None
+        };
+        let duplicates = dups_per_payment[i];
+        let ok = record.status == p.status
+            && record.result_code.as_deref() == Some(p.code.to_string().as_str())
+            && record.receipt == receipt
+            && record.amount == Some(p.amount)
+            && record.details_recorded
+            && record.duplicate_callbacks == duplicates
+            && record.conflicting_callbacks == conflicts_per_payment[i]
+            && record.history.len() == conflicts_per_payment[i] as usize;
+        if record.status == PaymentStatus::Pending {
+            lost += 1;
+        }
+        if !ok {
+            wrong_records.push(format!("{i}: expected {p:?}, got {record:?}"));
+        }
+    }
+    let orphans = store.orphans(10_000).await.expect("orphans");
+    let mut orphans_kept = 0;
+    for (i, id) in orphan_ids.iter().enumerate() {
+        match orphans.iter().find(|o| &o.checkout_request_id == id) {
+            Some(o) if o.duplicate_callbacks == dups_per_orphan[i] => orphans_kept += 1,
+            Some(o) => wrong_records.push(format!("orphan {i}: {o:?}")),
+            None => {}
+        }
+    }
+    let unreadable_kept = stack
+        .dynamo()
+        .query()
+        .table_name(stack.table())
+        .index_name("orphan-index")
+        .key_condition_expression("orphan_pk = :o")
+        .expression_attribute_values(
+            ":o",
+            aws_sdk_dynamodb::types::AttributeValue::S("UNREADABLE".into()),
+        )
+        .select(aws_sdk_dynamodb::types::Select::Count)
+        .send()
+        .await
+        .expect("count unreadable")
+        .count as usize;
+
+    // Transitions: one log event per record that became final.
+    let mut transitions: HashMap<String, usize> = HashMap::new();
+    for line in stack.logs() {
+        let Some(event) = line
+            .split_once("] ")
+            .and_then(|(_, json)| serde_json::from_str::<Value>(json).ok())
+        else {
+            continue;
+        };
+        let fields = &event["fields"];
+        if fields["decision"] == "transitioned" || fields["decision"] == "orphan" {
+            let id = fields["checkout_request_id"].as_str().unwrap_or("").to_string();
+            *transitions.entry(id).or_default() += 1;
+        }
+    }
+    let expected_ids: Vec<String> = ids.iter().chain(&orphan_ids).map(|id| mask_id(id)).collect();
+    let double_transitions = transitions.values().filter(|n| **n > 1).count();
+    let missing_transitions = expected_ids
+        .iter()
+        .filter(|id| !transitions.contains_key(*id))
+        .count();
+
+    println!("\n== callback storm (pool_size {POOL_SIZE} per function, {IN_FLIGHT} in flight) ==");
+    println!("payments                 {PAYMENTS} ({EARLY} with the callback before the pending write)");
+    println!(
+        "callbacks                {callbacks_total} ({} duplicates, {ORPHANS} orphans, {UNREADABLE} unreadable, {CONFLICTS} contradicting)",
+        DUPLICATES
+    );
+    println!("pushes/s                 {:.1}", PAYMENTS as f64 / push_secs);
+    println!(
+        "callbacks/s              {:.1} ({sent_by_us} in {callback_secs:.2} s)",
+        sent_by_us as f64 / callback_secs
+    );
+    println!("wrong HTTP answers       {wrong_answers}");
+    println!("payments lost            {lost}");
+    println!("double transitions       {double_transitions}");
+    println!("missing transitions      {missing_transitions}");
+    println!("orphans kept             {orphans_kept} of {ORPHANS}");
+    println!("unreadable kept          {unreadable_kept} of {UNREADABLE}");
+    println!("records not as expected  {}", wrong_records.len());
+    for wrong in wrong_records.iter().take(5) {
+        println!("  {wrong}");
+    }
+
+    assert_eq!(callbacks_total, 1_000);
+    assert_eq!(wrong_answers, 0);
+    assert_eq!(lost, 0);
+    assert_eq!(double_transitions, 0);
+    assert_eq!(missing_transitions, 0);
+    assert_eq!(orphans_kept, ORPHANS);
+    assert_eq!(orphans.len(), ORPHANS, "payments left in the orphan list");
+    assert_eq!(unreadable_kept, UNREADABLE);
+    assert!(wrong_records.is_empty());
+    stack.shutdown().await;
+}
