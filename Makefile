@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTIONS := -p stk-push -p stk-callback -p payment-status -p reconcile
 CARGO ?= cargo
 
-.PHONY: help setup build demo test lint unit e2e template sam-build clean fuzz storm
+.PHONY: help setup build demo test lint unit e2e template sam-build clean fuzz storm bench
 
 help:
 	@echo "make demo      run a full payment (and a cancelled one) against the local stack"
@@ -62,3 +62,9 @@ fuzz:
 # 16 in flight against the local stack; checks nothing is lost or applied twice. Not in `test`.
 storm: build
 	$(CARGO) test -p e2e --test storm -- --ignored --nocapture
+
+# Figures for BENCHMARKS.md (not in `test`; nothing fails on timing): cold start against a
+# minimal function, warm latency, handler overhead (criterion), calls per operation, bootstrap
+# size and peak memory. Release builds; the runner's sections: tools/bench/run.sh [section…].
+bench: setup
+	CARGO="$(CARGO)" tools/bench/run.sh

@@ -167,7 +167,9 @@ async fn successful_payment_is_completed_with_receipt_amount_phone_and_date() {
         receipt.len() == 10 && receipt.bytes().all(|b| b.is_ascii_alphanumeric()),
         "{receipt}"
     );
-    let date = shown["transaction_date"].as_str().expect("transaction_date");
+    let date = shown["transaction_date"]
+        .as_str()
+        .expect("transaction_date");
     assert!(
         date.len() == 14 && date.bytes().all(|b| b.is_ascii_digit()),
         "{date}"
@@ -317,7 +319,13 @@ async fn every_sample_event_answers_as_documented() {
     let events_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
     let mut files: Vec<String> = std::fs::read_dir(&events_dir)
         .expect("events/")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|name| name.ends_with(".json"))
         .collect();
     files.sort();
@@ -329,7 +337,11 @@ async fn every_sample_event_answers_as_documented() {
 
     // A phone lock (where the push function has one) would refuse the second sample push to
     // the same phone; one second is its shortest setting.
-    let stack = start(&[("CALLBACK_TOKEN", EVENTS_TOKEN), ("PHONE_LOCK_SECONDS", "1")]).await;
+    let stack = start(&[
+        ("CALLBACK_TOKEN", EVENTS_TOKEN),
+        ("PHONE_LOCK_SECONDS", "1"),
+    ])
+    .await;
     let store = DynamoStore::new(stack.dynamo(), stack.table());
     for id in EVENT_PAYMENTS {
         store
@@ -385,10 +397,7 @@ async fn every_sample_event_answers_as_documented() {
         let store = &store;
         async move { store.get(id).await.unwrap().unwrap().status }
     };
-    assert_eq!(
-        status_of(EVENT_PAYMENTS[0]).await,
-        PaymentStatus::Completed
-    );
+    assert_eq!(status_of(EVENT_PAYMENTS[0]).await, PaymentStatus::Completed);
     for id in &EVENT_PAYMENTS[1..4] {
         assert_eq!(status_of(id).await, PaymentStatus::Failed, "{id}");
     }
@@ -439,13 +448,16 @@ async fn no_secret_or_full_phone_in_any_log_line() {
         Some(phones[0]),
         vec![Outcome::success().duplicated(2, true)],
     );
-    stack.sim().script(Some(phones[1]), vec![Outcome::code(1032)]);
+    stack
+        .sim()
+        .script(Some(phones[1]), vec![Outcome::code(1032)]);
     stack
         .sim()
         .script(Some(phones[2]), vec![Outcome::success().before_response()]);
-    stack
-        .sim()
-        .script(Some(phones[3]), vec![Outcome::success().amount_paid(json!(1))]);
+    stack.sim().script(
+        Some(phones[3]),
+        vec![Outcome::success().amount_paid(json!(1))],
+    );
     let mut ids = Vec::new();
     for phone in phones {
         ids.push(client.pay(phone, 100, "LOGS").await);
@@ -501,10 +513,11 @@ async fn no_secret_or_full_phone_in_any_log_line() {
         forbidden.iter().any(|(_, what)| *what == "a bearer token"),
         "no token issued?"
     );
-    let all_phones = phones
-        .iter()
-        .copied()
-        .chain([busy_phone, "0812345678", "0722334499", "0733445566"]);
+    let all_phones =
+        phones
+            .iter()
+            .copied()
+            .chain([busy_phone, "0812345678", "0722334499", "0733445566"]);
     for phone in all_phones {
         forbidden.push((msisdn(phone), "a full phone number"));
         forbidden.push((phone.to_string(), "a full phone number"));
@@ -513,7 +526,10 @@ async fn no_secret_or_full_phone_in_any_log_line() {
     assert!(logs.len() > 20, "too few log lines: {}", logs.len());
     for line in &logs {
         for (value, what) in &forbidden {
-            assert!(!line.contains(value.as_str()), "{what} in a log line: {line}");
+            assert!(
+                !line.contains(value.as_str()),
+                "{what} in a log line: {line}"
+            );
         }
     }
     let masked = "2547•••••678";

@@ -1,0 +1,202 @@
+//! Handler overhead without DynamoDB: the push and callback services over the in-memory store,
+//! with Daraja a constant stub on loopback (the one I/O left, also measured alone), and the
+//! pure steps of each request. `cargo bench -p bench --bench handler`; `bench criterion`
+//! summarises the medians.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bench::{events, stub};
+use criterion::{criterion_group, criterion_main, Criterion};
+use shared::api::{get_payment, payment_result, CallbackService, PaymentRequest, PushService};
+use shared::config::SourceAllowList;
+use shared::daraja::{
+    parse_callback, DarajaClient, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock,
+    TransactionKind,
+};
+use shared::payment::{plan_result, NewPayment, ResultSource};
+use shared::store::intent::MemoryLedger;
+use shared::store::raw::MemoryRawStore;
+use shared::store::{MemoryStore, PaymentStore};
+
+const TOKEN: &str = "bench-callback-token";
+
+fn runtime() -> tokio::runtime::Runtime {
+    // The functions' own runtime: #[tokio::main] is the multi-threaded one.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+}
+
+fn pending(id: &str) -> NewPayment {
+    NewPayment {
+        checkout_request_id: id.to_string(),
+        merchant_request_id: "29115-34620561-1".to_string(),
+        amount: 100,
+        phone: "254708374149".to_string(),
+        reference: "INV-1001".to_string(),
+        description: Some("Order 1001".to_string()),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+fn callback_service(store: Arc<MemoryStore>) -> CallbackService {
+    CallbackService {
+        store,
+        raw: Arc::new(MemoryRawStore::new()),
+        clock: Arc::new(SystemClock),
+        callback_token: Secret::from(TOKEN),
+        allowed_sources: SourceAllowList::default(),
+    }
+}
+
+fn pure(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pure");
+    let body = events::push_body("0708374149", 100);
+    group.bench_function("PaymentRequest::parse + fingerprint", |b| {
+        b.iter(|| {
+            let request = PaymentRequest::parse(black_box(body.as_bytes())).expect("valid body");
+            black_box(request.fingerprint())
+        })
+    });
+    let callback = events::callback_body("ws_CO_27112026090000123708374149", 100, "TKR7PQ2X9M");
+    let now = chrono::Utc::now();
+    group.bench_function("parse_callback + payment_result", |b| {
+        b.iter(|| {
+            let parsed = parse_callback(black_box(callback.as_bytes())).expect("valid callback");
+            black_box(payment_result(&parsed, callback.as_bytes(), ResultSource::Callback, now))
+        })
+    });
+    let rt = runtime();
+    let store = MemoryStore::new();
+    let record = rt.block_on(async {
+        let id = "ws_CO_27112026090000123708374149";
+        store.record_pending(&pending(id)).await.expect("in memory");
+        store.get(id).await.expect("in memory").expect("just written")
+    });
+    let parsed = parse_callback(callback.as_bytes()).expect("valid callback");
+    let result = payment_result(&parsed, callback.as_bytes(), ResultSource::Callback, now);
+    group.bench_function("plan_result (pending record)", |b| {
+        b.iter(|| black_box(plan_result(black_box(&result), Some(&record))))
+    });
+    group.bench_function("PaymentRecord to JSON", |b| {
+        b.iter(|| black_box(serde_json::to_vec(black_box(&record)).expect("serialisable")))
+    });
+    let event = events::push("0708374149", 100).to_string();
+    group.bench_function("API Gateway event → lambda_http::Request", |b| {
+        b.iter(|| black_box(lambda_http::request::from_str(black_box(&event)).expect("valid event")))
+    });
+    group.finish();
+}
+
+fn service(c: &mut Criterion) {
+    let rt = runtime();
+    let base_url = rt.block_on(stub::start()).expect("stub listens");
+    let clock = Arc::new(SystemClock);
+    let config = DarajaConfig {
+        base_url: base_url.clone(),
+        consumer_key: Secret::from("key"),
+        consumer_secret: Secret::from("secret"),
+        passkey: Secret::from("passkey"),
+        shortcode: ShortCode::parse("174379").expect("valid shortcode"),
+        kind: TransactionKind::PayBill,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+    };
+    let push = PushService {
+        daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens))
+            .expect("client builds"),
+        ledger: Arc::new(MemoryLedger::new(Arc::new(MemoryStore::new()))),
+        clock,
+        callback_token: Secret::from(TOKEN),
+        callback_base_url: Some("https://abc123.execute-api.us-east-1.amazonaws.com".into()),
+        phone_lock: Duration::from_secs(120),
+    };
+    // A phone is locked for two minutes after its push: every iteration uses a new one.
+    let phones = AtomicU64::new(0);
+    let next_body = || {
+        let n = phones.fetch_add(1, Ordering::Relaxed) % 100_000_000;
+        events::push_body(&format!("07{n:08}"), 100)
+    };
+    // The token is fetched once, here, as in a warm container.
+    rt.block_on(push.start(next_body().as_bytes(), None, None))
+        .expect("the stub accepts the push");
+
+    let mut group = c.benchmark_group("service");
+    group.bench_function(
+        "push: PushService::start, MemoryLedger, stub Daraja on loopback",
+        |b| {
+            b.to_async(&rt).iter(|| {
+                let body = next_body();
+                let push = &push;
+                async move {
+                    black_box(push.start(body.as_bytes(), None, None).await.expect("accepted"))
+                }
+            })
+        },
+    );
+    let http = reqwest::Client::new();
+    let echo = format!("{base_url}/echo");
+    let push_json = serde_json::json!({"BusinessShortCode": "174379", "Amount": "100"});
+    group.bench_function("loopback round trip alone (reqwest → axum stub)", |b| {
+        b.to_async(&rt).iter(|| {
+            let (http, echo, body) = (&http, &echo, &push_json);
+            async move {
+                let answer = http.post(echo).json(body).send().await.expect("stub answers");
+                black_box(answer.bytes().await.expect("stub body"))
+            }
+        })
+    });
+
+    let store = Arc::new(MemoryStore::new());
+    let callbacks = callback_service(store.clone());
+    let ids = AtomicU64::new(0);
+    group.bench_function("callback: CallbackService::receive, MemoryStore", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                // Each delivery is the first result for its own pending payment.
+                let mut bodies = Vec::with_capacity(iters as usize);
+                for _ in 0..iters {
+                    let id = format!("ws_CO_{:020}", ids.fetch_add(1, Ordering::Relaxed));
+                    store.record_pending(&pending(&id)).await.expect("in memory");
+                    bodies.push(events::callback_body(&id, 100, "TKR7PQ2X9M"));
+                }
+                let started = Instant::now();
+                for body in &bodies {
+                    let answer = callbacks
+                        .receive(Some(TOKEN), Some(events::SAFARICOM_IP), body.as_bytes())
+                        .await;
+                    assert_eq!(answer.status, 200);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    let status_store = MemoryStore::new();
+    let id = "ws_CO_27112026090000123708374149";
+    rt.block_on(status_store.record_pending(&pending(id)))
+        .expect("in memory");
+    group.bench_function("status: get_payment + JSON, MemoryStore", |b| {
+        b.to_async(&rt).iter(|| {
+            let store = &status_store;
+            async move {
+                let record = get_payment(store, Some(id)).await.expect("found");
+                black_box(serde_json::to_vec(&record).expect("serialisable"))
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = pure, service
+}
+criterion_main!(benches);

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `make bench`: the machine, the release builds, the criterion benches (handler overhead), then
+# every other figure (size, cold start, start-up steps, warm latency, peak RSS, calls per
+# operation). Extra arguments pick sections of the runner: tools/bench/run.sh cold warm
+# Figures only: nothing here fails on timing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CARGO="${CARGO:-cargo}"
+
+echo "==> machine"
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "nproc: $(nproc)"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+echo "load average (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(rustc --version)"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+target="$($CARGO metadata --format-version 1 --no-deps \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+export CARGO_TARGET_DIR="$target"
+
+echo "==> release builds"
+$CARGO build --release -p stk-push -p stk-callback -p payment-status -p reconcile -p bench-hello -p bench
+
+if [ $# -eq 0 ] || [[ " $* " == *" criterion "* ]]; then
+  echo "==> criterion: handler overhead without DynamoDB"
+  $CARGO bench -p bench --bench handler
+fi
+
+echo "==> figures"
+"$target/release/bench" "$@"

@@ -1,0 +1,274 @@
+//! Calls per operation, in-process with the functions' own services: DynamoDB requests counted
+//! by an SDK interceptor on the client, Daraja requests by the simulator. Then the price of a
+//! token fetched on every push (what the common tutorials do) at 20 ms of Daraja latency.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bench::events::{self, SAFARICOM_IP};
+use bench::stats::{Ms, Samples, Verdict};
+use bench::CountRequests;
+use daraja_sim::{SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
+use local_stack::dynamo::{self, Moto};
+use shared::api::{get_payment, CallbackService, PushAnswer, PushService};
+use shared::config::SourceAllowList;
+use shared::daraja::{
+    Clock, DarajaClient, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock,
+    TransactionKind,
+};
+use shared::store::intent::{DynamoLedger, PushLedger};
+use shared::store::raw::DynamoRawStore;
+use shared::store::token::DynamoTokenStore;
+use shared::store::DynamoStore;
+
+use crate::report::Report;
+
+const WARM_PUSHES: usize = 100;
+const LATENCY_PUSHES: usize = 40;
+const DARAJA_LATENCY: Duration = Duration::from_millis(20);
+const CALLBACK_TOKEN: &str = "bench-callback-token";
+
+struct World {
+    sim: SimHandle,
+    counter: CountRequests,
+    counted: aws_sdk_dynamodb::Client,
+    table: String,
+    clock: Arc<dyn Clock>,
+    config: DarajaConfig,
+}
+
+impl World {
+    fn push_service(&self, daraja: DarajaClient, ledger: Arc<dyn PushLedger>) -> PushService {
+        PushService {
+            daraja,
+            ledger,
+            clock: self.clock.clone(),
+            callback_token: Secret::from(CALLBACK_TOKEN),
+            callback_base_url: Some("http://127.0.0.1:9".to_string()),
+            phone_lock: Duration::from_secs(120),
+        }
+    }
+
+    /// As the push function builds it: the token shared through the table.
+    fn shared_token_client(&self) -> Result<DarajaClient, String> {
+        let tokens = DynamoTokenStore::new(self.counted.clone(), &self.table, self.clock.clone());
+        DarajaClient::new(self.config.clone(), self.clock.clone(), Arc::new(tokens))
+            .map_err(|e| e.to_string())
+    }
+}
+
+async fn push(service: &PushService, phone: &str) -> Result<String, String> {
+    let body = events::push_body(phone, 100);
+    match service.start(body.as_bytes(), None, None).await {
+        Ok(PushAnswer::Accepted(accepted)) => Ok(accepted.checkout_request_id),
+        Ok(other) => Err(format!("push: unexpected answer {}", other.body())),
+        Err(e) => Err(format!("push refused: {} {}", e.status, e.body())),
+    }
+}
+
+fn by_operation(counter: &CountRequests) -> String {
+    counter
+        .by_operation()
+        .iter()
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+pub async fn run(report: &mut Report) -> Result<(), String> {
+    let moto = Moto::from_env().await.map_err(|e| e.to_string())?;
+    let result = measure(&moto.endpoint(), report).await;
+    moto.shutdown().await;
+    result
+}
+
+async fn measure(endpoint: &str, report: &mut Report) -> Result<(), String> {
+    let client = dynamo::client(endpoint).await;
+    let table = format!("bench-calls-{}", std::process::id());
+    let template = dynamo::template_path().ok_or("template.yaml not found")?;
+    dynamo::create_table_from_template(&client, &template, &table)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sim = daraja_sim::start(
+        "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
+        SimConfig {
+            callback_delay: Duration::from_secs(3600),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let counter = CountRequests::default();
+    let world = World {
+        counted: counter.attach(&client),
+        counter,
+        table,
+        clock: Arc::new(SystemClock),
+        config: DarajaConfig {
+            base_url: sim.base_url(),
+            consumer_key: Secret::from("bench-consumer-key"),
+            consumer_secret: Secret::from("bench-consumer-secret"),
+            passkey: Secret::from(SANDBOX_PASSKEY),
+            shortcode: ShortCode::parse(SANDBOX_SHORTCODE).map_err(|e| e.to_string())?,
+            kind: TransactionKind::PayBill,
+            connect_timeout: DarajaConfig::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DarajaConfig::DEFAULT_REQUEST_TIMEOUT,
+        },
+        sim,
+    };
+    let result = counts(&world, report).await;
+    let result = match result {
+        Ok(()) => token_price(&world, report).await,
+        Err(e) => Err(e),
+    };
+    world.sim.clone().shutdown().await;
+    // Best effort: the table goes with moto when this process started it.
+    let _ = client.delete_table().table_name(&world.table).send().await;
+    result
+}
+
+async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
+    let ledger: Arc<dyn PushLedger> = Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
+    let service = world.push_service(world.shared_token_client()?, ledger);
+    let counter = &world.counter;
+    let phone = |i: usize| format!("07{:08}", 50_000_000 + i);
+
+    println!("\n## Calls per operation (in-process services over moto and the simulator; DynamoDB counted by an SDK interceptor)\n");
+    println!("| operation | n | DynamoDB requests each | which | Daraja requests each |");
+    println!("|---|---|---|---|---|");
+
+    counter.reset();
+    let before = world.sim.counts();
+    push(&service, &phone(WARM_PUSHES)).await?;
+    let after = world.sim.counts();
+    println!(
+        "| first push of a container (no token yet) | 1 | {} | {} | {} |",
+        counter.total(),
+        by_operation(counter),
+        (after.oauth - before.oauth) + (after.stk_push - before.stk_push)
+    );
+
+    counter.reset();
+    let before = world.sim.counts();
+    let mut ids = Vec::with_capacity(WARM_PUSHES);
+    for i in 0..WARM_PUSHES {
+        ids.push(push(&service, &phone(i)).await?);
+    }
+    let after = world.sim.counts();
+    let dynamo_per_push = counter.total() as f64 / WARM_PUSHES as f64;
+    let daraja_per_push =
+        ((after.oauth - before.oauth) + (after.stk_push - before.stk_push)) as f64 / WARM_PUSHES as f64;
+    println!(
+        "| warm push | {WARM_PUSHES} | {dynamo_per_push:.2} | {} | {daraja_per_push:.2} |",
+        by_operation(counter)
+    );
+    report.row("DynamoDB requests per warm push", format!("{dynamo_per_push:.2}"), "≤ 2", Verdict::of(dynamo_per_push <= 2.0));
+    report.row("Daraja requests per warm push (token cached)", format!("{daraja_per_push:.2}"), "1.00", Verdict::of(daraja_per_push == 1.0));
+
+    let callbacks = CallbackService {
+        store: Arc::new(DynamoStore::new(world.counted.clone(), &world.table)),
+        raw: Arc::new(DynamoRawStore::new(world.counted.clone(), &world.table)),
+        clock: world.clock.clone(),
+        callback_token: Secret::from(CALLBACK_TOKEN),
+        allowed_sources: SourceAllowList::default(),
+    };
+    let mut deliver = |label: &'static str, bodies: Vec<String>| {
+        let callbacks = &callbacks;
+        async move {
+            counter.reset();
+            let n = bodies.len();
+            for body in bodies {
+                let answer = callbacks
+                    .receive(Some(CALLBACK_TOKEN), Some(SAFARICOM_IP), body.as_bytes())
+                    .await;
+                if answer.status != 200 {
+                    return Err(format!("callback ({label}) answered {} {}", answer.status, answer.body));
+                }
+            }
+            let each = counter.total() as f64 / n as f64;
+            println!("| callback, {label} | {n} | {each:.2} | {} | 0 |", by_operation(counter));
+            Ok::<f64, String>(each)
+        }
+    };
+    let results: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| events::callback_body(id, 100, &format!("TKR{i:07}")))
+        .collect();
+    let per_callback = deliver("first result for a pending payment (common path)", results.clone()).await?;
+    report.row("DynamoDB requests per callback (common path)", format!("{per_callback:.2}"), "1", Verdict::of(per_callback == 1.0));
+    deliver("exact duplicate", results[..20].to_vec()).await?;
+    let orphans = (0..20)
+        .map(|i| events::callback_body(&format!("ws_CO_orphan_{i}_{}", std::process::id()), 100, "TKRORPHAN0"))
+        .collect();
+    deliver("orphan (unknown id: record + source)", orphans).await?;
+
+    counter.reset();
+    let store = DynamoStore::new(world.counted.clone(), &world.table);
+    for id in &ids {
+        get_payment(&store, Some(id)).await.map_err(|e| e.body().to_string())?;
+    }
+    println!(
+        "| status (GET /payments/{{id}}) | {} | {:.2} | {} | 0 |",
+        ids.len(),
+        counter.total() as f64 / ids.len() as f64,
+        by_operation(counter)
+    );
+    Ok(())
+}
+
+/// Pushes with the token cached against pushes that fetch a token each time (a new client per
+/// push, as the common tutorials write it), with `DARAJA_LATENCY` on every Daraja answer.
+async fn token_price(world: &World, report: &mut Report) -> Result<(), String> {
+    let ledger: Arc<dyn PushLedger> = Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
+    let phone = |i: usize| format!("07{:08}", 60_000_000 + i);
+    world.sim.set_latency(DARAJA_LATENCY);
+
+    let cached = world.push_service(world.shared_token_client()?, ledger.clone());
+    push(&cached, &phone(LATENCY_PUSHES * 2)).await?;
+    let before = world.sim.counts();
+    let mut with_cache = Vec::with_capacity(LATENCY_PUSHES);
+    for i in 0..LATENCY_PUSHES {
+        let started = Instant::now();
+        push(&cached, &phone(i)).await?;
+        with_cache.push(started.elapsed());
+    }
+    let mid = world.sim.counts();
+    let mut fresh_each = Vec::with_capacity(LATENCY_PUSHES);
+    for i in LATENCY_PUSHES..LATENCY_PUSHES * 2 {
+        let started = Instant::now();
+        let daraja = DarajaClient::new(world.config.clone(), world.clock.clone(), Arc::new(NoSharedTokens))
+            .map_err(|e| e.to_string())?;
+        push(&world.push_service(daraja, ledger.clone()), &phone(i)).await?;
+        fresh_each.push(started.elapsed());
+    }
+    let after = world.sim.counts();
+    world.sim.set_latency(Duration::ZERO);
+
+    let (with_cache, fresh_each) = (Samples::new(with_cache), Samples::new(fresh_each));
+    let n = LATENCY_PUSHES as f64;
+    let ratio = fresh_each.median().as_secs_f64() / with_cache.median().as_secs_f64().max(1e-9);
+    println!("\n## Token cached vs fetched on every push ({LATENCY_PUSHES} pushes each, {} Daraja latency injected, moto for DynamoDB)\n", Ms(DARAJA_LATENCY));
+    println!("| push | p50 | p99 | Daraja requests per push |");
+    println!("|---|---|---|---|");
+    println!(
+        "| token cached (this project) | {} | {} | {:.2} |",
+        Ms(with_cache.median()),
+        Ms(with_cache.percentile(99.0)),
+        ((mid.oauth - before.oauth) + (mid.stk_push - before.stk_push)) as f64 / n
+    );
+    println!(
+        "| token fetched per push (new client each time) | {} | {} | {:.2} |",
+        Ms(fresh_each.median()),
+        Ms(fresh_each.percentile(99.0)),
+        ((after.oauth - mid.oauth) + (after.stk_push - mid.stk_push)) as f64 / n
+    );
+    println!("\nratio (fetched / cached, p50): {ratio:.2}×");
+    report.row(
+        "push p50 at 20 ms Daraja latency: cached token vs token per push",
+        format!("{} vs {} ({ratio:.2}×)", Ms(with_cache.median()), Ms(fresh_each.median())),
+        "(context)",
+        Verdict::Info,
+    );
+    Ok(())
+}
