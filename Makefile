@@ -10,13 +10,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTIONS := -p stk-push -p stk-callback -p payment-status -p reconcile
 CARGO ?= cargo
 
-.PHONY: help setup build demo test lint unit e2e template sam-build clean fuzz storm bench
+.PHONY: help setup build demo test lint template sam-build clean fuzz storm bench
 
 help:
 	@echo "make demo      run a full payment (and a cancelled one) against the local stack"
 	@echo "make test      fmt, clippy, unit and integration tests, template checks"
 	@echo "make setup     install the local tools (moto, aws-sam-cli, cargo-lambda) into $(VENV)"
-	@echo "make sam-build sam build for x86_64 (needs cargo-lambda's zig; used by CI)"
+	@echo "make sam-build sam build for x86_64 (cargo-lambda with zig, both from $(VENV))"
 	@echo "make storm     load test of the callback path on the local stack (prints throughput)"
 
 $(VENV)/.installed: tools/requirements.txt

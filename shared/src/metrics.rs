@@ -1,13 +1,21 @@
 //! CloudWatch metrics in the Embedded Metric Format: one JSON line on stdout per decision, turned
 //! into metrics by CloudWatch Logs, so recording a metric costs no API call and no latency.
 //!
-//! Every metric lives in the namespace [`NAMESPACE`] with the dimension `Function` (and, where
-//! it says more, one more: `ErrorCode` or `Outcome`). The names are the stable contract the
-//! template's alarms and the README's "Operating it" section rely on.
+//! Every metric lives in the namespace [`NAMESPACE`] with the dimension `Function`. A metric with
+//! one more dimension (`ErrorCode`, `Outcome`, `Reason`, `Endpoint`) is published under both
+//! dimension sets, `[Function]` and `[Function, <extra>]`, so an alarm can watch the total without
+//! metric math over every code. The names are the stable contract the template's alarms and the
+//! README's "Operating it" section rely on.
+//!
+//! Each line is written whole, under the stdout lock, as is every log line of the default
+//! tracing subscriber, so metric lines and log lines never interleave.
 
 use std::io::Write;
 
 use serde_json::{json, Map, Value};
+
+use crate::daraja::DarajaError;
+use crate::payment::PaymentStatus;
 
 pub const NAMESPACE: &str = "MpesaExpress";
 
@@ -24,7 +32,8 @@ pub enum Metric {
     CallbackDuplicate,
     /// A callback contradicting a final result (kept in the record's history).
     CallbackConflict,
-    /// A result for a payment with no pending record (or a body that is not a callback).
+    /// A result for a payment with no pending record, or a body that is not a callback;
+    /// dimension `Reason`: `unknown_payment`, `invalid_json`, `invalid_callback`.
     CallbackOrphan,
     /// A payment became COMPLETED.
     PaymentCompleted,
@@ -34,9 +43,10 @@ pub enum Metric {
     PaymentNeedsReview,
     /// A payment became EXPIRED: no result within the maximum age.
     PaymentExpired,
-    /// Milliseconds one Daraja call took.
+    /// Milliseconds one Daraja HTTP call took; dimension `Endpoint`: `oauth`, `stk_push`, `stk_query`.
     DarajaLatency,
-    /// A Daraja call that ended in an error (any kind); dimension `ErrorCode`.
+    /// A push or query that Daraja did not answer usefully; dimension `ErrorCode`: Daraja's
+    /// `errorCode`, else the kind of failure (see [`daraja_error_code`]).
     DarajaError,
     /// An STK Query sent by reconciliation.
     ReconciliationQuery,
@@ -88,11 +98,11 @@ pub fn document(
     function: &str,
     timestamp_ms: i64,
 ) -> Value {
-    let mut dimensions = vec!["Function"];
+    let mut dimension_sets = vec![vec!["Function"]];
     let mut root = Map::new();
     root.insert("Function".into(), json!(function));
     if let Some((name, dim_value)) = dimension {
-        dimensions.push(name);
+        dimension_sets.push(vec!["Function", name]);
         root.insert(name.into(), json!(dim_value));
     }
     root.insert(metric.as_str().into(), json!(value));
@@ -102,7 +112,7 @@ pub fn document(
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [dimensions],
+                "Dimensions": dimension_sets,
                 "Metrics": [{ "Name": metric.as_str(), "Unit": metric.unit() }],
             }],
         }),
@@ -134,6 +144,48 @@ pub fn count_by(metric: Metric, dimension: &str, value: &str) {
     emit(metric, 1.0, Some((dimension, value)));
 }
 
+/// Counts a payment that reached a final state (by callback or query), by its new status.
+/// `outcome` is the result's category (`cancelled`, `wrong_pin`, …).
+pub fn payment_final(status: PaymentStatus, outcome: &str) {
+    match status {
+        PaymentStatus::Completed => count(Metric::PaymentCompleted),
+        PaymentStatus::Failed => count_by(Metric::PaymentFailed, "Outcome", outcome),
+        PaymentStatus::NeedsReview => count(Metric::PaymentNeedsReview),
+        PaymentStatus::Expired => count(Metric::PaymentExpired),
+        PaymentStatus::Pending => {}
+    }
+}
+
+/// Counts one failed Daraja push or query.
+pub fn daraja_error(error: &DarajaError) {
+    count_by(Metric::DarajaError, "ErrorCode", daraja_error_code(error));
+}
+
+/// Records how long one Daraja HTTP call took.
+pub fn daraja_latency(endpoint: &str, millis: u64) {
+    emit(
+        Metric::DarajaLatency,
+        millis as f64,
+        Some(("Endpoint", endpoint)),
+    );
+}
+
+/// The `ErrorCode` dimension of a Daraja failure: Daraja's own `errorCode` when it sent one
+/// (a small, documented set), else the kind of failure.
+pub fn daraja_error_code(error: &DarajaError) -> &str {
+    if let Some(code) = error.error_code() {
+        return code;
+    }
+    match error {
+        DarajaError::Rejected { .. } => "rejected",
+        DarajaError::Unavailable { .. } => "unavailable",
+        DarajaError::RateLimited => "rate_limited",
+        DarajaError::TimedOut => "timed_out",
+        DarajaError::BadResponse { .. } => "bad_response",
+        DarajaError::Auth { .. } => "auth",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +202,10 @@ mod tests {
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(doc["_aws"]["Timestamp"], 1_795_770_000_000_i64);
         assert_eq!(directive["Namespace"], NAMESPACE);
-        assert_eq!(directive["Dimensions"], json!([["Function", "ErrorCode"]]));
+        assert_eq!(
+            directive["Dimensions"],
+            json!([["Function"], ["Function", "ErrorCode"]])
+        );
         assert_eq!(
             directive["Metrics"],
             json!([{"Name": "PushRejected", "Unit": "Count"}])
@@ -169,5 +224,27 @@ mod tests {
             "Milliseconds"
         );
         assert_eq!(doc["DarajaLatency"], 12.5);
+    }
+
+    #[test]
+    fn metric_without_extra_dimension_has_one_dimension_set() {
+        let doc = document(Metric::CallbackOrphan, 1.0, None, "stk-callback", 0);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function"]])
+        );
+    }
+
+    #[test]
+    fn daraja_error_code_prefers_darajas_code_then_the_kind() {
+        let refused = DarajaError::Rejected {
+            http_status: 400,
+            error_code: Some("400.002.02".into()),
+            error_message: "Invalid PhoneNumber".into(),
+            request_id: None,
+        };
+        assert_eq!(daraja_error_code(&refused), "400.002.02");
+        assert_eq!(daraja_error_code(&DarajaError::TimedOut), "timed_out");
+        assert_eq!(daraja_error_code(&DarajaError::RateLimited), "rate_limited");
     }
 }

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::daraja::{mask_id, Clock, DarajaClient, DarajaError, QueryAnswer, ResultCode};
+use crate::metrics::{self, Metric};
 use crate::payment::{PaymentResult, ResultSource};
 use crate::store::{Applied, PaymentStore, StoreError};
 
@@ -191,6 +192,7 @@ impl Reconciler {
             if past_max_age {
                 match store.expire(id, clock.now()).await {
                     Ok(true) => {
+                        metrics::count(Metric::PaymentExpired);
                         report.expired += 1;
                         tracing::warn!(
                             checkout_request_id = %mask_id(id),
@@ -231,6 +233,7 @@ impl Reconciler {
         id: &str,
     ) -> (Step, Option<StopReason>) {
         let masked = mask_id(id);
+        metrics::count(Metric::ReconciliationQuery);
         let answer = daraja.stk_query(id).await;
         let (sent, stop) = match &answer {
             Ok(_) => (true, None),
@@ -258,6 +261,7 @@ impl Reconciler {
                 return (Step::NotFinal, None);
             }
             Err(error) => {
+                metrics::daraja_error(&error);
                 tracing::warn!(
                     checkout_request_id = %masked,
                     error = %error,
@@ -277,6 +281,7 @@ impl Reconciler {
         );
         match store.apply_result(&result).await {
             Ok(Applied::Transitioned { record, .. }) => {
+                metrics::payment_final(record.status, &result.outcome);
                 tracing::info!(
                     checkout_request_id = %masked,
                     status = record.status.as_str(),

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ProjectionType, TimeToLiveStatus};
 use aws_sdk_dynamodb::Client;
 use local_stack::dynamo::{self, Moto};
 use shared::payment::PaymentStatus;
-use shared::store::conformance::{cancelled, payment, success};
+use shared::store::conformance::{cancelled, payment, queried, success};
 use shared::store::{DynamoStore, PaymentStore, StoreError};
 use tokio::sync::OnceCell;
 
@@ -332,4 +332,72 @@ async fn moto_stops_when_dropped() {
         tokio::net::TcpStream::connect(&address).await.is_err(),
         "nothing listens on {address} once Moto is dropped"
     );
+}
+
+#[tokio::test]
+async fn late_callback_adds_receipt_to_a_query_completed_item_in_one_write() {
+    let (client, table) = fresh_table().await;
+    let store = DynamoStore::new(client.clone(), table);
+    store
+        .record_pending(&payment("ws_CO_enrich", 100))
+        .await
+        .expect("pending");
+    store
+        .apply_result(&queried(success("ws_CO_enrich", "100", Some(100))))
+        .await
+        .expect("query result");
+    let before = raw_item(&store, &client, "ws_CO_enrich").await;
+    assert!(!before.contains_key("receipt"));
+
+    let late = success("ws_CO_enrich", "100", Some(100));
+    store.apply_result(&late).await.expect("callback");
+    let after = raw_item(&store, &client, "ws_CO_enrich").await;
+    let text = |item: &HashMap<String, AttributeValue>, name: &str| {
+        item.get(name).and_then(|v| v.as_s().ok()).cloned()
+    };
+    assert_eq!(text(&after, "receipt").as_deref(), Some("NLJ7RT61SV"));
+    assert_eq!(text(&after, "raw_callback"), late.raw);
+    assert_eq!(
+        after
+            .get("amount_paid_whole")
+            .and_then(|v| v.as_n().ok())
+            .map(String::as_str),
+        Some("100")
+    );
+    // The query's result and its time stay; nothing went to history or the indexes.
+    for kept in [
+        "reconciled_by",
+        "completed_at",
+        "result_code",
+        "result_desc",
+        "status",
+    ] {
+        assert_eq!(after.get(kept), before.get(kept), "{kept}");
+    }
+    for absent in [
+        "history",
+        "conflicting_callbacks",
+        "pending_pk",
+        "orphan_pk",
+    ] {
+        assert!(!after.contains_key(absent), "{absent}");
+    }
+
+    // A failed item keeps its outcome: the success callback is only history.
+    store
+        .record_pending(&payment("ws_CO_enrich_failed", 100))
+        .await
+        .expect("pending");
+    store
+        .apply_result(&queried(cancelled("ws_CO_enrich_failed")))
+        .await
+        .expect("query result");
+    store
+        .apply_result(&success("ws_CO_enrich_failed", "100", Some(100)))
+        .await
+        .expect("callback");
+    let failed = raw_item(&store, &client, "ws_CO_enrich_failed").await;
+    assert_eq!(text(&failed, "status").as_deref(), Some("FAILED"));
+    assert!(!failed.contains_key("receipt"));
+    assert!(failed.contains_key("history"));
 }

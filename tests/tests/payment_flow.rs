@@ -174,8 +174,16 @@ async fn successful_payment_is_completed_with_receipt_amount_phone_and_date() {
         date.len() == 14 && date.bytes().all(|b| b.is_ascii_digit()),
         "{date}"
     );
-    // The receipt is the one Safaricom sent.
-    let sent = stack.sim().callbacks();
+    // The receipt is the one Safaricom sent. The simulator logs a callback once our answer
+    // reaches it, which can be just after the record is readable.
+    let mut sent = stack.sim().callbacks();
+    for _ in 0..50 {
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        sent = stack.sim().callbacks();
+    }
     let items = &sent[0].body["Body"]["stkCallback"]["CallbackMetadata"]["Item"];
     assert!(items.to_string().contains(receipt));
     stack.shutdown().await;

@@ -8,6 +8,7 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::config::SourceAllowList;
 use crate::daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
+use crate::metrics::{self, Metric};
 use crate::payment::{PaymentResult, ResultSource};
 use crate::store::raw::{RawCallbackStore, UnreadableCallback};
 use crate::store::{Applied, PaymentStore};
@@ -98,6 +99,7 @@ impl CallbackService {
             );
             return CallbackAnswer::not_found();
         }
+        metrics::count(Metric::CallbackReceived);
         if body.len() > MAX_CALLBACK_BYTES {
             tracing::warn!(
                 decision = "oversized",
@@ -159,6 +161,11 @@ impl CallbackService {
     /// A body behind a valid token that is not a Daraja STK callback: it may still be the
     /// only trace of a payment, so it is kept before it is refused.
     async fn keep_unreadable(&self, kept: UnreadableCallback) -> CallbackAnswer {
+        metrics::count_by(
+            Metric::CallbackOrphan,
+            "Reason",
+            unreadable_code(&kept.reason),
+        );
         let source = kept.source_ip.as_deref().unwrap_or("");
         match self.raw.keep_unreadable(&kept).await {
             Ok(key) => {
@@ -205,9 +212,18 @@ fn unreadable_code(reason: &str) -> &'static str {
 fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
     let id = mask_id(&result.checkout_request_id);
     match applied {
+        // A success callback for a payment a query already completed only fills in the receipt:
+        // the payment became final earlier and was counted then.
+        Applied::Transitioned { record, .. }
+            if record.reconciled_by == Some(ResultSource::Query) =>
+        {
+            tracing::info!(decision = "receipt_added", checkout_request_id = %id, status = record.status.as_str(), "receipt added to a payment completed by query");
+        }
         Applied::Transitioned { record, orphan } => {
+            metrics::payment_final(record.status, &result.outcome);
             let status = record.status.as_str();
             if *orphan {
+                metrics::count_by(Metric::CallbackOrphan, "Reason", "unknown_payment");
                 tracing::warn!(decision = "orphan", checkout_request_id = %id, status, outcome = %result.outcome, source_ip, "result for a payment with no pending record kept as orphan");
             } else if result.success {
                 tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, "payment final");
@@ -216,9 +232,11 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
             }
         }
         Applied::Duplicate(record) => {
+            metrics::count(Metric::CallbackDuplicate);
             tracing::info!(decision = "duplicate", checkout_request_id = %id, duplicate_callbacks = record.duplicate_callbacks, "duplicate result ignored");
         }
         Applied::Conflict(record) => {
+            metrics::count(Metric::CallbackConflict);
             tracing::warn!(decision = "conflict", checkout_request_id = %id, status = record.status.as_str(), result_code = %result.result_code, conflicting_callbacks = record.conflicting_callbacks, "different result for a final payment kept in history");
         }
     }

@@ -17,6 +17,7 @@ use super::ApiError;
 use crate::daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
 use crate::daraja::wire::StkPushResponse;
 use crate::daraja::{mask_id, Clock, DarajaClient, DarajaError, PushRequest, Secret};
+use crate::metrics::{self, Metric};
 use crate::payment::NewPayment;
 use crate::store::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, StoredAnswer};
 
@@ -204,6 +205,22 @@ impl PushService {
         request_base_url: Option<&str>,
         idempotency_key: Option<&[u8]>,
     ) -> Result<PushAnswer, ApiError> {
+        let answer = self.attempt(body, request_base_url, idempotency_key).await;
+        // One metric per request; a replay is the first answer again, not a new decision.
+        match &answer {
+            Ok(PushAnswer::Accepted(_)) => metrics::count(Metric::PushAccepted),
+            Ok(PushAnswer::Replayed(_)) => {}
+            Err(error) => metrics::count_by(Metric::PushRejected, "ErrorCode", error.code),
+        }
+        answer
+    }
+
+    async fn attempt(
+        &self,
+        body: &[u8],
+        request_base_url: Option<&str>,
+        idempotency_key: Option<&[u8]>,
+    ) -> Result<PushAnswer, ApiError> {
         let request = PaymentRequest::parse(body)?;
         let key = match idempotency_key {
             Some(raw) => IntentKey::idempotency(parse_idempotency_key(raw)?),
@@ -321,6 +338,7 @@ impl PushService {
         request: &PaymentRequest,
         e: &DarajaError,
     ) -> ApiError {
+        metrics::daraja_error(e);
         let error = ApiError::from_daraja(e);
         let stored = StoredAnswer {
             status: error.status,

@@ -487,6 +487,7 @@ impl DarajaClient {
             Err(e) => Err(transport_error(&e)),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::daraja_latency(endpoint.name(), latency_ms);
         match outcome {
             Ok((status, body)) => {
                 let error = if (200..300).contains(&status) {
@@ -633,6 +634,7 @@ impl DarajaClient {
             Err(_) => Err(token_transport_error("cannot reach the token endpoint")),
         };
         let latency_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::daraja_latency("oauth", latency_ms);
         match &result {
             Ok(_) => tracing::info!(endpoint = "oauth", latency_ms, "daraja token fetched"),
             Err(error) => tracing::warn!(

@@ -186,6 +186,20 @@ impl PaymentResult {
         }
     }
 
+    /// Whether this result is the success callback of a payment an STK query already
+    /// completed: same result code, and the record still lacks the receipt, amount paid
+    /// and paying phone that only a callback carries. A record holding a receipt is never
+    /// enriched (another receipt would be a second payment), nor is a failed one.
+    pub fn enriches(&self, record: &PaymentRecord) -> bool {
+        self.source == ResultSource::Callback
+            && self.success
+            && self.receipt.is_some()
+            && record.status == PaymentStatus::Completed
+            && record.reconciled_by == Some(ResultSource::Query)
+            && record.receipt.is_none()
+            && record.result_code.as_deref() == Some(self.result_code.as_str())
+    }
+
     /// The history entry kept when this result contradicts a final record.
     pub fn history_entry(&self) -> ResultHistoryEntry {
         ResultHistoryEntry {
@@ -290,6 +304,10 @@ pub enum ResultPlan {
     Transition(PaymentStatus),
     /// Nothing stored: create the record with this status, marked as an orphan.
     CreateOrphan(PaymentStatus),
+    /// Completed by an STK query, and this is its success callback: add the receipt,
+    /// amount paid, paying phone and raw body, and set this status (`NEEDS_REVIEW` when
+    /// the amount paid differs from the amount requested).
+    Enrich(PaymentStatus),
     /// Already final with the same result.
     Duplicate,
     /// Already final with a different result: keep it in history only.
@@ -302,6 +320,9 @@ pub fn plan_result(result: &PaymentResult, stored: Option<&PaymentRecord>) -> Re
         None => ResultPlan::CreateOrphan(result.final_status(None)),
         Some(record) if record.status.accepts_result() => {
             ResultPlan::Transition(result.final_status(record.amount))
+        }
+        Some(record) if result.enriches(record) => {
+            ResultPlan::Enrich(result.final_status(record.amount))
         }
         Some(record) if result.repeats(record) => ResultPlan::Duplicate,
         Some(_) => ResultPlan::Conflict,
@@ -362,8 +383,45 @@ mod tests {
     }
 
     #[test]
-    fn record_json_leaves_out_audit_material() {
-        let record = PaymentRecord {
+    fn success_callback_enriches_only_a_query_completed_record_without_receipt() {
+        let mut record = record();
+        record.reconciled_by = Some(ResultSource::Query);
+        record.receipt = None;
+        let mut callback = result(true, Some(10));
+        callback.receipt = Some("NLJ7RT61SV".into());
+        assert_eq!(
+            plan_result(&callback, Some(&record)),
+            ResultPlan::Enrich(PaymentStatus::Completed)
+        );
+        callback.amount_paid_whole = Some(1);
+        assert_eq!(
+            plan_result(&callback, Some(&record)),
+            ResultPlan::Enrich(PaymentStatus::NeedsReview)
+        );
+
+        let mut by_callback = record.clone();
+        by_callback.reconciled_by = Some(ResultSource::Callback);
+        assert_eq!(
+            plan_result(&callback, Some(&by_callback)),
+            ResultPlan::Conflict
+        );
+        let mut with_receipt = record.clone();
+        with_receipt.receipt = Some("QWE1RT2YU3".into());
+        assert_eq!(
+            plan_result(&callback, Some(&with_receipt)),
+            ResultPlan::Conflict
+        );
+        let mut failed = record.clone();
+        failed.status = PaymentStatus::Failed;
+        failed.result_code = Some("1032".into());
+        assert_eq!(plan_result(&callback, Some(&failed)), ResultPlan::Conflict);
+        let mut queried = callback.clone();
+        queried.source = ResultSource::Query;
+        assert_eq!(plan_result(&queried, Some(&record)), ResultPlan::Duplicate);
+    }
+
+    fn record() -> PaymentRecord {
+        PaymentRecord {
             checkout_request_id: "ws_CO_1".into(),
             merchant_request_id: None,
             status: PaymentStatus::Completed,
@@ -389,7 +447,12 @@ mod tests {
             details_recorded: true,
             raw_callback: Some("{\"secret\":1}".into()),
             history: vec![result(false, None).history_entry()],
-        };
+        }
+    }
+
+    #[test]
+    fn record_json_leaves_out_audit_material() {
+        let record = record();
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "COMPLETED");
         assert_eq!(json["updated_at"], "2024-05-01T10:00:00.000Z");

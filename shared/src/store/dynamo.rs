@@ -101,22 +101,42 @@ impl DynamoStore {
             pending = update.value("open_pending", s(PaymentStatus::Pending.as_str())),
             expired = update.value("open_expired", s(PaymentStatus::Expired.as_str())),
         );
-        // The amount check lives in the condition, so a pending write that lands between
-        // our guess and this write cannot slip a wrong amount past it.
-        let amount_check = match (status, result.amount_paid_whole) {
-            (PaymentStatus::Completed, Some(paid)) => {
-                let amount = update.name(item::AMOUNT);
-                let paid = update.value("paid", n(paid));
-                format!(" AND (attribute_not_exists({amount}) OR {amount} = {paid})")
-            }
-            (PaymentStatus::NeedsReview, Some(paid)) => {
-                let amount = update.name(item::AMOUNT);
-                let paid = update.value("paid", n(paid));
-                format!(" AND attribute_exists({amount}) AND {amount} <> {paid}")
-            }
-            _ => String::new(),
-        };
+        let amount_check = amount_check(&mut update, status, result);
         update.condition(format!("{open}{amount_check}"));
+        self.update(&result.checkout_request_id, update).await
+    }
+
+    /// Adds a success callback's details to a record an STK query completed. The
+    /// condition is the whole rule ([`PaymentResult::enriches`]), so a failed record, a
+    /// record with a receipt, or a race lost to another callback is never touched.
+    async fn enrich(
+        &self,
+        result: &PaymentResult,
+        status: PaymentStatus,
+    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        let mut update = Update::default();
+        update.set(item::STATUS, s(status.as_str()));
+        update.set(item::UPDATED_AT, time(Utc::now()));
+        update.set_some(item::RECEIPT, result.receipt.as_deref());
+        update.set_some(item::AMOUNT_PAID, result.amount_paid.as_deref());
+        if let Some(paid) = result.amount_paid_whole {
+            update.set(item::AMOUNT_PAID_WHOLE, n(paid));
+        }
+        update.set_some(item::PAYING_PHONE, result.paying_phone.as_deref());
+        update.set_some(item::TRANSACTION_DATE, result.transaction_date.as_deref());
+        update.set_some(item::RAW_CALLBACK, result.raw.as_deref());
+        let condition = format!(
+            "{st} = {completed} AND {code} = {same_code} AND {by} = {query} AND attribute_not_exists({receipt})",
+            st = update.name(item::STATUS),
+            completed = update.value("completed", s(PaymentStatus::Completed.as_str())),
+            code = update.name(item::RESULT_CODE),
+            same_code = update.value("same_code", s(&result.result_code)),
+            by = update.name(item::RECONCILED_BY),
+            query = update.value("by_query", s(ResultSource::Query.as_str())),
+            receipt = update.name(item::RECEIPT),
+        );
+        let amount_check = amount_check(&mut update, status, result);
+        update.condition(format!("{condition}{amount_check}"));
         self.update(&result.checkout_request_id, update).await
     }
 
@@ -184,6 +204,25 @@ impl DynamoStore {
         } else {
             Applied::Duplicate(record)
         })
+    }
+}
+
+/// The amount check of a write setting `status` from `result`, as a condition suffix. It
+/// lives in the condition, so a pending write that lands between our guess and this write
+/// cannot slip a wrong amount past it.
+fn amount_check(update: &mut Update, status: PaymentStatus, result: &PaymentResult) -> String {
+    match (status, result.amount_paid_whole) {
+        (PaymentStatus::Completed, Some(paid)) => {
+            let amount = update.name(item::AMOUNT);
+            let paid = update.value("paid", n(paid));
+            format!(" AND (attribute_not_exists({amount}) OR {amount} = {paid})")
+        }
+        (PaymentStatus::NeedsReview, Some(paid)) => {
+            let amount = update.name(item::AMOUNT);
+            let paid = update.value("paid", n(paid));
+            format!(" AND attribute_exists({amount}) AND {amount} <> {paid}")
+        }
+        _ => String::new(),
     }
 }
 
@@ -311,6 +350,14 @@ impl PaymentStore for DynamoStore {
                         .map(|record| Applied::Transitioned {
                             record,
                             orphan: true,
+                        })
+                }
+                ResultPlan::Enrich(status) => {
+                    self.enrich(result, status)
+                        .await?
+                        .map(|record| Applied::Transitioned {
+                            record,
+                            orphan: false,
                         })
                 }
                 ResultPlan::Duplicate | ResultPlan::Conflict => {

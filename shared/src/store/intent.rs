@@ -266,12 +266,39 @@ pub trait PushLedger: Send + Sync {
     ) -> Result<Option<PhoneLock>, StoreError>;
 }
 
+/// How long an intent may stay `IN_PROGRESS` before its push is taken for dead: the push
+/// function's timeout (25 s in `template.yaml`) plus a margin for clock skew between
+/// containers. A push running longer than its timeout was stopped by Lambda between
+/// writing the intent and settling it, so nothing will ever settle it; without this bound
+/// its key would answer `idempotency_in_progress` for the whole 24 h.
+pub const ABANDONED_AFTER: Duration = Duration::seconds(60);
+
+/// The answer for a key whose push was abandoned mid-flight. Daraja may have been called,
+/// so it is the outcome-unknown timeout (`504 daraja_timeout`, `"outcome": "unknown"`), and
+/// it is replayed, never retried: a second Daraja call could prompt the customer twice.
+pub fn abandoned_answer() -> StoredAnswer {
+    StoredAnswer {
+        status: 504,
+        body: serde_json::json!({ "error": {
+            "code": "daraja_timeout",
+            "message": "The request with this key stopped before Daraja's answer was recorded. The outcome is unknown: the customer may get a prompt. Do not push again to this phone before its prompt window has passed.",
+            "outcome": "unknown",
+        }}),
+    }
+}
+
 /// What an existing intent means for a new `begin` with the same key.
+///
+/// An abandoned intent is answered without being rewritten: if its push was only slow,
+/// not dead, its own settlement still lands and later replays give that answer.
 fn begin_on_existing(existing: &IntentRecord, intent: &NewIntent) -> Result<Begin, StoreError> {
     if existing.fingerprint != intent.fingerprint {
         return Ok(Begin::KeyReused);
     }
     match (existing.status, &existing.answer) {
+        (IntentStatus::InProgress, _) if intent.at - existing.created_at >= ABANDONED_AFTER => {
+            Ok(Begin::Replay(abandoned_answer()))
+        }
         (IntentStatus::InProgress, _) => Ok(Begin::InProgress),
         (_, Some(answer)) => Ok(Begin::Replay(answer.clone())),
         (_, None) => Err(StoreError::Corrupt {
@@ -986,7 +1013,10 @@ pub mod conformance {
     use chrono::{DateTime, Duration, Utc};
     use serde_json::json;
 
-    use super::{Begin, Failure, IntentKey, IntentStatus, NewIntent, PushLedger, StoredAnswer};
+    use super::{
+        abandoned_answer, Begin, Failure, IntentKey, IntentStatus, NewIntent, PushLedger,
+        StoredAnswer, ABANDONED_AFTER,
+    };
     use crate::payment::{timestamp, NewPayment, PaymentStatus};
     use crate::store::conformance::success;
     use crate::store::PaymentStore;
@@ -1006,6 +1036,7 @@ pub mod conformance {
                 refusal_keeps_the_answer_and_frees_the_phone,
                 retryable_failure_forgets_the_key_and_frees_the_phone,
                 outcome_unknown_keeps_the_phone_locked,
+                abandoned_in_progress_key_answers_outcome_unknown,
                 concurrent_begins_with_one_key_start_once,
                 concurrent_begins_on_one_phone_start_once,
                 accepted_after_the_callback_keeps_the_result,
@@ -1247,6 +1278,47 @@ pub mod conformance {
         assert_eq!(begin(&ledger, &after).await, Begin::Started);
     }
 
+    pub async fn abandoned_in_progress_key_answers_outcome_unknown(ledger: Ledger, _: Payments) {
+        let t = now() - Duration::seconds(3 * WINDOW);
+        let first = intent(Some("k1"), "254708000014", t);
+        assert_eq!(begin(&ledger, &first).await, Begin::Started);
+        // The push that wrote the intent never settled it (its process died).
+        let mut retry = first.clone();
+        retry.at = t + ABANDONED_AFTER - Duration::seconds(1);
+        assert_eq!(begin(&ledger, &retry).await, Begin::InProgress);
+        retry.at = t + ABANDONED_AFTER;
+        let Begin::Replay(replayed) = begin(&ledger, &retry).await else {
+            panic!("an abandoned key must replay an answer, never start a second push");
+        };
+        assert_eq!(replayed, abandoned_answer());
+        assert_eq!(replayed.status, 504);
+        assert_eq!(replayed.body["error"]["code"], "daraja_timeout");
+        assert_eq!(replayed.body["error"]["outcome"], "unknown");
+        // Another request under the key is still refused as such.
+        let mut other = retry.clone();
+        other.fingerprint = "fp-other".to_owned();
+        assert_eq!(begin(&ledger, &other).await, Begin::KeyReused);
+        // The phone stays protected by its own lock, whatever the key answers.
+        let elsewhere = intent(Some("k2"), "254708000014", retry.at);
+        assert_eq!(
+            begin(&ledger, &elsewhere).await,
+            Begin::PhoneBusy {
+                checkout_request_id: None
+            }
+        );
+        // The intent itself is not rewritten: a push that was only slow still settles it,
+        // and its own answer is replayed from then on.
+        let stored = ledger.intent(&first.key, retry.at).await.unwrap().unwrap();
+        assert_eq!(stored.status, IntentStatus::InProgress);
+        let accepted = answer(202, "ok");
+        ledger
+            .accepted(&first, &payment("ws_CO_E1", &first), &accepted)
+            .await
+            .unwrap();
+        retry.at += Duration::seconds(1);
+        assert_eq!(begin(&ledger, &retry).await, Begin::Replay(accepted));
+    }
+
     pub async fn concurrent_begins_with_one_key_start_once(ledger: Ledger, _: Payments) {
         let one = intent(Some("k1"), "254708000011", now());
         let tasks: Vec<_> = (0..8)
@@ -1326,6 +1398,21 @@ mod tests {
     }
 
     crate::push_ledger_conformance!(ledger);
+
+    #[test]
+    fn abandoned_answer_is_the_outcome_unknown_timeout() {
+        let timeout = crate::api::ApiError::from_daraja(&crate::daraja::DarajaError::TimedOut);
+        let answer = super::abandoned_answer();
+        assert_eq!(answer.status, timeout.status);
+        assert_eq!(
+            answer.body["error"]["code"],
+            timeout.body()["error"]["code"]
+        );
+        assert_eq!(
+            answer.body["error"]["outcome"],
+            timeout.body()["error"]["outcome"]
+        );
+    }
 
     #[test]
     fn keys_are_stored_hashed_and_ids_are_unique() {

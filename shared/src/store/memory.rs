@@ -128,6 +128,24 @@ fn with_result(
     record
 }
 
+/// Mirrors the DynamoDB enrichment write: the callback's details join a record an STK
+/// query completed; the result, its time and `reconciled_by` stay the query's.
+fn with_receipt(
+    mut record: PaymentRecord,
+    result: &PaymentResult,
+    status: PaymentStatus,
+) -> PaymentRecord {
+    record.status = status;
+    record.updated_at = now();
+    record.receipt.clone_from(&result.receipt);
+    record.amount_paid.clone_from(&result.amount_paid);
+    record.amount_paid_whole = result.amount_paid_whole;
+    record.paying_phone.clone_from(&result.paying_phone);
+    record.transaction_date.clone_from(&result.transaction_date);
+    record.raw_callback.clone_from(&result.raw);
+    record
+}
+
 #[async_trait]
 impl PaymentStore for MemoryStore {
     async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
@@ -175,6 +193,15 @@ impl PaymentStore for MemoryStore {
                 record: with_result(None, result, status),
                 orphan: true,
             },
+            ResultPlan::Enrich(status) => {
+                let record = stored
+                    .map(|s| s.record)
+                    .unwrap_or_else(|| unreachable!("plan_result enriches only stored records"));
+                Applied::Transitioned {
+                    record: with_receipt(record, result, status),
+                    orphan: false,
+                }
+            }
             ResultPlan::Duplicate => {
                 let mut record = stored.map(|s| s.record).unwrap_or_else(|| {
                     unreachable!("plan_result finds duplicates only in stored records")

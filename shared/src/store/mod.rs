@@ -90,6 +90,10 @@ impl PendingWrite {
 pub enum Applied {
     /// The record became final. `orphan`: no pending write was known, so the record was
     /// created from the result alone and is listed in [`PaymentStore::orphans`].
+    ///
+    /// Also the answer when the success callback of a payment an STK query had completed
+    /// adds its receipt, amount paid and paying phone (and may turn it `NEEDS_REVIEW`):
+    /// the record changed as a transition changes it, though its result stays the query's.
     Transitioned { record: PaymentRecord, orphan: bool },
     /// The record was already final with the same result; counted, nothing else changed.
     Duplicate(PaymentRecord),
@@ -126,7 +130,9 @@ pub trait PaymentStore: Send + Sync {
 
     /// Applies a final result. Only an open record (`PENDING`, or `EXPIRED` because we
     /// gave up waiting) changes status; a final one only counts duplicates and keeps
-    /// contradicting results in its history.
+    /// contradicting results in its history. One exception: a success callback for a
+    /// payment an STK query completed fills in the receipt the query could not report
+    /// (see [`ResultPlan::Enrich`](crate::payment::ResultPlan::Enrich)).
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError>;
 
     async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
