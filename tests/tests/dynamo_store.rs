@@ -4,49 +4,21 @@
 //! creates its own table from `template.yaml`, so the tests run in parallel.
 //! The conformance rules are the ones the in-memory store passes in `shared`'s unit tests.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{AttributeValue, ProjectionType, TimeToLiveStatus};
 use aws_sdk_dynamodb::Client;
-use local_stack::dynamo::{self, Moto};
+use local_stack::dynamo::Moto;
 use shared::payment::PaymentStatus;
 use shared::store::conformance::{cancelled, payment, queried, success};
 use shared::store::{DynamoStore, PaymentStore, StoreError};
-use tokio::sync::OnceCell;
 
-static MOTO: OnceCell<Moto> = OnceCell::const_new();
-static TABLES: AtomicUsize = AtomicUsize::new(0);
-
-/// A client (one per test: each test has its own runtime) and a new, empty table.
-async fn fresh_table() -> (Client, String) {
-    let moto = MOTO
-        .get_or_init(|| async {
-            Moto::from_env()
-                .await
-                .unwrap_or_else(|e| panic!("DynamoDB emulator: {e}"))
-        })
-        .await;
-    let client = dynamo::client(&moto.endpoint()).await;
-    // Unique across runs too, for an endpoint shared through DYNAMODB_ENDPOINT.
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let table = format!(
-        "payments-{}-{nanos}-{}",
-        std::process::id(),
-        TABLES.fetch_add(1, Ordering::SeqCst)
-    );
-    let template = dynamo::template_path().expect("template.yaml above the tests crate");
-    dynamo::create_table_from_template(&client, &template, &table)
-        .await
-        .unwrap_or_else(|e| panic!("create {table}: {e}"));
-    (client, table)
-}
+use common::fresh_table;
 
 async fn store() -> DynamoStore {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     DynamoStore::new(client, table)
 }
 
@@ -96,7 +68,7 @@ fn n<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Option<&'a st
 
 #[tokio::test]
 async fn table_from_template_has_sparse_indexes_and_ttl() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     let described = client
         .describe_table()
         .table_name(&table)
@@ -160,7 +132,7 @@ async fn table_from_template_has_sparse_indexes_and_ttl() {
 
 #[tokio::test]
 async fn pending_item_carries_index_keys_until_final() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     let store = DynamoStore::new(client.clone(), table);
     store
         .record_pending(&payment("ws_CO_layout", 250))
@@ -204,7 +176,7 @@ async fn pending_item_carries_index_keys_until_final() {
 
 #[tokio::test]
 async fn pending_index_holds_only_pending_items() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     let store = DynamoStore::new(client.clone(), table);
     for id in ["ws_CO_a", "ws_CO_b", "ws_CO_c", "ws_CO_d"] {
         store
@@ -238,7 +210,7 @@ async fn pending_index_holds_only_pending_items() {
 
 #[tokio::test]
 async fn orphan_index_shows_orphan_until_pending_write() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     let store = DynamoStore::new(client.clone(), table);
     store
         .apply_result(&success("ws_CO_stray", "100", Some(100)))
@@ -285,7 +257,7 @@ async fn orphan_index_shows_orphan_until_pending_write() {
 
 #[tokio::test]
 async fn undecodable_item_is_corrupt_not_a_crash() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     client
         .put_item()
         .table_name(&table)
@@ -311,7 +283,7 @@ async fn undecodable_item_is_corrupt_not_a_crash() {
 
 #[tokio::test]
 async fn missing_table_is_unavailable() {
-    let (client, _) = fresh_table().await;
+    let (client, _) = fresh_table("payments").await;
     let store = DynamoStore::new(client, "no-such-table");
     match store.record_pending(&payment("ws_CO_nowhere", 100)).await {
         Err(e @ StoreError::Unavailable(_)) => {
@@ -336,7 +308,7 @@ async fn moto_stops_when_dropped() {
 
 #[tokio::test]
 async fn late_callback_adds_receipt_to_a_query_completed_item_in_one_write() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("payments").await;
     let store = DynamoStore::new(client.clone(), table);
     store
         .record_pending(&payment("ws_CO_enrich", 100))

@@ -12,17 +12,18 @@
 //! Needs the function binaries:
 //! `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use daraja_sim::{Endpoint, Fault, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
-use local_stack::dynamo::{self, Moto};
 use local_stack::{LocalStack, StackOptions};
 use serde_json::{json, Value};
 use shared::api::PushService;
@@ -33,41 +34,11 @@ use shared::daraja::{
 use shared::payment::PaymentStatus;
 use shared::store::intent::{DynamoLedger, IntentKey, IntentStatus, PushLedger};
 use shared::store::{DynamoStore, PaymentStore};
-use tokio::sync::OnceCell;
 
-static MOTO: OnceCell<Moto> = OnceCell::const_new();
-static TABLES: AtomicUsize = AtomicUsize::new(0);
-
-async fn moto_endpoint() -> String {
-    MOTO.get_or_init(|| async {
-        Moto::from_env()
-            .await
-            .unwrap_or_else(|e| panic!("DynamoDB emulator: {e}"))
-    })
-    .await
-    .endpoint()
-}
-
-/// A client (one per test: each test has its own runtime) and a new, empty table.
-async fn fresh_table() -> (Client, String) {
-    let client = dynamo::client(&moto_endpoint().await).await;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let table = format!(
-        "push-{}-{nanos}-{}",
-        std::process::id(),
-        TABLES.fetch_add(1, Ordering::SeqCst)
-    );
-    let template = dynamo::template_path().expect("template.yaml above the tests crate");
-    dynamo::create_table_from_template(&client, &template, &table)
-        .await
-        .unwrap_or_else(|e| panic!("create {table}: {e}"));
-    (client, table)
-}
+use common::{fresh_table, moto_endpoint};
 
 async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("push").await;
     (
         Arc::new(DynamoLedger::new(client.clone(), table.clone())),
         Arc::new(DynamoStore::new(client, table)),
@@ -118,7 +89,7 @@ async fn in_process() -> InProcess {
     )
     .await
     .expect("simulator starts");
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("push").await;
     let requests = CountRequests::default();
     let counted = Client::from_conf(
         client

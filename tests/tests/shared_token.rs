@@ -8,15 +8,15 @@
 //!
 //! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use daraja_sim::{Endpoint, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
-use local_stack::dynamo::{self, Moto};
 use local_stack::{LocalStack, StackOptions};
 use serde_json::{json, Value};
 use shared::daraja::{
@@ -24,7 +24,9 @@ use shared::daraja::{
     ShortCode, SystemClock, TransactionDesc, TransactionKind,
 };
 use shared::store::token::{DynamoTokenStore, TOKEN_PK};
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::Semaphore;
+
+use common::fresh_table;
 
 fn sim_config() -> SimConfig {
     SimConfig {
@@ -186,33 +188,6 @@ async fn an_invalidated_token_costs_one_refresh_across_three_containers() {
 
 // ---- against the DynamoDB emulator directly ----
 
-static MOTO: OnceCell<Moto> = OnceCell::const_new();
-static TABLES: AtomicUsize = AtomicUsize::new(0);
-
-async fn fresh_table() -> (Client, String) {
-    let moto = MOTO
-        .get_or_init(|| async {
-            Moto::from_env()
-                .await
-                .unwrap_or_else(|e| panic!("DynamoDB emulator: {e}"))
-        })
-        .await;
-    let client = dynamo::client(&moto.endpoint()).await;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let table = format!(
-        "tokens-{}-{nanos}-{}",
-        std::process::id(),
-        TABLES.fetch_add(1, Ordering::SeqCst)
-    );
-    let template = dynamo::template_path().expect("template.yaml above the tests crate");
-    dynamo::create_table_from_template(&client, &template, &table)
-        .await
-        .unwrap_or_else(|e| panic!("create {table}: {e}"));
-    (client, table)
-}
-
 async fn sim() -> SimHandle {
     daraja_sim::start("127.0.0.1:0".parse().expect("address"), sim_config())
         .await
@@ -262,7 +237,7 @@ async fn push_from_all(containers: &[Arc<DarajaClient>], per_container: u32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_item_holds_the_token_and_its_expiry_as_ttl() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("tokens").await;
     let sim = sim().await;
     let containers: Vec<_> = (0..3).map(|_| container(&sim, &client, &table)).collect();
 
@@ -296,7 +271,7 @@ async fn the_token_item_holds_the_token_and_its_expiry_as_ttl() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lease_left_by_a_dead_container_delays_but_does_not_multiply_refreshes() {
-    let (client, table) = fresh_table().await;
+    let (client, table) = fresh_table("tokens").await;
     let sim = sim().await;
     // A container took the lease and died before saving a token.
     let until = SystemTime::now()
