@@ -236,7 +236,7 @@ impl CallbackConfig {
     }
 }
 
-/// Safaricom's published callback source addresses (they may change: see DARAJA.md).
+/// Safaricom's published callback source addresses (Safaricom may change them; keep this list current).
 pub const SAFARICOM_CALLBACK_IPS: [&str; 12] = [
     "196.201.214.200",
     "196.201.214.206",

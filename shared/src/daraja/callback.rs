@@ -1,6 +1,6 @@
 //! The result Safaricom posts to the callback URL.
 //!
-//! Lenient exactly where Daraja is inconsistent (see DARAJA.md): the result code may be a number
+//! Lenient exactly where Daraja is inconsistent: the result code may be a number
 //! or a string, the amount a number, a float or a string, `Balance` may have no value, metadata
 //! is present only on success, and any item may be missing. Strict only about what correlation
 //! needs: a `Body.stkCallback` object with a `CheckoutRequestID` and a `ResultCode`.

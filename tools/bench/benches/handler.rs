@@ -67,7 +67,12 @@ fn pure(c: &mut Criterion) {
     group.bench_function("parse_callback + payment_result", |b| {
         b.iter(|| {
             let parsed = parse_callback(black_box(callback.as_bytes())).expect("valid callback");
-            black_box(payment_result(&parsed, callback.as_bytes(), ResultSource::Callback, now))
+            black_box(payment_result(
+                &parsed,
+                callback.as_bytes(),
+                ResultSource::Callback,
+                now,
+            ))
         })
     });
     let rt = runtime();
@@ -75,7 +80,11 @@ fn pure(c: &mut Criterion) {
     let record = rt.block_on(async {
         let id = "ws_CO_27112026090000123708374149";
         store.record_pending(&pending(id)).await.expect("in memory");
-        store.get(id).await.expect("in memory").expect("just written")
+        store
+            .get(id)
+            .await
+            .expect("in memory")
+            .expect("just written")
     });
     let parsed = parse_callback(callback.as_bytes()).expect("valid callback");
     let result = payment_result(&parsed, callback.as_bytes(), ResultSource::Callback, now);
@@ -87,7 +96,9 @@ fn pure(c: &mut Criterion) {
     });
     let event = events::push("0708374149", 100).to_string();
     group.bench_function("API Gateway event → lambda_http::Request", |b| {
-        b.iter(|| black_box(lambda_http::request::from_str(black_box(&event)).expect("valid event")))
+        b.iter(|| {
+            black_box(lambda_http::request::from_str(black_box(&event)).expect("valid event"))
+        })
     });
     group.finish();
 }
@@ -133,7 +144,11 @@ fn service(c: &mut Criterion) {
                 let body = next_body();
                 let push = &push;
                 async move {
-                    black_box(push.start(body.as_bytes(), None, None).await.expect("accepted"))
+                    black_box(
+                        push.start(body.as_bytes(), None, None)
+                            .await
+                            .expect("accepted"),
+                    )
                 }
             })
         },
@@ -145,7 +160,12 @@ fn service(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let (http, echo, body) = (&http, &echo, &push_json);
             async move {
-                let answer = http.post(echo).json(body).send().await.expect("stub answers");
+                let answer = http
+                    .post(echo)
+                    .json(body)
+                    .send()
+                    .await
+                    .expect("stub answers");
                 black_box(answer.bytes().await.expect("stub body"))
             }
         })
@@ -161,7 +181,10 @@ fn service(c: &mut Criterion) {
                 let mut bodies = Vec::with_capacity(iters as usize);
                 for _ in 0..iters {
                     let id = format!("ws_CO_{:020}", ids.fetch_add(1, Ordering::Relaxed));
-                    store.record_pending(&pending(&id)).await.expect("in memory");
+                    store
+                        .record_pending(&pending(&id))
+                        .await
+                        .expect("in memory");
                     bodies.push(events::callback_body(&id, 100, "TKR7PQ2X9M"));
                 }
                 let started = Instant::now();

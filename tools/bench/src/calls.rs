@@ -128,7 +128,8 @@ async fn measure(endpoint: &str, report: &mut Report) -> Result<(), String> {
 }
 
 async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
-    let ledger: Arc<dyn PushLedger> = Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
+    let ledger: Arc<dyn PushLedger> =
+        Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
     let service = world.push_service(world.shared_token_client()?, ledger);
     let counter = &world.counter;
     let phone = |i: usize| format!("07{:08}", 50_000_000 + i);
@@ -156,14 +157,25 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
     }
     let after = world.sim.counts();
     let dynamo_per_push = counter.total() as f64 / WARM_PUSHES as f64;
-    let daraja_per_push =
-        ((after.oauth - before.oauth) + (after.stk_push - before.stk_push)) as f64 / WARM_PUSHES as f64;
+    let daraja_per_push = ((after.oauth - before.oauth) + (after.stk_push - before.stk_push))
+        as f64
+        / WARM_PUSHES as f64;
     println!(
         "| warm push | {WARM_PUSHES} | {dynamo_per_push:.2} | {} | {daraja_per_push:.2} |",
         by_operation(counter)
     );
-    report.row("DynamoDB requests per warm push", format!("{dynamo_per_push:.2}"), "≤ 2", Verdict::of(dynamo_per_push <= 2.0));
-    report.row("Daraja requests per warm push (token cached)", format!("{daraja_per_push:.2}"), "1.00", Verdict::of(daraja_per_push == 1.0));
+    report.row(
+        "DynamoDB requests per warm push",
+        format!("{dynamo_per_push:.2}"),
+        "≤ 2",
+        Verdict::of(dynamo_per_push <= 2.0),
+    );
+    report.row(
+        "Daraja requests per warm push (token cached)",
+        format!("{daraja_per_push:.2}"),
+        "1.00",
+        Verdict::of(daraja_per_push == 1.0),
+    );
 
     let callbacks = CallbackService {
         store: Arc::new(DynamoStore::new(world.counted.clone(), &world.table)),
@@ -172,7 +184,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         callback_token: Secret::from(CALLBACK_TOKEN),
         allowed_sources: SourceAllowList::default(),
     };
-    let mut deliver = |label: &'static str, bodies: Vec<String>| {
+    let deliver = |label: &'static str, bodies: Vec<String>| {
         let callbacks = &callbacks;
         async move {
             counter.reset();
@@ -182,11 +194,17 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
                     .receive(Some(CALLBACK_TOKEN), Some(SAFARICOM_IP), body.as_bytes())
                     .await;
                 if answer.status != 200 {
-                    return Err(format!("callback ({label}) answered {} {}", answer.status, answer.body));
+                    return Err(format!(
+                        "callback ({label}) answered {} {}",
+                        answer.status, answer.body
+                    ));
                 }
             }
             let each = counter.total() as f64 / n as f64;
-            println!("| callback, {label} | {n} | {each:.2} | {} | 0 |", by_operation(counter));
+            println!(
+                "| callback, {label} | {n} | {each:.2} | {} | 0 |",
+                by_operation(counter)
+            );
             Ok::<f64, String>(each)
         }
     };
@@ -195,18 +213,35 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         .enumerate()
         .map(|(i, id)| events::callback_body(id, 100, &format!("TKR{i:07}")))
         .collect();
-    let per_callback = deliver("first result for a pending payment (common path)", results.clone()).await?;
-    report.row("DynamoDB requests per callback (common path)", format!("{per_callback:.2}"), "1", Verdict::of(per_callback == 1.0));
+    let per_callback = deliver(
+        "first result for a pending payment (common path)",
+        results.clone(),
+    )
+    .await?;
+    report.row(
+        "DynamoDB requests per callback (common path)",
+        format!("{per_callback:.2}"),
+        "1",
+        Verdict::of(per_callback == 1.0),
+    );
     deliver("exact duplicate", results[..20].to_vec()).await?;
     let orphans = (0..20)
-        .map(|i| events::callback_body(&format!("ws_CO_orphan_{i}_{}", std::process::id()), 100, "TKRORPHAN0"))
+        .map(|i| {
+            events::callback_body(
+                &format!("ws_CO_orphan_{i}_{}", std::process::id()),
+                100,
+                "TKRORPHAN0",
+            )
+        })
         .collect();
     deliver("orphan (unknown id: record + source)", orphans).await?;
 
     counter.reset();
     let store = DynamoStore::new(world.counted.clone(), &world.table);
     for id in &ids {
-        get_payment(&store, Some(id)).await.map_err(|e| e.body().to_string())?;
+        get_payment(&store, Some(id))
+            .await
+            .map_err(|e| e.body().to_string())?;
     }
     println!(
         "| status (GET /payments/{{id}}) | {} | {:.2} | {} | 0 |",
@@ -220,7 +255,8 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
 /// Pushes with the token cached against pushes that fetch a token each time (a new client per
 /// push, as the common tutorials write it), with `DARAJA_LATENCY` on every Daraja answer.
 async fn token_price(world: &World, report: &mut Report) -> Result<(), String> {
-    let ledger: Arc<dyn PushLedger> = Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
+    let ledger: Arc<dyn PushLedger> =
+        Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
     let phone = |i: usize| format!("07{:08}", 60_000_000 + i);
     world.sim.set_latency(DARAJA_LATENCY);
 
@@ -237,8 +273,12 @@ async fn token_price(world: &World, report: &mut Report) -> Result<(), String> {
     let mut fresh_each = Vec::with_capacity(LATENCY_PUSHES);
     for i in LATENCY_PUSHES..LATENCY_PUSHES * 2 {
         let started = Instant::now();
-        let daraja = DarajaClient::new(world.config.clone(), world.clock.clone(), Arc::new(NoSharedTokens))
-            .map_err(|e| e.to_string())?;
+        let daraja = DarajaClient::new(
+            world.config.clone(),
+            world.clock.clone(),
+            Arc::new(NoSharedTokens),
+        )
+        .map_err(|e| e.to_string())?;
         push(&world.push_service(daraja, ledger.clone()), &phone(i)).await?;
         fresh_each.push(started.elapsed());
     }
@@ -266,7 +306,11 @@ async fn token_price(world: &World, report: &mut Report) -> Result<(), String> {
     println!("\nratio (fetched / cached, p50): {ratio:.2}×");
     report.row(
         "push p50 at 20 ms Daraja latency: cached token vs token per push",
-        format!("{} vs {} ({ratio:.2}×)", Ms(with_cache.median()), Ms(fresh_each.median())),
+        format!(
+            "{} vs {} ({ratio:.2}×)",
+            Ms(with_cache.median()),
+            Ms(fresh_each.median())
+        ),
         "(context)",
         Verdict::Info,
     );

@@ -21,7 +21,11 @@ fn medians(dir: &Path) -> Vec<(String, Duration)> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() && path.file_name().is_some_and(|n| n != "report" && n != "base") {
+            if path.is_dir()
+                && path
+                    .file_name()
+                    .is_some_and(|n| n != "report" && n != "base")
+            {
                 stack.push(path);
             }
         }
@@ -29,7 +33,8 @@ fn medians(dir: &Path) -> Vec<(String, Duration)> {
             let read = |name: &str| -> Option<Value> {
                 serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
             };
-            if let (Some(bench), Some(estimates)) = (read("benchmark.json"), read("estimates.json")) {
+            if let (Some(bench), Some(estimates)) = (read("benchmark.json"), read("estimates.json"))
+            {
                 if let (Some(id), Some(ns)) = (
                     bench["full_id"].as_str(),
                     estimates["median"]["point_estimate"].as_f64(),

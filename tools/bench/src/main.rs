@@ -77,10 +77,22 @@ pub async fn start_stack() -> Result<LocalStack, String> {
             callback_delay: std::time::Duration::from_secs(3600),
             ..daraja_sim::SimConfig::default()
         },
+        extra_env: extra_env(),
         ..StackOptions::default()
     })
     .await
     .map_err(|e| e.to_string())
+}
+
+/// `BENCH_EXTRA_ENV="K=V,K=V"`: added to every function's environment (and the start-up probe's),
+/// to measure a setting's effect without editing anything.
+fn extra_env() -> Vec<(String, String)> {
+    std::env::var("BENCH_EXTRA_ENV")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 /// `/proc/loadavg`'s first three fields.
@@ -100,7 +112,10 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(unknown) = sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-        eprintln!("unknown section {unknown:?}; sections: {}", SECTIONS.join(", "));
+        eprintln!(
+            "unknown section {unknown:?}; sections: {}",
+            SECTIONS.join(", ")
+        );
         return ExitCode::from(2);
     }
     if sections.is_empty() {

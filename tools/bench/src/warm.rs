@@ -22,7 +22,11 @@ fn invocations() -> usize {
         .unwrap_or(1000)
 }
 
-async fn timed(stack: &LocalStack, function: Function, event: &Value) -> Result<(Duration, Value), String> {
+async fn timed(
+    stack: &LocalStack,
+    function: Function,
+    event: &Value,
+) -> Result<(Duration, Value), String> {
     let started = Instant::now();
     let answer = stack
         .invoke(function, event)
@@ -58,8 +62,18 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
         .and_then(|b| b["checkout_request_id"].as_str().map(str::to_string))
         .ok_or("the first push answered no checkout_request_id")?;
     let callback = events::callback(&token, &first_id, 100, "TKR0000000");
-    expect_status(Function::StkCallback, &timed(stack, Function::StkCallback, &callback).await?.1, 200)?;
-    expect_status(Function::PaymentStatus, &timed(stack, Function::PaymentStatus, &events::status(&first_id)).await?.1, 200)?;
+    expect_status(
+        Function::StkCallback,
+        &timed(stack, Function::StkCallback, &callback).await?.1,
+        200,
+    )?;
+    expect_status(
+        Function::PaymentStatus,
+        &timed(stack, Function::PaymentStatus, &events::status(&first_id))
+            .await?
+            .1,
+        200,
+    )?;
 
     let before = stack.sim().counts();
     let mut push = Vec::with_capacity(n);
@@ -116,7 +130,11 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
         );
         report.row(
             format!("warm p50 / p99, {function}"),
-            format!("{} / {}", Ms(samples.median()), Ms(samples.percentile(99.0))),
+            format!(
+                "{} / {}",
+                Ms(samples.median()),
+                Ms(samples.percentile(99.0))
+            ),
             "(moto-bound; context)",
             Verdict::Info,
         );

@@ -23,7 +23,8 @@ struct Steps {
 impl Steps {
     fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
-        self.steps.push((name, now.duration_since(self.last).as_micros()));
+        self.steps
+            .push((name, now.duration_since(self.last).as_micros()));
         self.last = now;
     }
 }
