@@ -15,6 +15,10 @@ echo "load average (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$(rustc --version)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 
+# The services print one CloudWatch EMF line per metric to stdout (Lambda turns them into
+# metrics); in-process here, they would bury the figures.
+emf_filtered() { grep --line-buffered -v '"_aws":' || true; }
+
 target="$($CARGO metadata --format-version 1 --no-deps \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 export CARGO_TARGET_DIR="$target"
@@ -24,8 +28,8 @@ $CARGO build --release -p stk-push -p stk-callback -p payment-status -p reconcil
 
 if [ $# -eq 0 ] || [[ " $* " == *" criterion "* ]]; then
   echo "==> criterion: handler overhead without DynamoDB"
-  $CARGO bench -p bench --bench handler
+  $CARGO bench -p bench --bench handler | emf_filtered
 fi
 
 echo "==> figures"
-"$target/release/bench" "$@"
+"$target/release/bench" "$@" | emf_filtered

@@ -182,7 +182,10 @@ async fn measure(
     println!(
         "1st handler = the emulator's duration of that first invocation (its first requests);"
     );
-    println!("warm = a second invoke on the same environment.\n");
+    println!(
+        "warm = a second invoke on the same environment. The table is emptied before each run"
+    );
+    println!("(untimed; the shared Daraja token stays, as a new container finds it).\n");
     println!("| binary | cold p50 | cold min | cold max | init p50 | 1st handler p50 | warm p50 | peak RSS | cold × floor | init × floor |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut all: Vec<(Binary, Series)> = Vec::new();
@@ -201,6 +204,7 @@ async fn measure(
                 settings: settings.clone(),
                 env: stack.function_env().to_vec(),
             };
+            bench::empty_table(&stack.dynamo(), stack.table()).await?;
             let events = events_for(binary, stack, &store, run).await;
             series.add(cold_once(config, binary, events).await?);
         }

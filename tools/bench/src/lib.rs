@@ -86,3 +86,69 @@ impl Intercept for CountRequests {
         Ok(())
     }
 }
+
+/// Deletes every item of `table` except the shared Daraja token, outside any measurement.
+///
+/// moto's `TransactWriteItems` deep-copies each table it touches (its rollback copy), so on
+/// moto a push gets slower with every item in the table, which DynamoDB does not; the
+/// benchmarks empty the table every few pushes to keep moto's cost flat.
+pub async fn empty_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<usize, String> {
+    use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+
+    let mut keys = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .projection_expression("pk")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "scan {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        keys.extend(page.items.unwrap_or_default().into_iter().filter(|item| {
+            item.get("pk")
+                .and_then(|pk| pk.as_s().ok())
+                .map(String::as_str)
+                != Some(shared::store::token::TOKEN_PK)
+        }));
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    let deleted = keys.len();
+    for chunk in keys.chunks(25) {
+        let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
+        for key in chunk {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key.clone()))
+                .build()
+                .map_err(|e| e.to_string())?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        while !requests.is_empty() {
+            let out = client
+                .batch_write_item()
+                .request_items(table, requests)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "delete from {table}: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                    )
+                })?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut left| left.remove(table))
+                .unwrap_or_default();
+        }
+    }
+    Ok(deleted)
+}
