@@ -9,8 +9,11 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared::daraja::mask_id;
 
+/// Daraja's sandbox test number pays; a second customer cancels. Two phones, because a phone
+/// with a prompt still open is refused (one prompt per phone).
 const PHONE: &str = "0708374149";
-const MSISDN: &str = "254708374149";
+const CANCELLING_PHONE: &str = "0712345678";
+const CANCELLING_MSISDN: &str = "254712345678";
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Clock(Instant);
@@ -65,7 +68,7 @@ async fn payments(stack: &LocalStack, clock: &Clock) -> Result<(), String> {
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
 
     println!("-- payment 1: the customer enters the PIN");
-    let paid = pay(stack, &http, clock, 10, "DEMO-1").await?;
+    let paid = pay(stack, &http, clock, PHONE, 10, "DEMO-1").await?;
     if paid["status"] != "COMPLETED" {
         return Err(format!(
             "payment 1 ended {}, expected COMPLETED",
@@ -79,8 +82,10 @@ async fn payments(stack: &LocalStack, clock: &Clock) -> Result<(), String> {
     clock.step(&format!("COMPLETED, M-Pesa receipt {receipt}"));
 
     println!("-- payment 2: the customer cancels (simulator scripted with ResultCode 1032)");
-    stack.sim().script(Some(MSISDN), vec![Outcome::code(1032)]);
-    let cancelled = pay(stack, &http, clock, 20, "DEMO-2").await?;
+    stack
+        .sim()
+        .script(Some(CANCELLING_MSISDN), vec![Outcome::code(1032)]);
+    let cancelled = pay(stack, &http, clock, CANCELLING_PHONE, 20, "DEMO-2").await?;
     if cancelled["status"] != "FAILED" {
         return Err(format!(
             "payment 2 ended {}, expected FAILED",
@@ -106,11 +111,12 @@ async fn pay(
     stack: &LocalStack,
     http: &reqwest::Client,
     clock: &Clock,
+    phone: &str,
     amount: u32,
     reference: &str,
 ) -> Result<Value, String> {
     let api = stack.api_url();
-    let request = json!({ "phone": PHONE, "amount": amount, "reference": reference });
+    let request = json!({ "phone": phone, "amount": amount, "reference": reference });
     clock.step(&format!("POST /payments {request}"));
     let response = http
         .post(format!("{api}/payments"))
