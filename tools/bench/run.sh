@@ -26,6 +26,16 @@ export CARGO_TARGET_DIR="$target"
 echo "==> release builds"
 $CARGO build --release -p stk-push -p stk-callback -p payment-status -p reconcile -p bench-hello -p bench
 
+# Opt-in (a whole second build): BENCH_ARM64=1 also builds the aarch64 bootstraps with
+# cargo lambda (into BENCH_ARM64_TARGET, default the same target directory) and sizes them.
+if [ "${BENCH_ARM64:-0}" = 1 ]; then
+  echo "==> cargo lambda build --release --arm64"
+  arm_target="${BENCH_ARM64_TARGET:-$target}"
+  CARGO_TARGET_DIR="$arm_target" cargo lambda build --release --arm64 \
+    -p stk-push -p stk-callback -p payment-status -p reconcile
+  export BENCH_LAMBDA_DIR="$arm_target/lambda"
+fi
+
 if [ $# -eq 0 ] || [[ " $* " == *" criterion "* ]]; then
   echo "==> criterion: handler overhead without DynamoDB"
   $CARGO bench -p bench --bench handler | emf_filtered
