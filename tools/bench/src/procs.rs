@@ -92,8 +92,11 @@ mod tests {
             ppid: 0,
             exe: PathBuf::new(),
         };
-        assert!(me.peak_rss_kib().is_some_and(|kib| kib > 0));
-        assert!(me.peak_rss_kib() >= me.rss_kib());
+        // The current size first: the peak, read after it, can only be as large or larger.
+        let now = me.rss_kib();
+        let peak = me.peak_rss_kib();
+        assert!(peak.is_some_and(|kib| kib > 0));
+        assert!(peak >= now, "peak {peak:?} < current {now:?}");
     }
 
     #[test]
