@@ -61,14 +61,14 @@ pub trait SecretSource: Send + Sync {
     async fn fetch(&self, arn: &str) -> Result<String, String>;
 }
 
-/// Secrets Manager over the AWS SDK.
-pub struct SecretsManager(pub aws_sdk_secretsmanager::Client);
+/// Secrets Manager over the AWS SDK. The client is built at the first fetch: a function whose
+/// secrets all come from the environment never builds it.
+pub struct SecretsManager(pub aws_config::SdkConfig);
 
 #[async_trait]
 impl SecretSource for SecretsManager {
     async fn fetch(&self, arn: &str) -> Result<String, String> {
-        let out = self
-            .0
+        let out = aws_sdk_secretsmanager::Client::new(&self.0)
             .get_secret_value()
             .secret_id(arn)
             .send()

@@ -4,6 +4,7 @@
 //! functions translate HTTP into calls on this crate.
 
 pub mod api;
+pub mod aws;
 pub mod config;
 pub mod daraja;
 #[cfg(feature = "lambda")]
@@ -12,3 +13,4 @@ pub mod metrics;
 pub mod payment;
 pub mod reconcile;
 pub mod store;
+pub mod tls;

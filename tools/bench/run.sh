@@ -38,6 +38,8 @@ fi
 
 if [ $# -eq 0 ] || [[ " $* " == *" criterion "* ]]; then
   echo "==> criterion: handler overhead without DynamoDB"
+  # Only this run's results: the summary reads every benchmark found under criterion/.
+  rm -rf "$target/criterion"
   $CARGO bench -p bench --bench handler | emf_filtered
 fi
 

@@ -2,7 +2,6 @@
 
 mod handler;
 
-use aws_config::BehaviorVersion;
 use lambda_http::{run, service_fn, Error};
 use shared::config::{ProcessEnv, StatusConfig};
 use shared::store::DynamoStore;
@@ -11,7 +10,7 @@ use shared::store::DynamoStore;
 async fn main() -> Result<(), Error> {
     shared::lambda::init_tracing();
     let config = StatusConfig::load(&ProcessEnv)?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let aws = shared::aws::sdk_config().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table_name);
     run(service_fn(|request| handler::handle(&store, request))).await
 }

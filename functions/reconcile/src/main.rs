@@ -5,7 +5,6 @@ mod handler;
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
 use lambda_runtime::{run, service_fn, Error};
 use shared::config::{ProcessEnv, ReconcileConfig, SecretsManager};
 use shared::daraja::time::SystemClock;
@@ -19,9 +18,8 @@ use handler::Deps;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
-    let config = ReconcileConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let aws = shared::aws::sdk_config().await;
+    let config = ReconcileConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let clock = Arc::new(SystemClock);
     let tokens = DynamoTokenStore::new(dynamo.clone(), config.table_name.clone(), clock.clone());

@@ -4,7 +4,6 @@ mod handler;
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
 use lambda_http::{run, service_fn, Error};
 use shared::api::CallbackService;
 use shared::config::{CallbackConfig, ProcessEnv, SecretsManager};
@@ -15,9 +14,8 @@ use shared::store::DynamoStore;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::lambda::init_tracing();
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
-    let config = CallbackConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let aws = shared::aws::sdk_config().await;
+    let config = CallbackConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     if !config.allowed_sources.is_empty() {
         tracing::info!("callbacks accepted only from CALLBACK_ALLOWED_IPS");

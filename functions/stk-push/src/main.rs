@@ -5,7 +5,6 @@ mod handler;
 
 use std::sync::Arc;
 
-use aws_config::BehaviorVersion;
 use lambda_http::{run, service_fn, Error};
 use shared::api::PushService;
 use shared::config::{ProcessEnv, PushConfig, SecretsManager};
@@ -17,9 +16,9 @@ use shared::store::token::DynamoTokenStore;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::lambda::init_tracing();
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
-    let config = PushConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let aws = shared::aws::sdk_config().await;
+    let config = PushConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let clock = Arc::new(SystemClock);
     let service = PushService {
         // One OAuth token for every container, kept in the payments table.
@@ -27,15 +26,12 @@ async fn main() -> Result<(), Error> {
             config.daraja,
             clock.clone(),
             Arc::new(DynamoTokenStore::new(
-                aws_sdk_dynamodb::Client::new(&aws),
+                dynamo.clone(),
                 config.table_name.clone(),
                 clock.clone(),
             )),
         )?,
-        ledger: Arc::new(DynamoLedger::new(
-            aws_sdk_dynamodb::Client::new(&aws),
-            config.table_name,
-        )),
+        ledger: Arc::new(DynamoLedger::new(dynamo, config.table_name)),
         clock,
         callback_token: config.callback_token,
         callback_base_url: config.callback_base_url,

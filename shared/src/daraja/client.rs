@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::tls::TrustRoots;
+
 use super::result_code::{OutcomeCategory, ResultCode};
 use super::secret::Secret;
 use super::time::{daraja_timestamp, password, Clock};
@@ -56,6 +58,27 @@ pub struct DarajaConfig {
 impl DarajaConfig {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+    /// A configuration with the default timeouts.
+    pub fn new(
+        base_url: impl Into<String>,
+        shortcode: ShortCode,
+        kind: TransactionKind,
+        consumer_key: Secret,
+        consumer_secret: Secret,
+        passkey: Secret,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            consumer_key,
+            consumer_secret,
+            passkey,
+            shortcode,
+            kind,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
 }
 
 impl fmt::Debug for DarajaConfig {
@@ -282,11 +305,22 @@ impl fmt::Debug for DarajaClient {
 
 impl DarajaClient {
     /// Fails (as [`DarajaError::Unavailable`] with no HTTP status) only if `base_url` is not an
-    /// http(s) URL or the TLS stack cannot start.
+    /// http(s) URL or the TLS stack cannot start. Trusts the system's roots, read once per
+    /// process and shared with the AWS SDK ([`crate::tls::system_roots`]).
     pub fn new(
         config: DarajaConfig,
         clock: Arc<dyn Clock>,
         tokens: Arc<dyn TokenStore>,
+    ) -> Result<Self, DarajaError> {
+        Self::with_roots(config, clock, tokens, crate::tls::system_roots())
+    }
+
+    /// [`DarajaClient::new`], trusting `roots` only.
+    pub fn with_roots(
+        config: DarajaConfig,
+        clock: Arc<dyn Clock>,
+        tokens: Arc<dyn TokenStore>,
+        roots: &TrustRoots,
     ) -> Result<Self, DarajaError> {
         let setup_error = |message: String| DarajaError::Unavailable {
             http_status: None,
@@ -303,7 +337,9 @@ impl DarajaClient {
                 )))
             }
         }
+        let roots = roots.certs().iter();
         let http = reqwest::Client::builder()
+            .tls_certs_only(roots.filter_map(|der| reqwest::Certificate::from_der(der).ok()))
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .build()

@@ -145,16 +145,14 @@ impl Fixture {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let clock = Arc::new(FixedClock::new(t0()));
-        let config = DarajaConfig {
-            base_url: format!("http://{addr}"),
-            consumer_key: Secret::from("key"),
-            consumer_secret: Secret::from("secret"),
-            passkey: Secret::from("passkey"),
-            shortcode: ShortCode::parse("174379").unwrap(),
-            kind: TransactionKind::PayBill,
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-        };
+        let config = DarajaConfig::new(
+            format!("http://{addr}"),
+            ShortCode::parse("174379").unwrap(),
+            TransactionKind::PayBill,
+            Secret::from("key"),
+            Secret::from("secret"),
+            Secret::from("passkey"),
+        );
         let daraja = DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).unwrap();
         Self {
             stub,

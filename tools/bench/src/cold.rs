@@ -305,6 +305,7 @@ async fn startup_steps(
 ) -> Result<(), String> {
     let runs = runs();
     let probe = paths.release("bench-startup");
+    let secret_arn = create_secret(stack.dynamodb_endpoint()).await?;
     let mut steps: BTreeMap<String, (usize, Vec<Duration>)> = BTreeMap::new();
     let mut whole = Vec::new();
     for _ in 0..runs {
@@ -316,6 +317,11 @@ async fn startup_steps(
             .env("AWS_LAMBDA_FUNCTION_NAME", "stk-push")
             .envs(stack.function_env().iter().cloned())
             .env("RUST_LOG", "warn")
+            .env("BENCH_SECRET_ARN", &secret_arn)
+            .env(
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+                stack.dynamodb_endpoint(),
+            )
             .output()
             .await
             .map_err(|e| format!("{}: {e}", probe.display()))?;
@@ -367,6 +373,35 @@ async fn startup_steps(
         Verdict::Info,
     );
     Ok(())
+}
+
+/// A secret document like the deployed one, in moto's Secrets Manager (the same server as its
+/// DynamoDB); returns its ARN.
+async fn create_secret(endpoint: &str) -> Result<String, String> {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .endpoint_url(endpoint)
+        .http_client(shared::aws::https_client(&Default::default()))
+        .build();
+    let document = serde_json::json!({
+        "consumer_key": "bench-key",
+        "consumer_secret": "bench-secret",
+        "passkey": "bench-passkey",
+        "callback_token": "bench-callback-token",
+    });
+    let name = format!("bench-startup-{}", std::process::id());
+    let out = aws_sdk_secretsmanager::Client::from_conf(config)
+        .create_secret()
+        .name(name)
+        .secret_string(document.to_string())
+        .send()
+        .await
+        .map_err(|e| aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())?;
+    out.arn.ok_or_else(|| "moto returned no ARN".to_string())
 }
 
 #[cfg(test)]

@@ -70,17 +70,17 @@ pub fn run(paths: &Paths, report: &mut Report) -> Result<(), String> {
     let get = |id: &str| found.iter().find(|(f, _)| f == id).map(|(_, d)| *d);
     if let (Some(push), Some(loopback)) = (
         get("service/push: PushService::start, MemoryLedger, stub Daraja on loopback"),
-        get("service/loopback round trip alone (reqwest → axum stub)"),
+        get("service/the push's HTTP exchange alone (same body, token header, answer size)"),
     ) {
         let own = push.saturating_sub(loopback);
         println!(
-            "\npush overhead without the loopback round trip: {} − {} = {}",
+            "\npush overhead without its HTTP exchange with Daraja: {} − {} = {}",
             micros(push),
             micros(loopback),
             micros(own)
         );
         report.row(
-            "push handler overhead (in-memory ledger; minus the loopback Daraja round trip)",
+            "push handler overhead (in-memory ledger; minus the same HTTP exchange alone)",
             format!("{} ({} with it)", micros(own), micros(push)),
             "≤ 100 µs",
             Verdict::of(own <= TARGET),

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_config::BehaviorVersion;
 use serde_json::json;
-use shared::config::{ProcessEnv, PushConfig, SecretsManager};
+use shared::config::{ProcessEnv, PushConfig, SecretSource, SecretsManager};
 use shared::daraja::time::SystemClock;
 use shared::daraja::{DarajaClient, TokenStore};
 use shared::store::intent::DynamoLedger;
@@ -37,27 +36,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     shared::lambda::init_tracing();
     t.lap("init_tracing");
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    t.lap("aws_config::load_defaults");
-    let secrets = SecretsManager(aws_sdk_secretsmanager::Client::new(&aws));
-    t.lap("secretsmanager Client::new");
-    let config = PushConfig::load(&ProcessEnv, Some(&secrets)).await?;
+    let roots = shared::tls::system_roots().len();
+    t.lap("trust roots, read once (shared::tls)");
+    let aws = shared::aws::sdk_config().await;
+    t.lap("shared::aws::sdk_config");
+    let config = PushConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     t.lap("PushConfig::load (secrets from env)");
+    // What a deployed function does instead when its secrets are in Secrets Manager: build the
+    // client and fetch the document (moto here).
+    if let Ok(arn) = std::env::var("BENCH_SECRET_ARN") {
+        SecretsManager(aws.clone()).fetch(&arn).await?;
+        t.lap("secret fetch: Secrets Manager client + GetSecretValue");
+    }
     let clock = Arc::new(SystemClock);
-    let tokens_client = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     t.lap("dynamodb Client::new");
-    let ledger_client = aws_sdk_dynamodb::Client::new(&aws);
-    t.lap("dynamodb Client::new (second)");
     let tokens = Arc::new(DynamoTokenStore::new(
-        tokens_client,
+        dynamo.clone(),
         config.table_name.clone(),
         clock.clone(),
     ));
-    let _ledger = DynamoLedger::new(ledger_client.clone(), config.table_name.clone());
+    let _ledger = DynamoLedger::new(dynamo.clone(), config.table_name.clone());
     t.lap("token store + ledger");
     let daraja = DarajaClient::new(config.daraja, clock.clone(), tokens.clone())?;
     t.lap("DarajaClient::new (reqwest + TLS)");
-    let store = DynamoStore::new(ledger_client, config.table_name);
+    let store = DynamoStore::new(dynamo, config.table_name);
     store.get("ws_CO_startup_probe").await?;
     t.lap("first DynamoDB request (GetItem)");
     store.get("ws_CO_startup_probe").await?;
@@ -66,6 +69,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shared = tokens.load().await;
     t.lap("shared token load (GetItem)");
     drop((daraja, shared));
-    println!("{}", json!({ "steps": t.steps }));
+    println!("{}", json!({ "steps": t.steps, "trust_roots": roots }));
     Ok(())
 }
