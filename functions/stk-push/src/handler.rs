@@ -37,37 +37,18 @@ pub async fn handle(service: &PushService, request: Request) -> Result<Response<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::daraja::secret::Secret;
     use shared::daraja::time::SystemClock;
-    use shared::daraja::values::{ShortCode, TransactionKind};
-    use shared::daraja::{DarajaClient, DarajaConfig, NoSharedTokens};
     use shared::store::intent::{IntentKey, MemoryLedger};
     use shared::store::{MemoryStore, PaymentStore};
     use std::sync::Arc;
-    use std::time::Duration;
 
     /// A service whose Daraja is unreachable: any test that expects a 4xx also proves that no
     /// Daraja call was attempted, because one would turn into a 503.
     fn service(store: Arc<MemoryStore>) -> PushService {
-        let clock = Arc::new(SystemClock);
-        let config = DarajaConfig {
-            base_url: "http://127.0.0.1:9".to_string(),
-            consumer_key: Secret::new("key"),
-            consumer_secret: Secret::new("secret"),
-            passkey: Secret::new("passkey"),
-            shortcode: ShortCode::parse("174379").unwrap(),
-            kind: TransactionKind::PayBill,
-            connect_timeout: Duration::from_millis(200),
-            request_timeout: Duration::from_millis(500),
-        };
-        PushService {
-            daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).unwrap(),
-            ledger: Arc::new(MemoryLedger::new(store)),
-            clock,
-            callback_token: Secret::new("token"),
-            callback_base_url: None,
-            phone_lock: Duration::from_secs(120),
-        }
+        PushService::with_unreachable_daraja(
+            Arc::new(MemoryLedger::new(store)),
+            Arc::new(SystemClock),
+        )
     }
 
     async fn answer(event: &str, store: Arc<MemoryStore>) -> (u16, serde_json::Value) {

@@ -176,6 +176,38 @@ pub struct PushService {
     pub phone_lock: Duration,
 }
 
+#[cfg(any(test, feature = "test-support"))]
+impl PushService {
+    /// A service whose Daraja is unreachable (a closed loopback port, short timeouts), for tests
+    /// of everything before the Daraja call: a request that gets as far as Daraja costs one
+    /// token request and ends in a 503, so `daraja.token_requests() == 0` proves Daraja was
+    /// never called. No configured callback host: each request's own is used.
+    pub fn with_unreachable_daraja(ledger: Arc<dyn PushLedger>, clock: Arc<dyn Clock>) -> Self {
+        use crate::daraja::{DarajaConfig, NoSharedTokens, ShortCode, TransactionKind};
+        let config = DarajaConfig {
+            connect_timeout: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(500),
+            ..DarajaConfig::new(
+                "http://127.0.0.1:9",
+                ShortCode::parse("174379").expect("a valid shortcode"),
+                TransactionKind::PayBill,
+                Secret::new("key"),
+                Secret::new("secret"),
+                Secret::new("passkey"),
+            )
+        };
+        Self {
+            daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens))
+                .expect("a loopback http URL"),
+            ledger,
+            clock,
+            callback_token: Secret::new("token"),
+            callback_base_url: None,
+            phone_lock: Duration::from_secs(120),
+        }
+    }
+}
+
 impl PushService {
     /// The URL Daraja calls back: this API's own callback route with the secret token.
     pub fn callback_url(&self, request_base_url: Option<&str>) -> Result<String, ApiError> {
@@ -403,8 +435,6 @@ mod tests {
 
     use super::*;
     use crate::daraja::time::FixedClock;
-    use crate::daraja::values::{ShortCode, TransactionKind};
-    use crate::daraja::{DarajaConfig, NoSharedTokens};
     use crate::payment::timestamp;
     use crate::store::intent::{IntentRecord, MemoryLedger, PhoneLock};
     use crate::store::{MemoryStore, StoreError};
@@ -418,24 +448,10 @@ mod tests {
     /// Daraja is unreachable: a request that gets as far as Daraja costs one token request
     /// and ends in a 503, so `token_requests() == 0` proves Daraja was never called.
     fn service(ledger: Arc<dyn PushLedger>) -> PushService {
-        let clock = Arc::new(FixedClock::new(now()));
-        let config = DarajaConfig {
-            base_url: "http://127.0.0.1:9".to_string(),
-            consumer_key: Secret::new("key"),
-            consumer_secret: Secret::new("secret"),
-            passkey: Secret::new("passkey"),
-            shortcode: ShortCode::parse("174379").unwrap(),
-            kind: TransactionKind::PayBill,
-            connect_timeout: Duration::from_millis(200),
-            request_timeout: Duration::from_millis(500),
-        };
         PushService {
-            daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).unwrap(),
-            ledger,
-            clock,
-            callback_token: Secret::new("token"),
             callback_base_url: Some("https://api.example.com".into()),
             phone_lock: DEFAULT_PHONE_LOCK,
+            ..PushService::with_unreachable_daraja(ledger, Arc::new(FixedClock::new(now())))
         }
     }
 
