@@ -53,7 +53,8 @@ impl TrustRoots {
     /// The `CERTIFICATE` blocks of PEM text, ignoring anything else in it.
     ///
     /// Decoded with the ordinary base64 decoder: roots are public, so the constant-time decoder
-    /// the PEM parsers use for keys (about 10 ns a byte, 2 ms for a system bundle) buys nothing.
+    /// the PEM parsers use for keys buys nothing (1.2 ms for Debian's 220 kB bundle, against
+    /// 0.5 ms).
     pub fn from_pem(text: &[u8]) -> Self {
         let mut certs = Vec::new();
         let mut body: Option<Vec<u8>> = None;
