@@ -15,7 +15,7 @@ use base64::Engine;
 use rustls_pki_types::CertificateDer;
 
 static SYSTEM: LazyLock<TrustRoots> = LazyLock::new(|| {
-    let roots = TrustRoots::new(system_bundle().unwrap_or_else(native_store));
+    let roots = system_bundle().unwrap_or_else(native_store);
     if roots.is_empty() {
         tracing::warn!("no usable trust roots found: HTTPS requests will fail");
     }
@@ -104,20 +104,20 @@ impl TrustRoots {
 }
 
 /// The bundle file openssl-probe finds, unless the environment names the roots.
-fn system_bundle() -> Option<Vec<CertificateDer<'static>>> {
+fn system_bundle() -> Option<TrustRoots> {
     if openssl_probe::has_ssl_cert_env_vars() {
         return None;
     }
     let roots = TrustRoots::from_pem_file(&openssl_probe::probe().cert_file?)?;
-    (!roots.is_empty()).then_some(roots.certs)
+    (!roots.is_empty()).then_some(roots)
 }
 
-fn native_store() -> Vec<CertificateDer<'static>> {
+fn native_store() -> TrustRoots {
     let result = rustls_native_certs::load_native_certs();
     if !result.errors.is_empty() {
         tracing::warn!(errors = ?result.errors, "some system trust roots could not be read");
     }
-    result.certs
+    TrustRoots::new(result.certs)
 }
 
 #[cfg(test)]

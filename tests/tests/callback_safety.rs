@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use daraja_sim::{Outcome, SimConfig};
-use local_stack::{LocalStack, StackOptions};
+use local_stack::{env_vars, LocalStack, StackOptions};
 use serde_json::{json, Value};
 use shared::daraja::mask_id;
 use shared::payment::{PaymentRecord, PaymentStatus};
@@ -33,10 +33,7 @@ async fn start(pool_size: usize, extra_env: &[(&str, &str)]) -> Stack {
             callback_delay: Duration::from_millis(50),
             ..SimConfig::default()
         },
-        extra_env: extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        extra_env: env_vars(extra_env),
         ..StackOptions::default()
     })
     .await
@@ -64,6 +61,12 @@ impl Stack {
     }
 
     /// Starts a payment that Daraja accepts; returns its checkout id.
+    /// Scripts the simulator's answer for `phone`, then a push of 100 that Daraja accepts.
+    async fn accepted_with(&self, phone: &str, outcome: Outcome, reference: &str) -> String {
+        self.stack.sim().script(Some(phone), vec![outcome]);
+        self.accepted(phone, 100, reference).await
+    }
+
     async fn accepted(&self, phone: &str, amount: u32, reference: &str) -> String {
         let (status, body) = self.pay(phone, amount, reference).await;
         assert_eq!(status, 202, "{body}");
@@ -292,11 +295,9 @@ async fn duplicate_callbacks_change_the_record_once() {
 async fn different_second_callback_is_kept_not_applied() {
     let stack = start(2, &[]).await;
     let phone = "0712345601";
-    stack
-        .stack
-        .sim()
-        .script(Some(phone), vec![Outcome::success()]);
-    let id = stack.accepted(phone, 100, "CONFLICT").await;
+    let id = stack
+        .accepted_with(phone, Outcome::success(), "CONFLICT")
+        .await;
     stack.delivered(&id, 1).await;
     let first = stack.record(&id).await;
     assert_eq!(first.status, PaymentStatus::Completed);
@@ -484,11 +485,9 @@ async fn unknown_checkout_id_is_kept_as_orphan() {
 async fn unparseable_body_behind_valid_token_is_stored_raw() {
     let stack = start(1, &[]).await;
     let phone = "0712345631";
-    stack
-        .stack
-        .sim()
-        .script(Some(phone), vec![Outcome::success().lost()]);
-    let pending = stack.accepted(phone, 100, "RAW").await;
+    let pending = stack
+        .accepted_with(phone, Outcome::success().lost(), "RAW")
+        .await;
     let token = stack.stack.callback_token().to_string();
 
     let mut junk = b"<html>".to_vec();
@@ -570,11 +569,9 @@ async fn unparseable_body_behind_valid_token_is_stored_raw() {
 async fn wrong_or_missing_token_writes_nothing() {
     let stack = start(1, &[]).await;
     let phone = "0712345641";
-    stack
-        .stack
-        .sim()
-        .script(Some(phone), vec![Outcome::success().lost()]);
-    let id = stack.accepted(phone, 100, "TOKEN").await;
+    let id = stack
+        .accepted_with(phone, Outcome::success().lost(), "TOKEN")
+        .await;
     let token = stack.stack.callback_token().to_string();
     let body = callback_body(&id, 0, "TKR7PQ2TOK", 100, 254712345641);
     let mut flipped = token.clone().into_bytes();
@@ -640,11 +637,9 @@ async fn wrong_or_missing_token_writes_nothing() {
 async fn source_ip_allow_list() {
     let stack = start(1, &[("CALLBACK_ALLOWED_IPS", "safaricom, 10.20.0.0/16")]).await;
     let phone = "0712345651";
-    stack
-        .stack
-        .sim()
-        .script(Some(phone), vec![Outcome::success()]);
-    let id = stack.accepted(phone, 100, "ALLOW").await;
+    let id = stack
+        .accepted_with(phone, Outcome::success(), "ALLOW")
+        .await;
     // The simulator calls from 127.0.0.1, which the list does not hold.
     let sent = stack.delivered(&id, 1).await;
     assert_eq!(sent[0].status, Some(404));
@@ -699,11 +694,9 @@ async fn source_ip_allow_list() {
 async fn amount_mismatch_needs_review() {
     let stack = start(1, &[]).await;
     let phone = "0712345661";
-    stack
-        .stack
-        .sim()
-        .script(Some(phone), vec![Outcome::success().amount_paid(json!(99))]);
-    let id = stack.accepted(phone, 100, "MISMATCH").await;
+    let id = stack
+        .accepted_with(phone, Outcome::success().amount_paid(json!(99)), "MISMATCH")
+        .await;
     stack.delivered(&id, 1).await;
     let response = stack
         .http
@@ -727,11 +720,9 @@ async fn amount_mismatch_needs_review() {
 async fn oversized_body_is_refused() {
     let stack = start(1, &[]).await;
     let phone = "0712345671";
-    stack
-        .stack
-        .sim()
-        .script(Some(phone), vec![Outcome::success().lost()]);
-    let id = stack.accepted(phone, 100, "BIG").await;
+    let id = stack
+        .accepted_with(phone, Outcome::success().lost(), "BIG")
+        .await;
     let token = stack.stack.callback_token().to_string();
     // A genuine callback padded past the limit, and plain junk.
     let mut padded = callback_body(&id, 0, "TKR7PQ2BIG", 100, 254712345671);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use daraja_sim::{Endpoint, Outcome, SimConfig};
-use local_stack::{Function, LocalStack, StackOptions};
+use local_stack::{env_vars, Function, LocalStack, StackOptions};
 use serde_json::{json, Value};
 use shared::payment::{NewPayment, PaymentStatus};
 use shared::store::{DynamoStore, PaymentStore};
@@ -28,10 +28,7 @@ async fn start(extra_env: &[(&str, &str)]) -> LocalStack {
             callback_delay: Duration::from_millis(50),
             ..SimConfig::default()
         },
-        extra_env: extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        extra_env: env_vars(extra_env),
         ..StackOptions::default()
     })
     .await

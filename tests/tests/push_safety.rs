@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use daraja_sim::{Endpoint, Fault, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
-use local_stack::{LocalStack, StackOptions};
+use local_stack::{env_vars, LocalStack, StackOptions};
 use serde_json::{json, Value};
 use shared::api::PushService;
 use shared::daraja::{
@@ -256,10 +256,7 @@ async fn start(pool_size: usize, extra_env: &[(&str, &str)]) -> Stack {
             ..SimConfig::default()
         },
         dynamodb_endpoint: Some(moto_endpoint().await),
-        extra_env: extra_env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        extra_env: env_vars(extra_env),
         ..StackOptions::default()
     })
     .await

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use daraja_sim::{Endpoint, Outcome, SimConfig};
-use local_stack::{Function, LocalStack, StackOptions};
+use local_stack::{env_vars, Function, LocalStack, StackOptions};
 use serde_json::{json, Value};
 use shared::daraja::{Clock, ResultCode, SystemClock};
 use shared::payment::PaymentStatus;
@@ -27,14 +27,11 @@ async fn start(sim: SimConfig, max_queries_per_minute: u32) -> Stack {
     let rate = max_queries_per_minute.to_string();
     let stack = LocalStack::start(StackOptions {
         sim,
-        extra_env: [
+        extra_env: env_vars(&[
             ("RECONCILE_GRACE_SECONDS", "0"),
             ("RECONCILE_MAX_AGE_SECONDS", max_age.as_str()),
             ("RECONCILE_MAX_QUERIES_PER_MINUTE", rate.as_str()),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
+        ]),
         ..StackOptions::default()
     })
     .await
@@ -98,6 +95,22 @@ impl Stack {
     }
 
     /// The simulated customer answers now (the prompt closes, the query turns final).
+    /// One payment per phone, oldest first, whose callback is lost after the customer answered:
+    /// only a query can learn the outcome.
+    async fn answered_without_callback(&self, phones: &[&str]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for phone in phones {
+            self.stack
+                .sim()
+                .script(Some(phone), vec![Outcome::success().lost()]);
+            ids.push(self.pay(phone).await);
+        }
+        for id in &ids {
+            self.answer_now(id).await;
+        }
+        ids
+    }
+
     async fn answer_now(&self, id: &str) {
         self.stack.sim().complete_now(id);
         // The prompt closes on the simulator's own task.
@@ -131,11 +144,7 @@ impl Stack {
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_success_callback_ends_completed_by_query() {
     let s = start(quick_sim(), 100).await;
-    s.stack
-        .sim()
-        .script(Some("0712000001"), vec![Outcome::success().lost()]);
-    let id = s.pay("0712000001").await;
-    s.answer_now(&id).await;
+    let id = s.answered_without_callback(&["0712000001"]).await.remove(0);
 
     let record = s
         .reconcile_until_final(&id, 3, Duration::from_millis(300))
@@ -364,16 +373,9 @@ async fn rate_limit_answer_stops_the_round_and_no_more_queries_pass_than_allowed
         5,
     )
     .await;
-    let mut ids = Vec::new();
-    for phone in ["0712000011", "0712000012", "0712000013", "0712000014"] {
-        s.stack
-            .sim()
-            .script(Some(phone), vec![Outcome::success().lost()]);
-        ids.push(s.pay(phone).await);
-    }
-    for id in &ids {
-        s.answer_now(id).await;
-    }
+    let ids = s
+        .answered_without_callback(&["0712000011", "0712000012", "0712000013", "0712000014"])
+        .await;
 
     let first = s.reconcile().await;
     // Two answered, the third got 429 and ended the round: the fourth was not tried.
@@ -401,16 +403,9 @@ async fn rate_limit_answer_stops_the_round_and_no_more_queries_pass_than_allowed
 #[tokio::test(flavor = "multi_thread")]
 async fn a_round_makes_no_more_queries_than_its_budget() {
     let s = start(quick_sim(), 2).await;
-    let mut ids = Vec::new();
-    for phone in ["0712000021", "0712000022", "0712000023"] {
-        s.stack
-            .sim()
-            .script(Some(phone), vec![Outcome::success().lost()]);
-        ids.push(s.pay(phone).await);
-    }
-    for id in &ids {
-        s.answer_now(id).await;
-    }
+    let ids = s
+        .answered_without_callback(&["0712000021", "0712000022", "0712000023"])
+        .await;
 
     let report = s.reconcile().await;
 

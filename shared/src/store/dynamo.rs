@@ -117,14 +117,7 @@ impl DynamoStore {
         let mut update = Update::default();
         update.set(item::STATUS, s(status.as_str()));
         update.set(item::UPDATED_AT, time(Utc::now()));
-        update.set_some(item::RECEIPT, result.receipt.as_deref());
-        update.set_some(item::AMOUNT_PAID, result.amount_paid.as_deref());
-        if let Some(paid) = result.amount_paid_whole {
-            update.set(item::AMOUNT_PAID_WHOLE, n(paid));
-        }
-        update.set_some(item::PAYING_PHONE, result.paying_phone.as_deref());
-        update.set_some(item::TRANSACTION_DATE, result.transaction_date.as_deref());
-        update.set_some(item::RAW_CALLBACK, result.raw.as_deref());
+        set_result_details(&mut update, result);
         let condition = format!(
             "{st} = {completed} AND {code} = {same_code} AND {by} = {query} AND attribute_not_exists({receipt})",
             st = update.name(item::STATUS),
@@ -226,6 +219,19 @@ fn amount_check(update: &mut Update, status: PaymentStatus, result: &PaymentResu
     }
 }
 
+/// What a result says of the payment (receipt, amount paid, paying phone, date, raw callback):
+/// written by a transition, an orphan creation and an enrichment alike.
+fn set_result_details(update: &mut Update, result: &PaymentResult) {
+    update.set_some(item::RECEIPT, result.receipt.as_deref());
+    update.set_some(item::AMOUNT_PAID, result.amount_paid.as_deref());
+    if let Some(paid) = result.amount_paid_whole {
+        update.set(item::AMOUNT_PAID_WHOLE, n(paid));
+    }
+    update.set_some(item::PAYING_PHONE, result.paying_phone.as_deref());
+    update.set_some(item::TRANSACTION_DATE, result.transaction_date.as_deref());
+    update.set_some(item::RAW_CALLBACK, result.raw.as_deref());
+}
+
 /// The writes shared by a transition and an orphan creation.
 fn result_update(result: &PaymentResult, status: PaymentStatus) -> Update {
     let mut update = Update::default();
@@ -238,14 +244,7 @@ fn result_update(result: &PaymentResult, status: PaymentStatus) -> Update {
     update.set(item::RESULT_CODE, s(&result.result_code));
     update.set(item::RESULT_DESC, s(&result.result_desc));
     update.set(item::OUTCOME, s(&result.outcome));
-    update.set_some(item::RECEIPT, result.receipt.as_deref());
-    update.set_some(item::AMOUNT_PAID, result.amount_paid.as_deref());
-    if let Some(paid) = result.amount_paid_whole {
-        update.set(item::AMOUNT_PAID_WHOLE, n(paid));
-    }
-    update.set_some(item::PAYING_PHONE, result.paying_phone.as_deref());
-    update.set_some(item::TRANSACTION_DATE, result.transaction_date.as_deref());
-    update.set_some(item::RAW_CALLBACK, result.raw.as_deref());
+    set_result_details(&mut update, result);
     update.set(item::RECONCILED_BY, s(result.source.as_str()));
     update.set_if_absent(item::DETAILS_RECORDED, AttributeValue::Bool(false));
     update.remove(item::PENDING_PK);

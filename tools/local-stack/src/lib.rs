@@ -20,7 +20,7 @@ pub mod template;
 
 use std::fmt;
 
-pub use stack::{Error, LocalStack, Profile, StackOptions};
+pub use stack::{env_vars, Error, LocalStack, Profile, StackOptions};
 
 /// The project's functions, by binary name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

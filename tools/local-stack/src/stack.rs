@@ -62,6 +62,14 @@ pub struct StackOptions {
     pub gateway_port: u16,
 }
 
+/// Environment variables as [`StackOptions::extra_env`] holds them.
+pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
@@ -178,7 +186,7 @@ impl LocalStack {
             })?;
 
         let callback_token = random_hex(32);
-        let mut function_env: Vec<(String, String)> = [
+        let mut function_env = env_vars(&[
             ("TABLE_NAME", table.as_str()),
             ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
@@ -193,10 +201,7 @@ impl LocalStack {
             ("CALLBACK_TOKEN", callback_token.as_str()),
             ("CALLBACK_BASE_URL", &format!("http://{gateway_addr}")),
             ("RUST_LOG", "info"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         function_env.extend(opts.extra_env.iter().cloned());
 
         let logs = LogSink::new(opts.echo_logs);
