@@ -30,11 +30,7 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
 
 /// The request body as bytes (API Gateway may base64-encode it; lambda_http decodes it).
 pub fn body_bytes(request: &Request) -> &[u8] {
-    match request.body() {
-        Body::Empty => &[],
-        Body::Text(text) => text.as_bytes(),
-        Body::Binary(bytes) => bytes,
-    }
+    request.body().as_ref()
 }
 
 /// `https://{domainName}` of the API Gateway that delivered the request: the host Safaricom
@@ -54,6 +50,8 @@ pub fn request_base_url(request: &Request) -> Option<String> {
                 None => format!("{scheme}://{domain}"),
             })
         }
+        // Only the HTTP API (payload 2.0) is compiled in; the enum is non-exhaustive.
+        _ => None,
     }
 }
 
@@ -61,6 +59,7 @@ pub fn request_base_url(request: &Request) -> Option<String> {
 pub fn source_ip(request: &Request) -> Option<String> {
     match request.request_context_ref()? {
         RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
+        _ => None,
     }
 }
 

@@ -701,11 +701,9 @@ mod tests {
     }
 
     fn lambda_http_answer(status: i64, body: &str) -> ApiGatewayV2httpResponse {
-        let mut answer = ApiGatewayV2httpResponse {
-            status_code: status,
-            body: Some(lambda_http::Body::Text(body.to_string())),
-            ..Default::default()
-        };
+        let mut answer = ApiGatewayV2httpResponse::default();
+        answer.status_code = status;
+        answer.body = Some(lambda_http::Body::Text(body.to_string()));
         answer
             .headers
             .insert("content-type", HeaderValue::from_static("application/json"));
