@@ -11,13 +11,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use daraja_sim::{Endpoint, Outcome, SimConfig};
-use local_stack::{env_vars, Function, LocalStack, StackOptions};
+use local_stack::{env_vars, events, Function, LocalStack, StackOptions};
 use serde_json::{json, Value};
-use shared::payment::{NewPayment, PaymentStatus};
-use shared::store::{DynamoStore, PaymentStore};
-
-/// The callback token in `events/*.json` and `events/env.json`.
-const EVENTS_TOKEN: &str = "local-callback-token-4f9c2b7e1d";
+use shared::store::DynamoStore;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -278,170 +274,51 @@ async fn wrong_callback_token_writes_nothing() {
     stack.shutdown().await;
 }
 
-/// What invoking a sample event must answer.
-enum Expect {
-    /// The HTTP status, and the value at a JSON pointer of the body.
-    Answer(u16, &'static str, Value),
-    /// Not an API Gateway event of the three HTTP functions.
-    NotAnApiEvent(&'static str),
-}
-
-fn expectation(file: &str) -> Option<Expect> {
-    use Expect::{Answer, NotAnApiEvent};
-    let accepted = || Answer(200, "/ResultCode", json!(0));
-    Some(match file {
-        "callback-success.json"
-        | "callback-cancelled-1032.json"
-        | "callback-unreachable-1037.json"
-        | "callback-wrong-pin-2001.json"
-        | "callback-unknown-id.json" => accepted(),
-        "callback-wrong-token.json" => Answer(404, "/message", json!("Not Found")),
-        "callback-bad-body.json" => Answer(400, "/error/code", json!("invalid_json")),
-        "callback-not-daraja.json" => Answer(400, "/error/code", json!("invalid_callback")),
-        "push-valid.json" | "push-idempotent.json" => Answer(202, "/status", json!("PENDING")),
-        "push-invalid-phone.json" => Answer(422, "/error/code", json!("invalid_phone")),
-        "push-bad-json.json" => Answer(400, "/error/code", json!("invalid_json")),
-        "status.json" => Answer(200, "/status", json!("COMPLETED")),
-        "env.json" => NotAnApiEvent("the functions' environment for sam local invoke"),
-        "reconcile-schedule.json" => {
-            NotAnApiEvent("a schedule event of the reconciliation function, checked by its tests")
-        }
-        _ => return None,
-    })
-}
-
-/// Payments the callback events refer to, recorded as pending first.
-const EVENT_PAYMENTS: [&str; 5] = [
-    "ws_CO_27112026090000123708374149",
-    "ws_CO_27112026090100456708374149",
-    "ws_CO_27112026090200789708374149",
-    "ws_CO_27112026090300012708374149",
-    "ws_CO_27112026090400345708374149",
-];
-
+/// Every event in `events/` through the runtime emulator, checked against the table that
+/// `local-stack sam-local` also checks `sam local invoke` against (`local_stack::events`).
 #[tokio::test]
 async fn every_sample_event_answers_as_documented() {
     let events_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
-    let mut files: Vec<String> = std::fs::read_dir(&events_dir)
-        .expect("events/")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .filter(|name| name.ends_with(".json"))
+    let files = events::event_files(&events_dir).expect("events/");
+    let unexpected: Vec<&String> = files
+        .iter()
+        .filter(|f| events::sample_event(f).is_none())
         .collect();
-    files.sort();
-    let unexpected: Vec<&String> = files.iter().filter(|f| expectation(f).is_none()).collect();
     assert!(
         unexpected.is_empty(),
-        "events without an expected answer (add them to `expectation`): {unexpected:?}"
+        "events without an expected answer (add them to local_stack::events): {unexpected:?}"
     );
 
-    // A phone lock (where the push function has one) would refuse the second sample push to
-    // the same phone; one second is its shortest setting.
-    let stack = start(&[
-        ("CALLBACK_TOKEN", EVENTS_TOKEN),
-        ("PHONE_LOCK_SECONDS", "1"),
-    ])
-    .await;
+    let stack = start(&[("CALLBACK_TOKEN", events::EVENTS_TOKEN)]).await;
     let store = DynamoStore::new(stack.dynamo(), stack.table());
-    for id in EVENT_PAYMENTS {
-        store
-            .record_pending(&NewPayment {
-                checkout_request_id: id.to_string(),
-                merchant_request_id: "29115-34620561-1".to_string(),
-                amount: 100,
-                phone: "254708374149".to_string(),
-                reference: "INV-1001".to_string(),
-                description: Some("Order 1001".to_string()),
-                created_at: shared::daraja::Clock::now(&shared::daraja::SystemClock),
-            })
-            .await
-            .expect("pending record");
-    }
+    events::seed_event_payments(&store)
+        .await
+        .expect("pending records");
 
     let mut checked = 0;
-    for file in &files {
-        let (status, pointer, value) = match expectation(file) {
-            Some(Expect::Answer(status, pointer, value)) => (status, pointer, value),
-            Some(Expect::NotAnApiEvent(what)) => {
-                eprintln!("{file}: not invoked here, {what}");
-                continue;
-            }
-            None => unreachable!("checked above"),
-        };
+    for sample in events::SAMPLE_EVENTS {
+        if sample.function == Function::Reconcile {
+            // A round's report depends on the clock; the reconciliation tests check rounds.
+            eprintln!("{}: not invoked here, checked by tests/reconciliation.rs", sample.file);
+            continue;
+        }
+        let file = sample.file;
         let text = std::fs::read_to_string(events_dir.join(file)).expect("event file");
         let event: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let function = match event["routeKey"].as_str() {
-            Some("POST /payments") => Function::StkPush,
-            Some("GET /payments/{checkout_request_id}") => Function::PaymentStatus,
-            Some("POST /callbacks/stk/{token}") => Function::StkCallback,
-            other => panic!("{file}: unknown route {other:?}"),
-        };
-        if function == Function::StkPush {
-            // One prompt per phone: let the previous sample push's prompt close first.
-            wait_for_open_prompts(&stack).await;
-        }
         let answer = stack
-            .invoke(function, &event)
+            .invoke(sample.function, &event)
             .await
             .unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(answer["statusCode"], status, "{file}: {answer}");
-        let body: Value = serde_json::from_str(answer["body"].as_str().unwrap_or("null"))
-            .unwrap_or_else(|e| panic!("{file}: body is not JSON ({e}): {answer}"));
-        assert_eq!(body.pointer(pointer), Some(&value), "{file}: {body}");
+        if let Err(e) = sample.answer.check(&answer) {
+            panic!("{file}: {e}: {answer}");
+        }
+        if let Err(e) = events::check_leaves(&store, sample.leaves, &answer).await {
+            panic!("{file}: {e}");
+        }
         checked += 1;
     }
-    assert!(checked >= 13, "only {checked} events checked");
-
-    // The callback events did what they say.
-    let status_of = |id: &'static str| {
-        let store = &store;
-        async move { store.get(id).await.unwrap().unwrap().status }
-    };
-    assert_eq!(status_of(EVENT_PAYMENTS[0]).await, PaymentStatus::Completed);
-    for id in &EVENT_PAYMENTS[1..4] {
-        assert_eq!(status_of(id).await, PaymentStatus::Failed, "{id}");
-    }
-    assert_eq!(status_of(EVENT_PAYMENTS[4]).await, PaymentStatus::Pending);
-    let orphans = store.orphans(10).await.unwrap();
-    assert_eq!(orphans.len(), 1);
-    assert_eq!(
-        orphans[0].checkout_request_id,
-        "ws_CO_27112026091500999708374149"
-    );
+    assert_eq!(checked, events::SAMPLE_EVENTS.len() - 1);
     stack.shutdown().await;
-}
-
-/// Waits until every push the simulator accepted has had its callback answered, and a
-/// little more for a phone lock of one second.
-async fn wait_for_open_prompts(stack: &LocalStack) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let pushed = stack
-            .sim()
-            .requests()
-            .into_iter()
-            .filter(|r| r.endpoint == Endpoint::StkPush && r.status == Some(200))
-            .count();
-        let answered = stack
-            .sim()
-            .callbacks()
-            .into_iter()
-            .filter(|c| c.status.is_some())
-            .count();
-        if answered >= pushed {
-            if pushed > 0 {
-                tokio::time::sleep(Duration::from_millis(1_200)).await;
-            }
-            return;
-        }
-        assert!(Instant::now() < deadline, "callbacks not answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     rootfs=$(mktemp -d)
     trap 'rm -rf "$rootfs"' EXIT
     say "making the base image $IMAGE (debootstrap minbase, about a minute)"
-    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$STATE/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >"$STATE/debootstrap.log" 2>&1 \
         || { echo "debootstrap failed; see $STATE/debootstrap.log" >&2; exit 1; }
     tar -C "$rootfs" -c . | docker import - "$IMAGE" >/dev/null
 fi

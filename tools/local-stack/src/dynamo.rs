@@ -2,7 +2,7 @@
 //! from `template.yaml` (the schema is read from there, never written a second time).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -93,12 +93,18 @@ impl Moto {
     /// venv's Python is found next to `moto_server` the server runs with requests
     /// serialised, which restores that guarantee for the concurrency tests.
     pub async fn start() -> Result<Moto, DynamoError> {
+        let port = free_port().map_err(DynamoError::Spawn)?;
+        Moto::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), port).await
+    }
+
+    /// As [`Moto::start`], on a given address: `sam local`'s containers reach the host only
+    /// on the Docker bridge, not on its loopback.
+    pub async fn start_on(host: IpAddr, port: u16) -> Result<Moto, DynamoError> {
         let binary = moto_binary();
         if !binary.exists() {
             return Err(DynamoError::MotoMissing { path: binary });
         }
-        let port = free_port().map_err(DynamoError::Spawn)?;
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let endpoint = format!("http://{}", SocketAddr::new(host, port));
         let mut command = Command::new("sh");
         command.arg("-c").arg(WATCHDOG).arg("moto-watchdog");
         match python_beside(&binary) {
@@ -106,7 +112,7 @@ impl Moto {
             None => command.arg(&binary),
         };
         let child = command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", &host.to_string(), "-p", &port.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -121,7 +127,7 @@ impl Moto {
             endpoint,
             process: Some(Mutex::new(process)),
         };
-        moto.wait_ready(port).await?;
+        moto.wait_ready(SocketAddr::new(host, port)).await?;
         Ok(moto)
     }
 
@@ -151,16 +157,13 @@ impl Moto {
         }
     }
 
-    async fn wait_ready(&self, port: u16) -> Result<(), DynamoError> {
+    async fn wait_ready(&self, addr: SocketAddr) -> Result<(), DynamoError> {
         let started = Instant::now();
         loop {
             if let Some(status) = self.exit_status() {
                 return Err(DynamoError::MotoExited(status));
             }
-            if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(());
             }
             if started.elapsed() > READY_TIMEOUT {

@@ -13,8 +13,10 @@
 //! ```
 
 pub mod dynamo;
+pub mod events;
 pub mod gateway;
 pub mod rie;
+pub mod sam;
 mod stack;
 pub mod template;
 

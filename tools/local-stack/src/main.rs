@@ -37,6 +37,17 @@ enum Command {
     },
     /// A paid and a cancelled payment against the simulator, step by step.
     Demo,
+    /// For `sam local`: the DynamoDB emulator and the Daraja simulator where its containers
+    /// reach them, on the ports `events/env.json` names, with the table and the payments the
+    /// callback events settle; runs until Ctrl-C.
+    SamDeps {
+        /// The address to listen on; default the Docker bridge's gateway, else 127.0.0.1.
+        #[arg(long)]
+        host: Option<std::net::IpAddr>,
+    },
+    /// Runs every command of the README's `sam local` section and checks each answer and the
+    /// record it leaves (needs Docker and `make sam-build`).
+    SamLocal,
 }
 
 #[tokio::main]
@@ -66,6 +77,8 @@ async fn main() -> ExitCode {
             up(opts, show_secrets).await
         }
         Command::Demo => demo::run(opts).await,
+        Command::SamDeps { host } => local_stack::sam::deps(host).await,
+        Command::SamLocal => local_stack::sam::run_readme().await,
     }
 }
 

@@ -1,0 +1,839 @@
+//! The project under SAM's own local tools: `local-stack sam-deps` starts what the functions
+//! need where `sam local` containers reach it, and `local-stack sam-local` runs every command of
+//! the README's `sam local` section, checking each answer and the record it leaves.
+//!
+//! The README is the script: a command there that this runner does not know fails the run, and
+//! so does an event in `events/` that no command invokes, so the section cannot drift from what
+//! is tested.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use daraja_sim::{Outcome, SimConfig};
+use serde_json::Value;
+use shared::payment::PaymentStatus;
+use shared::store::DynamoStore;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::dynamo::{self, Moto};
+use crate::events::{self, Leaves};
+use crate::Function;
+
+/// Flags this machine needs and a user's does not: no container registry is reachable, so
+/// SAM must use the locally made base image as it is.
+const MACHINE_FLAGS: &str = "--skip-pull-image";
+
+/// Printed by `sam-deps` once everything is up; `sam-local` waits for it.
+const READY: &str = "sam-deps ready:";
+
+/// Phones whose first push the simulator answers in a set way, for the README's start-api
+/// walk-through: (phone, what the customer does, the status the payment must end in).
+pub const DEMO_PHONES: [(&str, &str, PaymentStatus); 3] = [
+    ("0711000111", "pays", PaymentStatus::Completed),
+    ("0722000222", "cancels (1032)", PaymentStatus::Failed),
+    // The callback never comes; the reconciliation's STK query settles it.
+    (
+        "0733000333",
+        "pays, callback lost",
+        PaymentStatus::Completed,
+    ),
+];
+
+fn demo_outcome(phone: &str) -> Option<Outcome> {
+    match phone {
+        "0722000222" => Some(Outcome::code(1032)),
+        // The prompt closes at once, so a query made after the push answered learns the result.
+        "0733000333" => Some(Outcome::success().lost().delay(Duration::ZERO)),
+        _ => None,
+    }
+}
+
+/// The settings `events/env.json` gives the functions; the dependencies follow them.
+#[derive(Debug, Clone)]
+struct LocalEnv {
+    table: String,
+    dynamodb_port: u16,
+    daraja_port: u16,
+    shortcode: String,
+    passkey: String,
+    consumer_key: String,
+    consumer_secret: String,
+}
+
+impl LocalEnv {
+    fn load(root: &Path) -> Result<LocalEnv, String> {
+        let path = events::events_dir(root).join("env.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let push = &json["StkPushFunction"];
+        let get = |name: &str| {
+            push[name]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{}: StkPushFunction.{name} missing", path.display()))
+        };
+        let port = |name: &str| -> Result<u16, String> {
+            let url = get(name)?;
+            url.rsplit(':')
+                .next()
+                .and_then(|p| p.trim_end_matches('/').parse().ok())
+                .ok_or_else(|| format!("{}: {name} = {url} has no port", path.display()))
+        };
+        Ok(LocalEnv {
+            table: get("TABLE_NAME")?,
+            dynamodb_port: port("AWS_ENDPOINT_URL_DYNAMODB")?,
+            daraja_port: port("DARAJA_BASE_URL")?,
+            shortcode: get("DARAJA_SHORTCODE")?,
+            passkey: get("DARAJA_PASSKEY")?,
+            consumer_key: get("DARAJA_CONSUMER_KEY")?,
+            consumer_secret: get("DARAJA_CONSUMER_SECRET")?,
+        })
+    }
+}
+
+/// The address `sam local` containers reach this host on: the Docker bridge's own address on
+/// Linux (what `host-gateway` names); elsewhere (Docker Desktop forwards
+/// `host.docker.internal` to the host's loopback) 127.0.0.1.
+pub async fn container_host() -> IpAddr {
+    let shown = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "docker0"])
+        .stderr(Stdio::null())
+        .output()
+        .await;
+    // `5: docker0    inet 172.17.0.1/16 brd …`
+    shown
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut words = text.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// `local-stack sam-deps`: the DynamoDB emulator and the Daraja simulator on the ports
+/// `events/env.json` names, the table with the payments the callback events settle, and the
+/// scripted demo phones; runs until Ctrl-C or SIGTERM.
+pub async fn deps(host: Option<IpAddr>) -> ExitCode {
+    match run_deps(host).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sam-deps: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_deps(host: Option<IpAddr>) -> Result<(), String> {
+    let root = dynamo::workspace_root().ok_or("no template.yaml above this directory")?;
+    let env = LocalEnv::load(&root)?;
+    let host = match host {
+        Some(host) => host,
+        None => container_host().await,
+    };
+    let moto = Moto::start_on(host, env.dynamodb_port)
+        .await
+        .map_err(|e| format!("DynamoDB emulator on {host}:{}: {e}", env.dynamodb_port))?;
+    let client = dynamo::client(&moto.endpoint()).await;
+    dynamo::create_table_from_template(&client, &root.join("template.yaml"), &env.table)
+        .await
+        .map_err(|e| e.to_string())?;
+    events::seed_event_payments(&DynamoStore::new(client, env.table.clone()))
+        .await
+        .map_err(|e| format!("seeding the sample payments: {e}"))?;
+
+    let sim = daraja_sim::start(
+        SocketAddr::new(host, env.daraja_port),
+        SimConfig {
+            shortcode: env.shortcode.clone(),
+            passkey: env.passkey.clone(),
+            consumer_key: Some(env.consumer_key.clone()),
+            consumer_secret: Some(env.consumer_secret.clone()),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("Daraja simulator on {host}:{}: {e}", env.daraja_port))?;
+    for (phone, _, _) in DEMO_PHONES {
+        if let Some(outcome) = demo_outcome(phone) {
+            sim.script(Some(phone), vec![outcome]);
+        }
+    }
+
+    println!(
+        "{READY} DynamoDB {} (table {}), Daraja simulator {}",
+        moto.endpoint(),
+        env.table,
+        sim.base_url()
+    );
+    println!(
+        "  seeded: {} pending payments the callback events settle",
+        events::EVENT_PAYMENTS.len()
+    );
+    for (phone, what, _) in DEMO_PHONES {
+        println!("  the first push to {phone}: the customer {what}");
+    }
+    println!("Ctrl-C stops both.");
+
+    wait_for_stop().await;
+    sim.shutdown().await;
+    moto.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// One command of the README's section, as the runner understands it.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// Ran by `make sam-local` before this runner (`make sam-build`).
+    Prerequisite(String),
+    /// A server that keeps running (`sam-deps`, `sam local start-api`).
+    Server(String),
+    /// `export K=V …`.
+    Export(Vec<(String, String)>),
+    /// `sam local invoke <LogicalId> --event events/<file>`.
+    Invoke {
+        line: String,
+        function: String,
+        event: String,
+    },
+    /// `curl …` against the start-api.
+    Curl(String),
+}
+
+/// The commands of the README section headed `heading`, in order.
+fn readme_commands(readme: &str, heading: &str) -> Result<Vec<String>, String> {
+    let mut lines = readme.lines();
+    lines
+        .by_ref()
+        .find(|l| l.trim() == heading)
+        .ok_or_else(|| format!("README has no heading {heading:?}"))?;
+    let mut commands = Vec::new();
+    let mut in_code = false;
+    for line in lines {
+        if !in_code && line.starts_with('#') {
+            break;
+        }
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if !in_code {
+            continue;
+        }
+        let command = strip_comment(line).trim().to_string();
+        if !command.is_empty() {
+            commands.push(command);
+        }
+    }
+    if commands.is_empty() {
+        return Err(format!("README section {heading:?} has no commands"));
+    }
+    Ok(commands)
+}
+
+/// A shell line without its trailing `# comment` (outside quotes).
+fn strip_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && (i == 0 || line[..i].ends_with(char::is_whitespace)) => {
+                return &line[..i];
+            }
+            _ => {}
+        }
+    }
+    line
+}
+
+fn parse_step(line: &str) -> Result<Step, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["make", "sam-build", ..] => Ok(Step::Prerequisite(line.to_string())),
+        ["cargo", "run", .., "sam-deps"] => Ok(Step::Server(line.to_string())),
+        ["sam", "local", "start-api", ..] => Ok(Step::Server(line.to_string())),
+        ["export", pairs @ ..] => pairs
+            .iter()
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("not KEY=VALUE: {pair} in {line}"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Step::Export),
+        ["sam", "local", "invoke", function, rest @ ..] => {
+            let event = rest
+                .windows(2)
+                .find(|w| w[0] == "--event")
+                .map(|w| w[1].trim_start_matches("events/").to_string())
+                .ok_or_else(|| format!("no --event in {line}"))?;
+            Ok(Step::Invoke {
+                line: line.to_string(),
+                function: function.to_string(),
+                event,
+            })
+        }
+        ["curl", ..] => Ok(Step::Curl(line.to_string())),
+        _ => Err(format!(
+            "README command not known to `local-stack sam-local`, so not tested: {line}"
+        )),
+    }
+}
+
+fn logical_id(function: Function) -> &'static str {
+    match function {
+        Function::StkPush => "StkPushFunction",
+        Function::StkCallback => "StkCallbackFunction",
+        Function::PaymentStatus => "PaymentStatusFunction",
+        Function::Reconcile => "ReconcileFunction",
+    }
+}
+
+/// One row of the closing table.
+struct Row {
+    step: String,
+    expected: String,
+    got: String,
+    seconds: f64,
+    ok: bool,
+}
+
+/// State carried from one step to the next.
+struct Run {
+    root: PathBuf,
+    env: Vec<(String, String)>,
+    servers: Vec<Child>,
+    store: Option<DynamoStore>,
+    invoked: BTreeSet<String>,
+    /// The last payment `POST /payments` answered, and the phone it was for.
+    last_payment: Option<(String, String)>,
+    phones: HashMap<String, String>,
+    rows: Vec<Row>,
+}
+
+/// The README's placeholder for the checkout id the previous `POST /payments` answered.
+const CHECKOUT_PLACEHOLDER: &str = "CHECKOUT_REQUEST_ID";
+
+/// `local-stack sam-local`: every command of the README's `sam local` section, checked.
+pub async fn run_readme() -> ExitCode {
+    let Some(root) = dynamo::workspace_root() else {
+        eprintln!("sam-local: no template.yaml above this directory");
+        return ExitCode::FAILURE;
+    };
+    let started = Instant::now();
+    let mut run = Run {
+        root: root.clone(),
+        env: vec![("SAM_CLI_TELEMETRY".into(), "0".into())],
+        servers: Vec::new(),
+        store: None,
+        invoked: BTreeSet::new(),
+        last_payment: None,
+        phones: HashMap::new(),
+        rows: Vec::new(),
+    };
+    let outcome = run_steps(&mut run).await;
+    for mut server in run.servers.drain(..).rev() {
+        stop(&mut server).await;
+    }
+    print_table(&run.rows);
+    let failed = run.rows.iter().filter(|r| !r.ok).count();
+    match outcome {
+        Err(e) => {
+            eprintln!("sam-local: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(()) if failed > 0 => {
+            eprintln!("sam-local: {failed} of {} steps failed", run.rows.len());
+            ExitCode::FAILURE
+        }
+        Ok(()) => {
+            println!(
+                "sam-local: {} steps passed in {:.0} s",
+                run.rows.len(),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn run_steps(run: &mut Run) -> Result<(), String> {
+    let readme = std::fs::read_to_string(run.root.join("README.md")).map_err(|e| e.to_string())?;
+    let steps: Vec<Step> = readme_commands(&readme, "### `sam local`")?
+        .iter()
+        .map(|line| parse_step(line))
+        .collect::<Result<_, _>>()?;
+    if !run.root.join(".aws-sam/build/template.yaml").is_file() {
+        return Err("no .aws-sam/build/template.yaml: run `make sam-build` first".into());
+    }
+    for step in steps {
+        match step {
+            Step::Prerequisite(line) => run.rows.push(Row {
+                step: line,
+                expected: "ran by make before this runner".into(),
+                got: ".aws-sam/build present".into(),
+                seconds: 0.0,
+                ok: true,
+            }),
+            Step::Export(pairs) => run.env.extend(pairs),
+            Step::Server(line) => start_server(run, &line).await?,
+            Step::Invoke {
+                line,
+                function,
+                event,
+            } => invoke(run, &line, &function, &event).await?,
+            Step::Curl(line) => curl(run, &line).await?,
+        }
+    }
+    let files = events::event_files(&events::events_dir(&run.root)).map_err(|e| e.to_string())?;
+    let missed: Vec<&String> = files.iter().filter(|f| !run.invoked.contains(*f)).collect();
+    if !missed.is_empty() {
+        return Err(format!(
+            "events the README's sam local section never invokes: {missed:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn shell(run: &Run, line: &str) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(line)
+        .current_dir(&run.root)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    // A developer's own AWS profile must not reach anything here.
+    for name in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"] {
+        command.env_remove(name);
+    }
+    command.envs(run.env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+async fn start_server(run: &mut Run, line: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let is_deps = line.ends_with("sam-deps");
+    let full = if is_deps {
+        format!("exec {line}")
+    } else {
+        format!("exec {line} {MACHINE_FLAGS}")
+    };
+    let mut child = shell(run, &full)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so stopping it stops what it started.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("{line}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for (stream, tag) in [
+        (
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            "out",
+        ),
+        (Box::new(stderr), "err"),
+    ] {
+        let ready_tx = ready_tx.clone();
+        let name = if is_deps { "sam-deps" } else { "start-api" };
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(text)) = lines.next_line().await {
+                if std::env::var_os("SAM_LOCAL_VERBOSE").is_some() {
+                    eprintln!("[{name} {tag}] {text}");
+                }
+                let _ = ready_tx.send(text);
+            }
+        });
+    }
+    drop(ready_tx);
+    // sam-deps may compile first; start-api answers within seconds.
+    let deadline = Instant::now() + Duration::from_secs(if is_deps { 300 } else { 60 });
+    let mut seen = Vec::new();
+    let got = loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(format!(
+                "{line}: not ready in time; it printed:\n{}",
+                seen.join("\n")
+            ));
+        }
+        if !is_deps && tcp_open("127.0.0.1:3000").await {
+            break "listening on 127.0.0.1:3000".to_string();
+        }
+        match tokio::time::timeout(remaining.min(Duration::from_millis(200)), ready_rx.recv()).await
+        {
+            Ok(Some(text)) => {
+                if is_deps && text.starts_with(READY) {
+                    break text;
+                }
+                seen.push(text);
+            }
+            Ok(None) => {
+                return Err(format!("{line}: exited; it printed:\n{}", seen.join("\n")));
+            }
+            Err(_) => {}
+        }
+    };
+    if is_deps {
+        // The ready line names DynamoDB's endpoint first.
+        let endpoint = got
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .ok_or_else(|| format!("no DynamoDB endpoint in {got:?}"))?;
+        let env = LocalEnv::load(&run.root)?;
+        let client = dynamo::client(endpoint).await;
+        run.store = Some(DynamoStore::new(client, env.table));
+    }
+    run.servers.push(child);
+    run.rows.push(Row {
+        step: line.to_string(),
+        expected: "ready".into(),
+        got: trim(&got, 70),
+        seconds: started.elapsed().as_secs_f64(),
+        ok: true,
+    });
+    Ok(())
+}
+
+async fn tcp_open(addr: &str) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_ok()
+}
+
+async fn invoke(run: &mut Run, line: &str, function: &str, event: &str) -> Result<(), String> {
+    let sample = events::sample_event(event)
+        .ok_or_else(|| format!("{line}: {event} has no expectation in local_stack::events"))?;
+    if logical_id(sample.function) != function {
+        return Err(format!(
+            "{line}: {event} belongs to {}",
+            logical_id(sample.function)
+        ));
+    }
+    if !run.invoked.insert(event.to_string()) {
+        return Err(format!("{line}: {event} is invoked twice"));
+    }
+    let started = Instant::now();
+    let output = shell(run, &format!("{line} {MACHINE_FLAGS}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("{line}: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // SAM prints the function's answer as the last line of stdout; a function that failed at
+    // init prints nothing there and SAM still exits 0, so the answer is what counts.
+    let answer: Option<Value> = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok());
+    let result = match &answer {
+        None => Err(format!(
+            "no answer (the function failed to start?); stderr: {}",
+            tail(&stderr, 6)
+        )),
+        Some(answer) => match sample.answer.check(answer) {
+            Err(e) => Err(e),
+            Ok(()) => match (&run.store, sample.leaves) {
+                (_, Leaves::Nothing) => Ok(()),
+                (None, _) => Err("no DynamoDB to check: start sam-deps first".into()),
+                (Some(store), leaves) => events::check_leaves(store, leaves, answer).await,
+            },
+        },
+    };
+    let expected = match sample.leaves {
+        Leaves::Nothing => sample.answer.describe(),
+        leaves => format!("{}; {}", sample.answer.describe(), describe_leaves(leaves)),
+    };
+    run.rows.push(Row {
+        step: format!("invoke {function} {event}"),
+        expected,
+        got: match (&result, &answer) {
+            (Ok(()), Some(answer)) => summarise(answer),
+            (Err(e), _) => e.clone(),
+            (Ok(()), None) => unreachable!("an answer was checked"),
+        },
+        seconds,
+        ok: result.is_ok(),
+    });
+    Ok(())
+}
+
+fn describe_leaves(leaves: Leaves) -> String {
+    match leaves {
+        Leaves::Nothing => String::new(),
+        Leaves::AnsweredPayment(status) => format!("record {status:?}"),
+        Leaves::Payment(id, status) => format!("{}… {status:?}", &id[..12]),
+        Leaves::Orphan(_) => "kept as orphan".into(),
+    }
+}
+
+/// An answer in a few words: `202 PENDING`, `422 invalid_phone`, `round due=3 resolved=2`.
+fn summarise(answer: &Value) -> String {
+    if let Some(status) = answer["statusCode"].as_u64() {
+        let body: Value = answer["body"]
+            .as_str()
+            .and_then(|b| serde_json::from_str(b).ok())
+            .unwrap_or(Value::Null);
+        let what = body["status"]
+            .as_str()
+            .or_else(|| body["error"]["code"].as_str())
+            .or_else(|| body["message"].as_str())
+            .map(str::to_string)
+            .or_else(|| body.get("ResultCode").map(|c| format!("ResultCode {c}")))
+            .unwrap_or_default();
+        return format!("{status} {what}");
+    }
+    format!(
+        "round due={} queried={} resolved={}",
+        answer["due"], answer["queried"], answer["resolved"]
+    )
+}
+
+async fn curl(run: &mut Run, line: &str) -> Result<(), String> {
+    let is_post = line.contains("-X POST") && line.contains("/payments");
+    let line = match &run.last_payment {
+        Some((id, _)) => line.replace(CHECKOUT_PLACEHOLDER, id),
+        None => line.to_string(),
+    };
+    let started = Instant::now();
+    if is_post {
+        let phone = DEMO_PHONES
+            .iter()
+            .map(|(phone, _, _)| *phone)
+            .find(|phone| line.contains(phone))
+            .ok_or_else(|| format!("{line}: not one of the demo phones"))?;
+        let body = run_curl(run, &line).await?;
+        let ok = body["status"] == "PENDING";
+        if let Some(id) = body["checkout_request_id"].as_str() {
+            run.last_payment = Some((id.to_string(), phone.to_string()));
+            run.phones.insert(id.to_string(), phone.to_string());
+        }
+        run.rows.push(Row {
+            step: format!("start-api POST /payments ({phone})"),
+            expected: "202 PENDING".into(),
+            got: trim(&body.to_string(), 70),
+            seconds: started.elapsed().as_secs_f64(),
+            ok,
+        });
+        return Ok(());
+    }
+    // A status read: the payment's final state arrives by callback (or reconciliation), so
+    // ask again until it is final or the deadline passes.
+    let Some((id, phone)) = run.last_payment.clone() else {
+        run.rows.push(Row {
+            step: line,
+            expected: "a payment made before it".into(),
+            got: "none".into(),
+            seconds: 0.0,
+            ok: false,
+        });
+        return Ok(());
+    };
+    let expected = DEMO_PHONES
+        .iter()
+        .find(|(p, _, _)| *p == phone)
+        .map(|(_, _, status)| *status)
+        .expect("a demo phone");
+    let expected_text = status_name(expected);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = run_curl(run, &line).await?;
+        let status = body["status"].as_str().unwrap_or_default().to_string();
+        if status == expected_text || (status != "PENDING" && !status.is_empty()) {
+            break body;
+        }
+        if Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    run.rows.push(Row {
+        step: format!("start-api GET /payments/{}… ({phone})", &id[..12]),
+        expected: expected_text.to_string(),
+        got: body["status"].as_str().unwrap_or("no status").to_string(),
+        seconds: started.elapsed().as_secs_f64(),
+        ok: body["status"] == expected_text,
+    });
+    Ok(())
+}
+
+fn status_name(status: PaymentStatus) -> &'static str {
+    match status {
+        PaymentStatus::Completed => "COMPLETED",
+        PaymentStatus::Failed => "FAILED",
+        PaymentStatus::Pending => "PENDING",
+        _ => "OTHER",
+    }
+}
+
+async fn run_curl(run: &Run, line: &str) -> Result<Value, String> {
+    let output = shell(run, line)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("{line}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{line}: exit {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "{line}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Stops a server and everything in its process group (SAM's containers go with start-api's
+/// SIGINT handling; sam-deps stops moto).
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill")
+            .args(["-INT", "--", &format!("-{pid}")])
+            .status()
+            .await;
+    }
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join(" | ")
+}
+
+fn trim(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let width =
+        |f: fn(&Row) -> usize, title: &str| rows.iter().map(f).max().unwrap_or(0).max(title.len());
+    let (ws, we, wg) = (
+        width(|r| r.step.chars().count().min(60), "step"),
+        width(|r| r.expected.chars().count(), "expected"),
+        width(|r| r.got.chars().count(), "got"),
+    );
+    println!();
+    println!(
+        "| {:ws$} | {:we$} | {:wg$} | {:>7} |    |",
+        "step", "expected", "got", "seconds"
+    );
+    println!(
+        "|{}|{}|{}|{}|----|",
+        "-".repeat(ws + 2),
+        "-".repeat(we + 2),
+        "-".repeat(wg + 2),
+        "-".repeat(9)
+    );
+    for row in rows {
+        println!(
+            "| {:ws$} | {:we$} | {:wg$} | {:>7.1} | {} |",
+            trim(&row.step, 60),
+            row.expected,
+            row.got,
+            row.seconds,
+            if row.ok { "ok" } else { "NO" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_section_is_all_known_commands() {
+        let root = dynamo::workspace_root().expect("workspace");
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let commands = readme_commands(&readme, "### `sam local`").unwrap();
+        let steps: Vec<Step> = commands.iter().map(|c| parse_step(c).unwrap()).collect();
+        let invoked: BTreeSet<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Invoke { event, .. } => Some(event.clone()),
+                _ => None,
+            })
+            .collect();
+        let files: BTreeSet<String> = events::event_files(&events::events_dir(&root))
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(invoked, files, "every event is invoked by the README, once");
+    }
+
+    #[test]
+    fn comments_are_stripped_outside_quotes_only() {
+        assert_eq!(
+            strip_comment("make sam-build   # x86_64").trim(),
+            "make sam-build"
+        );
+        assert_eq!(
+            strip_comment(r##"curl -d '{"a":"#1"}' # post"##).trim(),
+            r##"curl -d '{"a":"#1"}'"##
+        );
+        assert_eq!(strip_comment("# only a comment"), "");
+    }
+
+    #[test]
+    fn unknown_commands_are_refused() {
+        assert!(parse_step("rm -rf /").is_err());
+        assert_eq!(
+            parse_step("sam local invoke StkPushFunction --event events/push-valid.json"),
+            Ok(Step::Invoke {
+                line: "sam local invoke StkPushFunction --event events/push-valid.json".into(),
+                function: "StkPushFunction".into(),
+                event: "push-valid.json".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn env_json_names_the_ports_the_dependencies_use() {
+        let root = dynamo::workspace_root().expect("workspace");
+        let env = LocalEnv::load(&root).unwrap();
+        assert_eq!((env.dynamodb_port, env.daraja_port), (8000, 8001));
+    }
+}
