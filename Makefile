@@ -10,13 +10,15 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTIONS := -p stk-push -p stk-callback -p payment-status -p reconcile
 CARGO ?= cargo
 
-.PHONY: help setup build demo test lint template sam-build clean fuzz storm bench
+.PHONY: help setup build demo test lint template sam-build sam-local deploy-check clean fuzz storm bench
 
 help:
 	@echo "make demo      run a full payment (and a cancelled one) against the local stack"
 	@echo "make test      fmt, clippy, unit and integration tests, template checks"
 	@echo "make setup     install the local tools (moto, aws-sam-cli, cargo-lambda) into $(VENV)"
 	@echo "make sam-build sam build for x86_64 (cargo-lambda with zig, both from $(VENV))"
+	@echo "make sam-local every sam local command of the README, in Docker, checked (starts Docker if needed)"
+	@echo "make deploy-check  sam package + sam deploy of the build into moto, every resource checked"
 	@echo "make storm     load test of the callback path on the local stack (prints throughput)"
 
 $(VENV)/.installed: tools/requirements.txt
@@ -39,9 +41,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Lint, then SAM's own translator (what `sam deploy` runs; `--lint` alone never translates)
+# for each samconfig.toml environment, and cfn-lint over the translated templates.
 template: setup
 	sam validate --lint --template-file template.yaml
 	cfn-lint template.yaml
+	$(VENV)/bin/python tools/sam/translate.py
 
 test: build lint template
 	@echo "==> unit and integration tests (DynamoDB emulator, Daraja simulator, functions under the runtime emulator)"
@@ -49,6 +54,17 @@ test: build lint template
 
 sam-build: setup
 	sam build --template-file template.yaml --parameter-overrides Architecture=x86_64
+
+# The README's `sam local` section, run for real in Docker. Also: the glibc each bootstrap
+# needs (AL2023 has 2.34; the local base image is newer), the deploy check, and the API Gateway
+# stand-in compared with `sam local start-api`.
+sam-local: build sam-build
+	tools/sam-local/docker-up.sh
+	tools/sam-local/glibc-check.sh
+	$(CARGO) run --quiet -p local-stack -- sam-local
+
+deploy-check: sam-build
+	$(VENV)/bin/python tools/sam/deploy_check.py
 
 clean:
 	rm -rf .aws-sam $(VENV)
