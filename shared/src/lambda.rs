@@ -8,10 +8,9 @@ use serde_json::Value;
 
 use crate::api::ApiError;
 
-/// Logs as JSON when the function's `LoggingConfig` asks for it (`AWS_LAMBDA_LOG_FORMAT`), at the
-/// level it sets (`AWS_LAMBDA_LOG_LEVEL`), as text otherwise.
+/// Logs as the function's `LoggingConfig` says ([`crate::logging`]).
 pub fn init_tracing() {
-    lambda_http::tracing::init_default_subscriber();
+    crate::logging::init();
 }
 
 /// A JSON response that no cache keeps: payment states change.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daraja;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod logging;
 pub mod metrics;
 pub mod payment;
 pub mod reconcile;

@@ -299,7 +299,10 @@ async fn every_sample_event_answers_as_documented() {
     for sample in events::SAMPLE_EVENTS {
         if sample.function == Function::Reconcile {
             // A round's report depends on the clock; the reconciliation tests check rounds.
-            eprintln!("{}: not invoked here, checked by tests/reconciliation.rs", sample.file);
+            eprintln!(
+                "{}: not invoked here, checked by tests/reconciliation.rs",
+                sample.file
+            );
             continue;
         }
         let file = sample.file;

@@ -17,7 +17,7 @@ use handler::Deps;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    shared::logging::init();
     let aws = shared::aws::sdk_config().await;
     let config = ReconcileConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
