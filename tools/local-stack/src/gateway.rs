@@ -2,6 +2,13 @@
 //! payload format 2.0 events and the functions' answers become HTTP responses, by the rules
 //! API Gateway documents for that format.
 //!
+//! Two rules follow the service where its documentation says little, as captured events show:
+//! the path is percent-decoded before routing (`rawPath`, `requestContext.http.path` and
+//! the path parameters arrive decoded, and an encoded `/` splits a segment), and a request
+//! body arrives as text only for textual content types (`text/*`, JSON, XML, JavaScript), base64
+//! for any other or none. `tools/local-stack/src/bin/compare-gateway.rs` checks the stand-in
+//! against `sam local start-api`.
+//!
 //! Local-only extension: a request header `x-local-source-ip: <ip>` replaces the caller's
 //! address in `requestContext.http.sourceIp` (and `x-forwarded-for`), so tests can act as
 //! Safaricom's callback servers. API Gateway has no such header; it is removed from the event.
@@ -65,8 +72,8 @@ pub struct Route {
 }
 
 /// Matches like an HTTP API: exact method, one non-empty segment per `{param}`, no trailing
-/// slash. Path parameters are passed as they appear in the raw path.
-pub fn route(method: &str, raw_path: &str) -> Option<Route> {
+/// slash. `path` is the decoded path ([`decode_path`]), as API Gateway routes on it.
+pub fn route(method: &str, path: &str) -> Option<Route> {
     ROUTES
         .iter()
         .find_map(|(function, route_method, pattern, iam)| {
@@ -74,7 +81,7 @@ pub fn route(method: &str, raw_path: &str) -> Option<Route> {
                 return None;
             }
             let mut wanted = pattern.split('/');
-            let mut given = raw_path.split('/');
+            let mut given = path.split('/');
             let mut path_parameters = BTreeMap::new();
             loop {
                 match (wanted.next(), given.next()) {
@@ -102,6 +109,7 @@ pub fn route(method: &str, raw_path: &str) -> Option<Route> {
 #[derive(Debug, Clone)]
 pub struct IncomingRequest {
     pub method: String,
+    /// The percent-decoded path: API Gateway's `rawPath` is decoded despite its name.
     pub raw_path: String,
     pub raw_query: String,
     pub headers: HeaderMap,
@@ -213,9 +221,13 @@ pub fn build_event(request: &IncomingRequest, route: &Route) -> Value {
         event["pathParameters"] = json!(route.path_parameters);
     }
     if !request.body.is_empty() {
-        match std::str::from_utf8(&request.body) {
-            Ok(text) => event["body"] = json!(text),
-            Err(_) => {
+        // A textual type that is not valid UTF-8 is encoded too: nothing of the body is lost.
+        let text = is_text_media_type(&request.headers)
+            .then(|| std::str::from_utf8(&request.body).ok())
+            .flatten();
+        match text {
+            Some(text) => event["body"] = json!(text),
+            None => {
                 event["body"] = json!(BASE64.encode(&request.body));
                 event["isBase64Encoded"] = json!(true);
             }
@@ -224,12 +236,38 @@ pub fn build_event(request: &IncomingRequest, route: &Route) -> Value {
     event
 }
 
+/// The content types an HTTP API passes as text. Undocumented; observed on the service:
+/// everything else, `application/x-www-form-urlencoded` and a missing type included, is
+/// base64-encoded.
+fn is_text_media_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get("content-type").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let media_type = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media_type.starts_with("text/")
+        || matches!(
+            media_type.as_str(),
+            "application/json" | "application/xml" | "application/javascript"
+        )
+}
+
+/// The request path as API Gateway routes on it and passes it on: percent-decoded once
+/// (`+` stays a `+` in a path).
+pub fn decode_path(raw_path: &str) -> String {
+    percent_decode(raw_path, false)
+}
+
 /// Decoded query parameters; a repeated name's values are joined with commas.
 fn query_parameters(raw_query: &str) -> BTreeMap<String, String> {
     let mut params: BTreeMap<String, String> = BTreeMap::new();
     for pair in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let (name, value) = (percent_decode(name), percent_decode(value));
+        let (name, value) = (percent_decode(name, true), percent_decode(value, true));
         params
             .entry(name)
             .and_modify(|v| {
@@ -241,7 +279,8 @@ fn query_parameters(raw_query: &str) -> BTreeMap<String, String> {
     params
 }
 
-fn percent_decode(text: &str) -> String {
+/// `%XX` escapes become bytes, and with `plus_is_space` (query strings) `+` becomes a space.
+fn percent_decode(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -255,7 +294,7 @@ fn percent_decode(text: &str) -> String {
                 out.push(byte);
                 i += 3;
             }
-            (b'+', _) => {
+            (b'+', _) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -474,7 +513,7 @@ async fn answer(
     request_id: &str,
 ) -> GatewayResponse {
     let (parts, body) = request.into_parts();
-    let raw_path = parts.uri.path().to_string();
+    let raw_path = decode_path(parts.uri.path());
     let Some(route) = route(parts.method.as_str(), &raw_path) else {
         return GatewayResponse::not_found();
     };
@@ -761,6 +800,49 @@ mod tests {
 
         let text = translate_response(br#""Hello from Lambda!""#);
         assert_eq!(text.body, b"Hello from Lambda!".to_vec());
+    }
+
+    #[test]
+    fn body_is_text_only_for_textual_content_types() {
+        let body = br#"{"amount":10}"#;
+        for (content_type, text) in [
+            (Some("application/json"), true),
+            (Some("application/json; charset=utf-8"), true),
+            (Some("Text/Plain"), true),
+            (Some("application/xml"), true),
+            (Some("application/x-www-form-urlencoded"), false),
+            (Some("application/octet-stream"), false),
+            (None, false),
+        ] {
+            let mut request = incoming("POST", "/payments", body);
+            request.headers.remove("content-type");
+            if let Some(content_type) = content_type {
+                request
+                    .headers
+                    .insert("content-type", HeaderValue::from_static(content_type));
+            }
+            let event = event_for(&request);
+            assert_eq!(event["isBase64Encoded"], !text, "{content_type:?}");
+            let parsed = lambda_http::request::from_str(&event.to_string()).unwrap();
+            assert_eq!(parsed.body().as_ref(), body, "{content_type:?}");
+        }
+    }
+
+    #[test]
+    fn path_is_decoded_before_routing_and_an_encoded_slash_splits_it() {
+        let path = decode_path("/payments/ws%20CO%C3%A9+1");
+        assert_eq!(path, "/payments/ws COé+1");
+        let status = route("GET", &path).unwrap();
+        assert_eq!(status.path_parameters["checkout_request_id"], "ws COé+1");
+        assert_eq!(route("GET", &decode_path("/payments/a%2Fb")), None);
+
+        // lambda_http must still read such an event: a deployed API sends the same.
+        let event = event_for(&incoming("GET", &path, b""));
+        let parsed = lambda_http::request::from_str(&event.to_string()).unwrap();
+        assert_eq!(
+            parsed.path_parameters().first("checkout_request_id"),
+            Some("ws COé+1")
+        );
     }
 
     #[test]

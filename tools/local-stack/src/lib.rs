@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod compare;
 pub mod dynamo;
 pub mod events;
 pub mod gateway;
