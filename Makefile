@@ -62,6 +62,8 @@ sam-local: build sam-build
 	tools/sam-local/docker-up.sh
 	tools/sam-local/glibc-check.sh
 	$(CARGO) run --quiet -p local-stack -- sam-local
+	$(CARGO) build --quiet -p event-echo
+	$(CARGO) run --quiet -p local-stack --bin compare-gateway
 
 deploy-check: sam-build
 	$(VENV)/bin/python tools/sam/deploy_check.py

@@ -29,7 +29,9 @@ impl LogSettings {
             // Lambda's levels include FATAL, which tracing has not: the nearest is ERROR.
             .map(|level| match level.to_ascii_lowercase().as_str() {
                 "fatal" => "error".to_string(),
-                other => other.parse::<LevelFilter>().map_or("info".to_string(), |_| other.into()),
+                other => other
+                    .parse::<LevelFilter>()
+                    .map_or("info".to_string(), |_| other.into()),
             })
             .or_else(|| var("RUST_LOG").filter(|v| !v.trim().is_empty()))
             .unwrap_or_else(|| "info".to_string());
@@ -83,11 +85,26 @@ mod tests {
             ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
             ("RUST_LOG", "debug"),
         ]);
-        assert_eq!(s, LogSettings { json: true, directives: "warn".into() });
-        assert_eq!(settings(&[("RUST_LOG", "shared=debug")]).directives, "shared=debug");
+        assert_eq!(
+            s,
+            LogSettings {
+                json: true,
+                directives: "warn".into()
+            }
+        );
+        assert_eq!(
+            settings(&[("RUST_LOG", "shared=debug")]).directives,
+            "shared=debug"
+        );
         assert_eq!(settings(&[]).directives, "info");
-        assert_eq!(settings(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]).directives, "error");
-        assert_eq!(settings(&[("AWS_LAMBDA_LOG_LEVEL", "loud")]).directives, "info");
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")]).directives,
+            "error"
+        );
+        assert_eq!(
+            settings(&[("AWS_LAMBDA_LOG_LEVEL", "loud")]).directives,
+            "info"
+        );
         assert!(!settings(&[("AWS_LAMBDA_LOG_FORMAT", "Text")]).json);
     }
 
@@ -110,7 +127,10 @@ mod tests {
         let buffer = Buffer::default();
         let sink = buffer.clone();
         init_with_writer(
-            &settings(&[("AWS_LAMBDA_LOG_FORMAT", "JSON"), ("AWS_LAMBDA_LOG_LEVEL", "WARN")]),
+            &settings(&[
+                ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+                ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+            ]),
             move || sink.clone(),
         );
         tracing::info!("filtered out");
