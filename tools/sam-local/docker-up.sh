@@ -23,6 +23,12 @@ if ! command -v dockerd >/dev/null 2>&1; then
 fi
 
 if ! docker info >/dev/null 2>&1; then
+    # A dockerd killed without its shutdown leaves its pid file behind, and a new one refuses
+    # to start while it names a live process; a stale one is removed.
+    pidfile=/var/run/docker.pid
+    if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        rm -f "$pidfile"
+    fi
     say "starting dockerd (log: $STATE/dockerd.log)"
     nohup dockerd >"$STATE/dockerd.log" 2>&1 &
     for _ in $(seq 1 300); do

@@ -409,6 +409,7 @@ async fn run_steps(run: &mut Run) -> Result<(), String> {
             Step::Curl(line) => curl(run, &line).await?,
         }
     }
+    init_failure_is_caught(run).await?;
     let files = events::event_files(&events::events_dir(&run.root)).map_err(|e| e.to_string())?;
     let missed: Vec<&String> = files.iter().filter(|f| !run.invoked.contains(*f)).collect();
     if !missed.is_empty() {
@@ -583,6 +584,54 @@ async fn invoke(run: &mut Run, line: &str, function: &str, event: &str) -> Resul
         },
         seconds,
         ok: result.is_ok(),
+    });
+    Ok(())
+}
+
+/// The check above must see a function that cannot start: SAM prints nothing on stdout for
+/// one and still exits 0. An environment without `TABLE_NAME` stops the status function's cold
+/// start, so this invocation must end with no answer.
+async fn init_failure_is_caught(run: &mut Run) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("sam-local-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let env_file = dir.join("env-without-table.json");
+    std::fs::write(
+        &env_file,
+        r#"{"PaymentStatusFunction": {"TABLE_NAME": ""}}"#,
+    )
+    .map_err(|e| e.to_string())?;
+    let line = format!(
+        "sam local invoke PaymentStatusFunction --event events/status.json --env-vars {} {MACHINE_FLAGS}",
+        env_file.display()
+    );
+    let started = Instant::now();
+    let output = shell(run, &line)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("{line}: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let answered = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .any(|l| serde_json::from_str::<Value>(l).is_ok());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = stderr.contains("TABLE_NAME");
+    run.rows.push(Row {
+        step: "invoke PaymentStatusFunction without TABLE_NAME".into(),
+        expected: "no answer, init error names TABLE_NAME".into(),
+        got: format!(
+            "sam exit {}, {}, {}",
+            output.status.code().unwrap_or(-1),
+            if answered { "an answer" } else { "no answer" },
+            if named {
+                "TABLE_NAME named"
+            } else {
+                "TABLE_NAME not named"
+            }
+        ),
+        seconds: started.elapsed().as_secs_f64(),
+        ok: !answered && named,
     });
     Ok(())
 }
