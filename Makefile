@@ -56,13 +56,18 @@ sam-build: setup
 	sam build --template-file template.yaml --parameter-overrides Architecture=x86_64
 
 # The README's `sam local` section, run for real in Docker. Also: the glibc each bootstrap
-# needs (AL2023 has 2.34; the local base image is newer), the deploy check, and the API Gateway
-# stand-in compared with `sam local start-api`.
+# needs (AL2023 has 2.34; the local base image is newer), and the API Gateway stand-in
+# compared with `sam local start-api`. SAM_LOCAL_FLAGS holds what this machine adds to every
+# `sam local` command: no container registry answers here, so SAM must not try to pull (with
+# one, `make sam-local SAM_LOCAL_FLAGS=` lets SAM pull the real base image).
+SAM_LOCAL_FLAGS ?= --skip-pull-image
+export SAM_LOCAL_FLAGS
 sam-local: build sam-build
 	tools/sam-local/docker-up.sh
 	tools/sam-local/glibc-check.sh
 	$(CARGO) run --quiet -p local-stack -- sam-local
 	$(CARGO) build --quiet -p event-echo
+	tools/sam-local/glibc-check.sh "$$($(CARGO) metadata --format-version 1 --no-deps | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/event-echo"
 	$(CARGO) run --quiet -p local-stack --bin compare-gateway
 
 deploy-check: sam-build

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daraja;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+#[cfg(feature = "logging")]
 pub mod logging;
 pub mod metrics;
 pub mod payment;

@@ -38,6 +38,11 @@ if ! docker info >/dev/null 2>&1; then
     docker info >/dev/null 2>&1 || { echo "dockerd did not come up; see $STATE/dockerd.log" >&2; exit 1; }
 fi
 
+# Where a registry answers, SAM_BASE_IMAGE_PULL=1 fetches the real image instead.
+if [ "${SAM_BASE_IMAGE_PULL:-0}" = 1 ] && ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    docker pull "$IMAGE" || say "could not pull $IMAGE; making a local stand-in"
+fi
+
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     if ! command -v debootstrap >/dev/null 2>&1; then
         say "installing debootstrap"
@@ -53,9 +58,9 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     [ -n "$mirror" ] || { echo "no Debian mirror found in apt's sources" >&2; exit 1; }
     rootfs=$(mktemp -d)
     trap 'rm -rf "$rootfs"' EXIT
-    say "making the base image $IMAGE (debootstrap minbase, about a minute)"
+    say "making a stand-in for $IMAGE: Debian bookworm (debootstrap minbase, about a minute)"
     debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" "$mirror" >"$STATE/debootstrap.log" 2>&1 \
         || { echo "debootstrap failed; see $STATE/debootstrap.log" >&2; exit 1; }
     tar -C "$rootfs" -c . | docker import - "$IMAGE" >/dev/null
 fi
-say "Docker is up; base image $IMAGE is present"
+say "Docker is up (dockerd keeps running); base image $IMAGE is present"

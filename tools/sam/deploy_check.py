@@ -10,7 +10,7 @@ the README describes (sam build, package, deploy) is exercised end to end withou
   3. translate the packaged template with translate.py: moto's CloudFormation does not run the
      SAM transform, so it gets the CloudFormation the transform would have made;
   4. `sam deploy` that template as a stack, once per samconfig environment (`default`, `prod`),
-     with that environment's parameter overrides;
+     with that environment's parameter overrides (Architecture excepted: the build's);
   5. read every resource back from moto with boto3 and compare it with the translated template.
 
 Step 5 is needed because moto's CloudFormation is lenient: it skips resource types it does not

@@ -169,21 +169,28 @@ impl Side {
 /// A difference that is understood and kept.
 #[derive(Debug, Clone, Copy)]
 pub struct Accepted {
-    /// Only for this request (a probe's name), or for any.
-    pub request: Option<&'static str>,
+    /// Only for these requests (probes' names); empty: for any.
+    pub requests: &'static [&'static str],
     /// A JSON pointer; a `*` segment matches any one segment.
     pub pointer: &'static str,
     pub stand_in: Side,
     pub sam: Side,
+    /// A further condition on the two values, where "present on both sides" says too little.
+    pub also: Option<fn(&Value, &Value) -> bool>,
     pub reason: &'static str,
 }
 
 impl Accepted {
     fn matches(&self, request: &str, difference: &Difference) -> bool {
-        self.request.is_none_or(|r| r == request)
+        (self.requests.is_empty() || self.requests.contains(&request))
             && pointer_matches(self.pointer, &difference.pointer)
             && self.stand_in.matches(difference.stand_in.as_ref())
             && self.sam.matches(difference.sam.as_ref())
+            && match (self.also, &difference.stand_in, &difference.sam) {
+                (None, _, _) => true,
+                (Some(check), Some(a), Some(b)) => check(a, b),
+                (Some(_), _, _) => false,
+            }
     }
 }
 
@@ -206,170 +213,209 @@ pub const HEADER_NAMES_POINTER: &str = "/event/headers";
 /// start-api` (SAM CLI 1.170). Where they differ, the stand-in follows the deployed HTTP API.
 pub const ACCEPTED: &[Accepted] = &[
     Accepted {
-        request: None,
+        requests: &[],
         pointer: HEADER_NAMES_POINTER,
         stand_in: Side::Is("[]"),
         sam: Side::Present,
+        also: None,
         reason: "header names: API Gateway lowercases them in payload 2.0 (documented); sam local \
                  passes Werkzeug's Title-Case spelling",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/headers/cookie",
         stand_in: Side::Absent,
         sam: Side::Present,
+        also: None,
         reason: "payload 2.0 moves Cookie headers into `cookies`; sam local fills `cookies` \
                  and also keeps the header",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/headers/x-forwarded-for",
         stand_in: Side::Present,
         sam: Side::Absent,
+        also: None,
         reason: "API Gateway adds the caller's address; sam local does not",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/cookies",
         stand_in: Side::Absent,
         sam: Side::Is("[]"),
+        also: None,
         reason: "no cookies: API Gateway omits the field; sam local sends []",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/body",
         stand_in: Side::Absent,
         sam: Side::Is(r#""""#),
+        also: None,
         reason: "no body: API Gateway omits the field; sam local sends \"\"",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/pathParameters",
         stand_in: Side::Absent,
         sam: Side::Is("{}"),
+        also: None,
         reason: "a route without parameters: API Gateway omits the field; sam local sends {}",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/stageVariables",
         stand_in: Side::Absent,
         sam: Side::Is("null"),
+        also: None,
         reason: "no stage variables (the template sets none): the stand-in omits the field; \
                  sam local sends null; lambda_http reads both alike",
     },
     Accepted {
-        request: None,
+        requests: &[
+            "push-json",
+            "text-without-content-type",
+            "status-with-query",
+            "cookies-and-repeated-headers",
+            "encoded-path",
+        ],
         pointer: "/event/requestContext/authorizer",
         stand_in: Side::Present,
         sam: Side::Absent,
+        also: None,
         reason: "IAM routes: API Gateway passes the signer's identity (the stand-in: one fixed \
                  local IAM user); sam local does not emulate AWS_IAM and passes none",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/requestContext/accountId",
         stand_in: Side::Is(r#""000000000000""#),
         sam: Side::Is(r#""123456789012""#),
+        also: None,
         reason: "placeholder account ids",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/requestContext/apiId",
         stand_in: Side::Is(r#""local""#),
         sam: Side::Is(r#""1234567890""#),
+        also: None,
         reason: "placeholder API ids",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/requestContext/domainName",
         stand_in: Side::Is(r#""<listener>""#),
         sam: Side::Is(r#""localhost""#),
+        also: None,
         reason: "API Gateway gives the Host the client used; so does the stand-in, port \
                  included, so the callback URL a function derives from it reaches the stand-in; \
                  sam local always says localhost",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/requestContext/domainPrefix",
         stand_in: Side::Is(r#""127""#),
         sam: Side::Is(r#""localhost""#),
+        also: None,
         reason: "the first label of domainName, as API Gateway derives it (127 of 127.0.0.1)",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/requestContext/http/userAgent",
         stand_in: Side::Present,
         sam: Side::Is(r#""Custom User Agent String""#),
+        also: None,
         reason: "API Gateway copies the User-Agent header; sam local sends a fixed placeholder",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/event/requestContext/timeEpoch",
         stand_in: Side::Is(r#""<epoch milliseconds>""#),
         sam: Side::Is(r#""<epoch seconds>""#),
+        also: None,
         reason: "API Gateway gives milliseconds; sam local gives seconds (and stamps every \
                  event with the time it started)",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/response/headers/apigw-requestid",
         stand_in: Side::Present,
         sam: Side::Absent,
+        also: None,
         reason: "API Gateway names the request in every answer; sam local does not",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/response/status",
         stand_in: Side::Is("404"),
         sam: Side::Is("403"),
+        also: None,
         reason: "no route: an HTTP API answers 404 Not Found; sam local answers as a REST API \
                  does, 403 Missing Authentication Token",
     },
     Accepted {
-        request: None,
+        requests: &[],
         pointer: "/body/message",
         stand_in: Side::Is(r#""Not Found""#),
         sam: Side::Is(r#""Missing Authentication Token""#),
+        also: None,
         reason: "no route: the HTTP API's and the REST API's message",
     },
     Accepted {
-        request: Some("binary-body"),
+        requests: &["binary-body"],
         pointer: "/response/status",
         stand_in: Side::Is("200"),
         sam: Side::Is("502"),
+        also: None,
         reason: "a body that is not UTF-8: API Gateway base64-encodes it; sam local fails to \
                  decode it (UnicodeDecodeError) and never calls the function",
     },
     Accepted {
-        request: Some("binary-body"),
+        requests: &["binary-body"],
         pointer: "/event",
         stand_in: Side::Present,
         sam: Side::Absent,
+        also: None,
         reason: "a body that is not UTF-8: only the stand-in calls the function",
     },
     Accepted {
-        request: Some("binary-body"),
+        requests: &["binary-body"],
         pointer: "/body",
         stand_in: Side::Absent,
         sam: Side::Is(r#"{"message":"Internal server error"}"#),
+        also: None,
         reason: "a body that is not UTF-8: sam local's error answer",
     },
     Accepted {
-        request: Some("text-without-content-type"),
+        requests: &["text-without-content-type"],
         pointer: "/event/isBase64Encoded",
         stand_in: Side::Is("true"),
         sam: Side::Is("false"),
+        also: None,
         reason: "no textual Content-Type: API Gateway base64-encodes the body (observed on the \
                  service, not documented); sam local passes it as text",
     },
     Accepted {
-        request: Some("text-without-content-type"),
+        requests: &["text-without-content-type"],
         pointer: "/event/body",
         stand_in: Side::Present,
         sam: Side::Present,
+        also: Some(base64_of),
         reason: "the same body, base64-encoded by the stand-in only",
     },
 ];
+
+/// The stand-in's value is SAM's text, base64-encoded.
+fn base64_of(stand_in: &Value, sam: &Value) -> bool {
+    use base64::Engine as _;
+    match (stand_in.as_str(), sam.as_str()) {
+        (Some(encoded), Some(text)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .is_ok_and(|decoded| decoded == text.as_bytes()),
+        _ => false,
+    }
+}
 
 /// A difference with the table entry that accepts it, if any.
 pub struct Judged {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use serde_json::Value;
+use shared::daraja::mask_id;
 use shared::payment::{NewPayment, PaymentStatus};
 use shared::store::{DynamoStore, PaymentStore, StoreError};
 
@@ -71,7 +72,7 @@ impl Answer {
                 let body: Value = answer["body"]
                     .as_str()
                     .and_then(|b| serde_json::from_str(b).ok())
-                    .ok_or_else(|| format!("body is not JSON: {answer}"))?;
+                    .ok_or_else(|| "the body is not JSON".to_string())?;
                 match body.pointer(pointer) {
                     Some(got) if *got == expected => Ok(()),
                     got => Err(format!("{pointer} = {got:?} (expected {expected})")),
@@ -79,7 +80,7 @@ impl Answer {
             }
             Answer::Round => match answer.get("due").and_then(Value::as_u64) {
                 Some(_) => Ok(()),
-                None => Err(format!("not a round report: {answer}")),
+                None => Err("not a round report".to_string()),
             },
         }
     }
@@ -233,6 +234,7 @@ pub async fn seed_event_payments(store: &DynamoStore) -> Result<(), StoreError> 
 }
 
 /// `Ok` when the table holds what `leaves` says; `answer` is the invocation's raw answer.
+/// Checkout ids embed the phone number, so the messages show them masked.
 pub async fn check_leaves(
     store: &DynamoStore,
     leaves: Leaves,
@@ -241,8 +243,8 @@ pub async fn check_leaves(
     let status_of = |id: String| async move {
         match store.get(&id).await {
             Ok(Some(payment)) => Ok(payment.status),
-            Ok(None) => Err(format!("no record for {id}")),
-            Err(e) => Err(format!("reading {id}: {e}")),
+            Ok(None) => Err(format!("no record for {}", mask_id(&id))),
+            Err(e) => Err(format!("reading {}: {e}", mask_id(&id))),
         }
     };
     let expect = |id: String, expected: PaymentStatus| async move {
@@ -250,7 +252,10 @@ pub async fn check_leaves(
         if got == expected {
             Ok(())
         } else {
-            Err(format!("{id} is {got:?} (expected {expected:?})"))
+            Err(format!(
+                "{} is {got:?} (expected {expected:?})",
+                mask_id(&id)
+            ))
         }
     };
     match leaves {
@@ -261,7 +266,7 @@ pub async fn check_leaves(
                 .as_str()
                 .and_then(|b| serde_json::from_str::<Value>(b).ok())
                 .and_then(|b| b["checkout_request_id"].as_str().map(str::to_string))
-                .ok_or_else(|| format!("no checkout_request_id in {answer}"))?;
+                .ok_or_else(|| "no checkout_request_id in the answer".to_string())?;
             expect(id, status).await
         }
         Leaves::Orphan(id) => {
@@ -269,7 +274,7 @@ pub async fn check_leaves(
             if orphans.iter().any(|o| o.checkout_request_id == id) {
                 Ok(())
             } else {
-                Err(format!("{id} is not among the orphans"))
+                Err(format!("{} is not among the orphans", mask_id(id)))
             }
         }
     }

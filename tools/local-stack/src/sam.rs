@@ -6,7 +6,7 @@
 //! so does an event in `events/` that no command invokes, so the section cannot drift from what
 //! is tested.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use daraja_sim::{Outcome, SimConfig};
 use serde_json::Value;
+use shared::daraja::mask_id;
 use shared::payment::PaymentStatus;
 use shared::store::DynamoStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -23,9 +24,12 @@ use crate::dynamo::{self, Moto};
 use crate::events::{self, Leaves};
 use crate::Function;
 
-/// Flags this machine needs and a user's does not: no container registry is reachable, so
-/// SAM must use the locally made base image as it is.
-const MACHINE_FLAGS: &str = "--skip-pull-image";
+/// Flags this machine needs and a user's does not, added to every `sam local` command: the
+/// make target sets `SAM_LOCAL_FLAGS` (`--skip-pull-image`, since no container registry is
+/// reachable here and SAM must use the locally made base image as it is).
+fn machine_flags() -> String {
+    std::env::var("SAM_LOCAL_FLAGS").unwrap_or_default()
+}
 
 /// Printed by `sam-deps` once everything is up; `sam-local` waits for it.
 const READY: &str = "sam-deps ready:";
@@ -62,6 +66,8 @@ struct LocalEnv {
     passkey: String,
     consumer_key: String,
     consumer_secret: String,
+    /// `host:port` of `CALLBACK_BASE_URL`: where `sam local start-api` must listen.
+    callback_addr: String,
 }
 
 impl LocalEnv {
@@ -93,6 +99,10 @@ impl LocalEnv {
             passkey: get("DARAJA_PASSKEY")?,
             consumer_key: get("DARAJA_CONSUMER_KEY")?,
             consumer_secret: get("DARAJA_CONSUMER_SECRET")?,
+            callback_addr: get("CALLBACK_BASE_URL")?
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
         })
     }
 }
@@ -179,7 +189,10 @@ async fn run_deps(host: Option<IpAddr>) -> Result<(), String> {
         events::EVENT_PAYMENTS.len()
     );
     for (phone, what, _) in DEMO_PHONES {
-        println!("  the first push to {phone}: the customer {what}");
+        println!(
+            "  the first push to the README's phone …{}: the customer {what}",
+            last3(phone)
+        );
     }
     println!("Ctrl-C stops both.");
 
@@ -331,7 +344,6 @@ struct Run {
     invoked: BTreeSet<String>,
     /// The last payment `POST /payments` answered, and the phone it was for.
     last_payment: Option<(String, String)>,
-    phones: HashMap<String, String>,
     rows: Vec<Row>,
 }
 
@@ -352,10 +364,14 @@ pub async fn run_readme() -> ExitCode {
         store: None,
         invoked: BTreeSet::new(),
         last_payment: None,
-        phones: HashMap::new(),
         rows: Vec::new(),
     };
-    let outcome = run_steps(&mut run).await;
+    // The servers run in process groups of their own, so a Ctrl-C in the terminal does not reach
+    // them: stop them here whichever way the run ends.
+    let outcome = tokio::select! {
+        outcome = run_steps(&mut run) => outcome,
+        _ = wait_for_stop() => Err("interrupted".to_string()),
+    };
     for mut server in run.servers.drain(..).rev() {
         stop(&mut server).await;
     }
@@ -439,10 +455,17 @@ fn shell(run: &Run, line: &str) -> Command {
 async fn start_server(run: &mut Run, line: &str) -> Result<(), String> {
     let started = Instant::now();
     let is_deps = line.ends_with("sam-deps");
+    // start-api listens where the simulator calls back (`CALLBACK_BASE_URL`).
+    let api = LocalEnv::load(&run.root)?.callback_addr;
+    if !is_deps && tcp_open(&api).await {
+        return Err(format!(
+            "{api} is taken before `sam local start-api` started: stop what listens there"
+        ));
+    }
     let full = if is_deps {
         format!("exec {line}")
     } else {
-        format!("exec {line} {MACHINE_FLAGS}")
+        format!("exec {line} {}", machine_flags())
     };
     let mut child = shell(run, &full)
         .stdout(Stdio::piped())
@@ -485,8 +508,11 @@ async fn start_server(run: &mut Run, line: &str) -> Result<(), String> {
                 seen.join("\n")
             ));
         }
-        if !is_deps && tcp_open("127.0.0.1:3000").await {
-            break "listening on 127.0.0.1:3000".to_string();
+        if !is_deps && tcp_open(&api).await {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{line}: exited ({status}) although {api} answers"));
+            }
+            break format!("listening on {api}");
         }
         match tokio::time::timeout(remaining.min(Duration::from_millis(200)), ready_rx.recv()).await
         {
@@ -540,7 +566,7 @@ async fn invoke(run: &mut Run, line: &str, function: &str, event: &str) -> Resul
         return Err(format!("{line}: {event} is invoked twice"));
     }
     let started = Instant::now();
-    let output = shell(run, &format!("{line} {MACHINE_FLAGS}"))
+    let output = shell(run, &format!("{line} {}", machine_flags()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -601,8 +627,9 @@ async fn init_failure_is_caught(run: &mut Run) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let line = format!(
-        "sam local invoke PaymentStatusFunction --event events/status.json --env-vars {} {MACHINE_FLAGS}",
-        env_file.display()
+        "sam local invoke PaymentStatusFunction --event events/status.json --env-vars {} {}",
+        env_file.display(),
+        machine_flags()
     );
     let started = Instant::now();
     let output = shell(run, &line)
@@ -640,7 +667,7 @@ fn describe_leaves(leaves: Leaves) -> String {
     match leaves {
         Leaves::Nothing => String::new(),
         Leaves::AnsweredPayment(status) => format!("record {status:?}"),
-        Leaves::Payment(id, status) => format!("{}… {status:?}", &id[..12]),
+        Leaves::Payment(id, status) => format!("{} {status:?}", mask_id(id)),
         Leaves::Orphan(_) => "kept as orphan".into(),
     }
 }
@@ -680,16 +707,31 @@ async fn curl(run: &mut Run, line: &str) -> Result<(), String> {
             .map(|(phone, _, _)| *phone)
             .find(|phone| line.contains(phone))
             .ok_or_else(|| format!("{line}: not one of the demo phones"))?;
-        let body = run_curl(run, &line).await?;
-        let ok = body["status"] == "PENDING";
-        if let Some(id) = body["checkout_request_id"].as_str() {
-            run.last_payment = Some((id.to_string(), phone.to_string()));
-            run.phones.insert(id.to_string(), phone.to_string());
-        }
+        let body = run_curl(run, &line).await;
+        let id = body
+            .as_ref()
+            .ok()
+            .and_then(|b| b["checkout_request_id"].as_str())
+            .map(str::to_string);
+        let ok = matches!(&body, Ok(b) if b["status"] == "PENDING") && id.is_some();
+        run.last_payment = id.clone().map(|id| (id, phone.to_string()));
+        // The checkout id embeds the phone number: only its masked form is printed, and no
+        // body is printed whole.
+        let got = match &body {
+            Ok(b) => format!(
+                "{} {}",
+                b["status"]
+                    .as_str()
+                    .or_else(|| b["error"]["code"].as_str())
+                    .unwrap_or("no status"),
+                id.as_deref().map(mask_id).unwrap_or_default()
+            ),
+            Err(e) => e.clone(),
+        };
         run.rows.push(Row {
-            step: format!("start-api POST /payments ({phone})"),
+            step: format!("start-api POST /payments (phone …{})", last3(phone)),
             expected: "202 PENDING".into(),
-            got: trim(&body.to_string(), 70),
+            got,
             seconds: started.elapsed().as_secs_f64(),
             ok,
         });
@@ -715,7 +757,10 @@ async fn curl(run: &mut Run, line: &str) -> Result<(), String> {
     let expected_text = status_name(expected);
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
-        let body = run_curl(run, &line).await?;
+        let body = match run_curl(run, &line).await {
+            Ok(body) => body,
+            Err(e) => break serde_json::json!({ "status": e }),
+        };
         let status = body["status"].as_str().unwrap_or_default().to_string();
         if status == expected_text || (status != "PENDING" && !status.is_empty()) {
             break body;
@@ -726,7 +771,11 @@ async fn curl(run: &mut Run, line: &str) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     run.rows.push(Row {
-        step: format!("start-api GET /payments/{}… ({phone})", &id[..12]),
+        step: format!(
+            "start-api GET /payments/{} (phone …{})",
+            mask_id(&id),
+            last3(&phone)
+        ),
         expected: expected_text.to_string(),
         got: body["status"].as_str().unwrap_or("no status").to_string(),
         seconds: started.elapsed().as_secs_f64(),
@@ -753,17 +802,13 @@ async fn run_curl(run: &Run, line: &str) -> Result<Value, String> {
         .map_err(|e| format!("{line}: {e}"))?;
     if !output.status.success() {
         return Err(format!(
-            "{line}: exit {}: {}",
+            "curl {}: {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr)
+            tail(&String::from_utf8_lossy(&output.stderr), 2)
         ));
     }
-    serde_json::from_slice(&output.stdout).map_err(|e| {
-        format!(
-            "{line}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("not JSON ({e}), {} bytes", output.stdout.len()))
 }
 
 /// Stops a server and everything in its process group (SAM's containers go with start-api's
@@ -781,6 +826,10 @@ async fn stop(child: &mut Child) {
     {
         let _ = child.kill().await;
     }
+}
+
+fn last3(phone: &str) -> &str {
+    &phone[phone.len().saturating_sub(3)..]
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -392,7 +392,11 @@ fn report(results: &[Compared], used: &[usize]) -> bool {
             println!(
                 "  {} [{}]: {}",
                 entry.pointer,
-                entry.request.unwrap_or("any"),
+                if entry.requests.is_empty() {
+                    "any".to_string()
+                } else {
+                    entry.requests.join(", ")
+                },
                 entry.reason
             );
         }
@@ -428,11 +432,13 @@ impl SamLocal {
         let mut child = Command::new(sam_cli)
             .args(["local", "start-api", "--template"])
             .arg(&copy)
-            .args([
-                "--skip-pull-image",
-                "--parameter-overrides",
-                "Architecture=x86_64",
-            ])
+            .args(["--parameter-overrides", "Architecture=x86_64"])
+            // What this machine needs (`--skip-pull-image`: no registry), from the make target.
+            .args(
+                std::env::var("SAM_LOCAL_FLAGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             // In the scratch directory: no samconfig.toml applies, nothing lands in the repo.
             .current_dir(&dir)
