@@ -69,10 +69,7 @@ impl Answer {
                         answer["statusCode"]
                     ));
                 }
-                let body: Value = answer["body"]
-                    .as_str()
-                    .and_then(|b| serde_json::from_str(b).ok())
-                    .ok_or_else(|| "the body is not JSON".to_string())?;
+                let body = answer_body(answer).ok_or_else(|| "the body is not JSON".to_string())?;
                 match body.pointer(pointer) {
                     Some(got) if *got == expected => Ok(()),
                     got => Err(format!("{pointer} = {got:?} (expected {expected})")),
@@ -96,6 +93,13 @@ impl Answer {
             Answer::Round => "round report".to_string(),
         }
     }
+}
+
+/// The JSON body of an HTTP API answer (`{"statusCode", "body": "<JSON text>"}`).
+pub fn answer_body(answer: &Value) -> Option<Value> {
+    answer["body"]
+        .as_str()
+        .and_then(|b| serde_json::from_str(b).ok())
 }
 
 const fn http(status: u16, pointer: &'static str, value: &'static str) -> Answer {
@@ -262,9 +266,7 @@ pub async fn check_leaves(
         Leaves::Nothing => Ok(()),
         Leaves::Payment(id, status) => expect(id.to_string(), status).await,
         Leaves::AnsweredPayment(status) => {
-            let id = answer["body"]
-                .as_str()
-                .and_then(|b| serde_json::from_str::<Value>(b).ok())
+            let id = answer_body(answer)
                 .and_then(|b| b["checkout_request_id"].as_str().map(str::to_string))
                 .ok_or_else(|| "no checkout_request_id in the answer".to_string())?;
             expect(id, status).await

@@ -16,6 +16,7 @@ pub mod compare;
 pub mod dynamo;
 pub mod events;
 pub mod gateway;
+pub mod process;
 pub mod rie;
 pub mod sam;
 mod stack;

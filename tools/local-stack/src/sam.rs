@@ -22,6 +22,7 @@ use tokio::process::{Child, Command};
 
 use crate::dynamo::{self, Moto};
 use crate::events::{self, Leaves};
+use crate::process;
 use crate::Function;
 
 /// Flags this machine needs and a user's does not, added to every `sam local` command: the
@@ -338,6 +339,8 @@ struct Row {
 /// State carried from one step to the next.
 struct Run {
     root: PathBuf,
+    /// `events/env.json`, read once.
+    local: LocalEnv,
     env: Vec<(String, String)>,
     servers: Vec<Child>,
     store: Option<DynamoStore>,
@@ -356,9 +359,17 @@ pub async fn run_readme() -> ExitCode {
         eprintln!("sam-local: no template.yaml above this directory");
         return ExitCode::FAILURE;
     };
+    let local = match LocalEnv::load(&root) {
+        Ok(local) => local,
+        Err(e) => {
+            eprintln!("sam-local: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let started = Instant::now();
     let mut run = Run {
         root: root.clone(),
+        local,
         env: vec![("SAM_CLI_TELEMETRY".into(), "0".into())],
         servers: Vec::new(),
         store: None,
@@ -373,7 +384,8 @@ pub async fn run_readme() -> ExitCode {
         _ = wait_for_stop() => Err("interrupted".to_string()),
     };
     for mut server in run.servers.drain(..).rev() {
-        stop(&mut server).await;
+        // SIGINT to the whole group: start-api stops its containers, sam-deps stops moto.
+        process::stop(&mut server, "INT", true, Duration::from_secs(15)).await;
     }
     print_table(&run.rows);
     let failed = run.rows.iter().filter(|r| !r.ok).count();
@@ -456,7 +468,7 @@ async fn start_server(run: &mut Run, line: &str) -> Result<(), String> {
     let started = Instant::now();
     let is_deps = line.ends_with("sam-deps");
     // start-api listens where the simulator calls back (`CALLBACK_BASE_URL`).
-    let api = LocalEnv::load(&run.root)?.callback_addr;
+    let api = run.local.callback_addr.clone();
     if !is_deps && tcp_open(&api).await {
         return Err(format!(
             "{api} is taken before `sam local start-api` started: stop what listens there"
@@ -534,9 +546,8 @@ async fn start_server(run: &mut Run, line: &str) -> Result<(), String> {
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .ok_or_else(|| format!("no DynamoDB endpoint in {got:?}"))?;
-        let env = LocalEnv::load(&run.root)?;
         let client = dynamo::client(endpoint).await;
-        run.store = Some(DynamoStore::new(client, env.table));
+        run.store = Some(DynamoStore::new(client, run.local.table.clone()));
     }
     run.servers.push(child);
     run.rows.push(Row {
@@ -675,10 +686,7 @@ fn describe_leaves(leaves: Leaves) -> String {
 /// An answer in a few words: `202 PENDING`, `422 invalid_phone`, `round due=3 resolved=2`.
 fn summarise(answer: &Value) -> String {
     if let Some(status) = answer["statusCode"].as_u64() {
-        let body: Value = answer["body"]
-            .as_str()
-            .and_then(|b| serde_json::from_str(b).ok())
-            .unwrap_or(Value::Null);
+        let body = events::answer_body(answer).unwrap_or(Value::Null);
         let what = body["status"]
             .as_str()
             .or_else(|| body["error"]["code"].as_str())
@@ -754,7 +762,7 @@ async fn curl(run: &mut Run, line: &str) -> Result<(), String> {
         .find(|(p, _, _)| *p == phone)
         .map(|(_, _, status)| *status)
         .expect("a demo phone");
-    let expected_text = status_name(expected);
+    let expected_text = expected.as_str();
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = loop {
         let body = match run_curl(run, &line).await {
@@ -784,15 +792,6 @@ async fn curl(run: &mut Run, line: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn status_name(status: PaymentStatus) -> &'static str {
-    match status {
-        PaymentStatus::Completed => "COMPLETED",
-        PaymentStatus::Failed => "FAILED",
-        PaymentStatus::Pending => "PENDING",
-        _ => "OTHER",
-    }
-}
-
 async fn run_curl(run: &Run, line: &str) -> Result<Value, String> {
     let output = shell(run, line)
         .stdout(Stdio::piped())
@@ -809,23 +808,6 @@ async fn run_curl(run: &Run, line: &str) -> Result<Value, String> {
     }
     serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("not JSON ({e}), {} bytes", output.stdout.len()))
-}
-
-/// Stops a server and everything in its process group (SAM's containers go with start-api's
-/// SIGINT handling; sam-deps stops moto).
-async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill")
-            .args(["-INT", "--", &format!("-{pid}")])
-            .status()
-            .await;
-    }
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
 }
 
 fn last3(phone: &str) -> &str {

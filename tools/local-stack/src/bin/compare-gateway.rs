@@ -521,20 +521,7 @@ impl SamLocal {
     /// Then any container it started and left behind is removed (SAM logs each one's id).
     async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                // Failing to signal means it is gone already; the wait below settles it.
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()
-                    .await;
-            }
-            if tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .is_err()
-            {
-                // Already exited is fine: there is nothing left to stop.
-                let _ = child.kill().await;
-            }
+            local_stack::process::stop(&mut child, "TERM", false, Duration::from_secs(10)).await;
         }
         let containers: Vec<String> = self
             .log
