@@ -5,10 +5,10 @@
 
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
-use shared::api::payment_result;
-use shared::daraja::callback::{parse_callback, AmountPaid};
-use shared::daraja::result_code::{OutcomeCategory, ResultCode};
-use shared::payment::ResultSource;
+use app::api::payment_result;
+use daraja::callback::{parse_callback, AmountPaid};
+use daraja::result_code::{OutcomeCategory, ResultCode};
+use payments::payment::ResultSource;
 
 fuzz_target!(|body: &[u8]| {
     let parsed = parse_callback(body);

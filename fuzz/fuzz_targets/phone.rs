@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::daraja::values::PhoneNumber;
+use daraja::values::PhoneNumber;
 
 fuzz_target!(|input: &str| {
     let phone = match PhoneNumber::parse(input) {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::api::{PaymentRequest, MAX_PUSH_BYTES};
-use shared::daraja::values::{AccountReference, TransactionDesc};
+use app::api::{PaymentRequest, MAX_PUSH_BYTES};
+use daraja::values::{AccountReference, TransactionDesc};
 
 /// Refusals echo at most a short slice of the input; a message longer than this means a hostile
 /// body can bloat the answer.

@@ -9,12 +9,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use daraja::mask_id;
 use daraja_sim::{Outcome, SimConfig};
+use dynamo::DynamoStore;
 use local_stack::{env_vars, LocalStack, StackOptions};
+use payments::payment::{PaymentRecord, PaymentStatus};
+use payments::PaymentStore;
 use serde_json::{json, Value};
-use shared::daraja::mask_id;
-use shared::payment::{PaymentRecord, PaymentStatus};
-use shared::store::{DynamoStore, PaymentStore};
 
 const LIMIT: usize = 64 * 1024;
 

@@ -10,10 +10,11 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ProjectionType, TimeToLiveStatus};
 use aws_sdk_dynamodb::Client;
+use dynamo::DynamoStore;
 use local_stack::dynamo::Moto;
-use shared::payment::PaymentStatus;
-use shared::store::conformance::{cancelled, payment, queried, success};
-use shared::store::{DynamoStore, PaymentStore, StoreError};
+use payments::conformance::{cancelled, payment, queried, success};
+use payments::payment::PaymentStatus;
+use payments::{PaymentStore, StoreError};
 
 use common::fresh_table;
 
@@ -22,7 +23,7 @@ async fn store() -> DynamoStore {
     DynamoStore::new(client, table)
 }
 
-shared::payment_store_conformance!(store);
+payments::payment_store_conformance!(store);
 
 async fn raw_item(
     store: &DynamoStore,
@@ -193,7 +194,7 @@ async fn pending_index_holds_only_pending_items() {
         .await
         .expect("apply_result");
     let expired = store
-        .expire("ws_CO_c", shared::store::conformance::at(900))
+        .expire("ws_CO_c", payments::conformance::at(900))
         .await
         .expect("expire");
     assert!(expired);

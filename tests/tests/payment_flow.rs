@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use daraja_sim::{Endpoint, Outcome, SimConfig};
+use dynamo::DynamoStore;
 use local_stack::{env_vars, events, Function, LocalStack, StackOptions};
 use serde_json::{json, Value};
-use shared::store::DynamoStore;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -389,7 +389,7 @@ async fn no_secret_or_full_phone_in_any_log_line() {
         }
         if let Some(timestamp) = request.body["Timestamp"].as_str() {
             forbidden.push((
-                shared::daraja::password(&shortcode, &passkey, timestamp),
+                daraja::password(&shortcode, &passkey, timestamp),
                 "a password",
             ));
         }

@@ -19,21 +19,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use app::api::PushService;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use daraja_sim::{Endpoint, Fault, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
-use local_stack::{env_vars, LocalStack, StackOptions};
-use serde_json::{json, Value};
-use shared::api::PushService;
-use shared::daraja::{
-    Clock, DarajaClient, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock,
-    TransactionKind,
+use daraja::{
+    Clock, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock, TransactionKind,
 };
-use shared::payment::PaymentStatus;
-use shared::store::intent::{DynamoLedger, IntentKey, IntentStatus, PushLedger};
-use shared::store::{DynamoStore, PaymentStore};
+use daraja_sim::{Endpoint, Fault, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
+use dynamo::DynamoLedger;
+use dynamo::DynamoStore;
+use local_stack::{env_vars, LocalStack, StackOptions};
+use payments::intent::{IntentKey, IntentStatus, PushLedger};
+use payments::payment::PaymentStatus;
+use payments::PaymentStore;
+use serde_json::{json, Value};
 
 use common::{fresh_table, moto_endpoint};
 
@@ -46,7 +47,7 @@ async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
 }
 
 // The same rules the in-memory ledger passes in `shared`'s unit tests, on DynamoDB.
-shared::push_ledger_conformance!(ledger);
+payments::push_ledger_conformance!(ledger);
 
 // ---------------------------------------------------------------------------------------
 // In-process: the push service with the DynamoDB ledger and the simulator.
@@ -110,7 +111,9 @@ async fn in_process() -> InProcess {
     };
     let clock = Arc::new(SystemClock);
     let service = PushService {
-        daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens)).expect("client"),
+        daraja: Arc::new(
+            app::daraja_client(config, clock.clone(), Arc::new(NoSharedTokens)).expect("client"),
+        ),
         ledger: Arc::new(DynamoLedger::new(counted, table.clone())),
         clock,
         callback_token: Secret::from("token"),
@@ -174,7 +177,10 @@ async fn a_refused_push_costs_two_dynamodb_requests_and_is_replayed() {
         .start(&body("0708374149", 100), None, Some(b"order-1"))
         .await
         .expect_err("refused");
-    assert_eq!((error.status, error.code), (502, "daraja_rejected"));
+    assert_eq!(
+        (error.status(), error.code.as_str()),
+        (502, "daraja_rejected")
+    );
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
     let again = p
         .service
@@ -208,7 +214,7 @@ async fn ledger_pending_write_is_the_store_s_own() {
         .expect("checkout id")
         .to_owned();
     let via_ledger = p.store.get(&id).await.unwrap().expect("record");
-    let mut payment = shared::store::conformance::payment("ws_CO_via_store", 100);
+    let mut payment = payments::conformance::payment("ws_CO_via_store", 100);
     payment.merchant_request_id = via_ledger.merchant_request_id.clone().expect("merchant id");
     payment.phone = "254708374149".into();
     payment.reference = "INV-1".into();

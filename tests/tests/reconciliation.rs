@@ -7,13 +7,14 @@
 
 use std::time::{Duration, Instant};
 
+use app::reconcile::query_result;
+use daraja::{Clock, ResultCode, SystemClock};
 use daraja_sim::{Endpoint, Outcome, SimConfig};
+use dynamo::DynamoStore;
 use local_stack::{env_vars, Function, LocalStack, StackOptions};
+use payments::payment::PaymentStatus;
+use payments::{Applied, PaymentStore};
 use serde_json::{json, Value};
-use shared::daraja::{Clock, ResultCode, SystemClock};
-use shared::payment::PaymentStatus;
-use shared::reconcile::query_result;
-use shared::store::{Applied, DynamoStore, PaymentStore};
 
 const MAX_AGE_SECS: u64 = 3;
 

@@ -16,14 +16,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
-use daraja_sim::{Endpoint, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
-use local_stack::{LocalStack, StackOptions};
-use serde_json::{json, Value};
-use shared::daraja::{
+use daraja::{
     AccountReference, Amount, DarajaClient, DarajaConfig, PhoneNumber, PushRequest, Secret,
     ShortCode, SystemClock, TransactionDesc, TransactionKind,
 };
-use shared::store::token::{DynamoTokenStore, TOKEN_PK};
+use daraja_sim::{Endpoint, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
+use dynamo::token::{DynamoTokenStore, TOKEN_PK};
+use local_stack::{LocalStack, StackOptions};
+use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use common::fresh_table;
@@ -208,7 +208,7 @@ fn container(sim: &SimHandle, client: &Client, table: &str) -> Arc<DarajaClient>
         request_timeout: Duration::from_secs(5),
     };
     let tokens = DynamoTokenStore::new(client.clone(), table, clock.clone());
-    Arc::new(DarajaClient::new(config, clock, Arc::new(tokens)).expect("client"))
+    Arc::new(app::daraja_client(config, clock, Arc::new(tokens)).expect("client"))
 }
 
 fn push(n: u32) -> PushRequest {

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use daraja::mask_id;
 use daraja_sim::{Outcome, SimConfig};
+use dynamo::DynamoStore;
 use local_stack::{LocalStack, StackOptions};
+use payments::payment::PaymentStatus;
+use payments::PaymentStore;
 use serde_json::{json, Value};
-use shared::daraja::mask_id;
-use shared::payment::PaymentStatus;
-use shared::store::{DynamoStore, PaymentStore};
 use tokio::sync::Semaphore;
 
 const PAYMENTS: usize = 200;

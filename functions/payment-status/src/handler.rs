@@ -1,9 +1,9 @@
-//! HTTP in, HTTP out: the lookup lives in `shared::api::get_payment`.
+//! HTTP in, HTTP out: the lookup lives in `app::api::get_payment`.
 
+use app::api::get_payment;
+use app::lambda::{error_response, json_response, path_param};
 use lambda_http::{Body, Error, Request, Response};
-use shared::api::get_payment;
-use shared::lambda::{error_response, json_response, path_param};
-use shared::store::PaymentStore;
+use payments::PaymentStore;
 
 pub async fn handle(store: &dyn PaymentStore, request: Request) -> Result<Response<Body>, Error> {
     let id = path_param(&request, "checkout_request_id");
@@ -16,8 +16,8 @@ pub async fn handle(store: &dyn PaymentStore, request: Request) -> Result<Respon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::payment::NewPayment;
-    use shared::store::MemoryStore;
+    use payments::payment::NewPayment;
+    use payments::MemoryStore;
 
     const EVENT: &str = include_str!("../../../events/status.json");
     const ID: &str = "ws_CO_27112026090000123708374149";

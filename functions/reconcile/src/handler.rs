@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
+use app::reconcile::{Reconciler, RoundReport};
+use daraja::{Clock, Daraja};
 use lambda_runtime::{Error, LambdaEvent};
+use payments::PaymentStore;
 use serde::Deserialize;
 use serde_json::Value;
-use shared::daraja::{Clock, DarajaClient};
-use shared::reconcile::{Reconciler, RoundReport};
-use shared::store::PaymentStore;
 
 /// What the function needs, built once at cold start.
 pub struct Deps {
-    pub daraja: DarajaClient,
+    pub daraja: Arc<dyn Daraja>,
     pub store: Arc<dyn PaymentStore>,
     pub clock: Arc<dyn Clock>,
     pub reconciler: Reconciler,
@@ -39,7 +39,11 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<RoundRepor
     );
     let report = deps
         .reconciler
-        .run_round(deps.store.as_ref(), &deps.daraja, deps.clock.as_ref())
+        .run_round(
+            deps.store.as_ref(),
+            deps.daraja.as_ref(),
+            deps.clock.as_ref(),
+        )
         .await?;
     Ok(report)
 }
@@ -48,33 +52,19 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<RoundRepor
 mod tests {
     use super::*;
 
-    use std::time::Duration;
-
+    use app::reconcile::ReconcileSettings;
+    use daraja::fake::FakeDaraja;
+    use daraja::FixedClock;
     use lambda_runtime::Context;
-    use shared::daraja::{
-        DarajaConfig, FixedClock, NoSharedTokens, Secret, ShortCode, TransactionKind,
-    };
-    use shared::payment::{NewPayment, PaymentStatus};
-    use shared::reconcile::ReconcileSettings;
-    use shared::store::MemoryStore;
+    use payments::payment::{NewPayment, PaymentStatus};
+    use payments::MemoryStore;
 
     const SCHEDULE: &str = include_str!("../../../events/reconcile-schedule.json");
 
     fn deps(store: Arc<MemoryStore>, clock: Arc<FixedClock>, settings: ReconcileSettings) -> Deps {
-        // Port 9 (discard) refuses connections: any query would fail as unavailable.
-        let config = DarajaConfig {
-            base_url: "http://127.0.0.1:9".to_owned(),
-            consumer_key: Secret::from("key"),
-            consumer_secret: Secret::from("secret"),
-            passkey: Secret::from("passkey"),
-            shortcode: ShortCode::parse("174379").expect("valid shortcode"),
-            kind: TransactionKind::PayBill,
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Duration::from_secs(1),
-        };
+        // Nothing scripted: every query fails as unavailable, nothing sent.
         Deps {
-            daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens))
-                .expect("client"),
+            daraja: Arc::new(FakeDaraja::new()),
             store,
             clock,
             reconciler: Reconciler::new(settings),

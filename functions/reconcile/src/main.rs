@@ -5,26 +5,29 @@ mod handler;
 
 use std::sync::Arc;
 
+use app::config::{ProcessEnv, ReconcileConfig, SecretsManager};
+use app::reconcile::Reconciler;
+use daraja::time::SystemClock;
+use dynamo::token::DynamoTokenStore;
+use dynamo::DynamoStore;
 use lambda_runtime::{run, service_fn, Error};
-use shared::config::{ProcessEnv, ReconcileConfig, SecretsManager};
-use shared::daraja::time::SystemClock;
-use shared::daraja::DarajaClient;
-use shared::reconcile::Reconciler;
-use shared::store::token::DynamoTokenStore;
-use shared::store::DynamoStore;
 
 use handler::Deps;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::logging::init();
-    let aws = shared::aws::sdk_config().await;
+    app::logging::init();
+    let aws = app::aws::sdk_config().await;
     let config = ReconcileConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let clock = Arc::new(SystemClock);
     let tokens = DynamoTokenStore::new(dynamo.clone(), config.table_name.clone(), clock.clone());
     let deps = Deps {
-        daraja: DarajaClient::new(config.daraja, clock.clone(), Arc::new(tokens))?,
+        daraja: Arc::new(app::daraja_client(
+            config.daraja,
+            clock.clone(),
+            Arc::new(tokens),
+        )?),
         store: Arc::new(DynamoStore::new(dynamo, config.table_name)),
         clock,
         reconciler: Reconciler::new(config.settings),

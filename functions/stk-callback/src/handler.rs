@@ -1,8 +1,8 @@
-//! HTTP in, HTTP out: the callback logic lives in `shared::api::CallbackService`.
+//! HTTP in, HTTP out: the callback logic lives in `app::api::CallbackService`.
 
+use app::api::CallbackService;
+use app::lambda::{body_bytes, json_response, path_param, source_ip};
 use lambda_http::{Body, Error, Request, Response};
-use shared::api::CallbackService;
-use shared::lambda::{body_bytes, json_response, path_param, source_ip};
 
 pub async fn handle(service: &CallbackService, request: Request) -> Result<Response<Body>, Error> {
     let token = path_param(&request, "token");
@@ -16,12 +16,13 @@ pub async fn handle(service: &CallbackService, request: Request) -> Result<Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::config::SourceAllowList;
-    use shared::daraja::secret::Secret;
-    use shared::daraja::time::SystemClock;
-    use shared::payment::{NewPayment, PaymentStatus};
-    use shared::store::raw::{MemoryRawStore, RawCallbackStore};
-    use shared::store::{MemoryStore, PaymentStore};
+    use app::api::SourceAllowList;
+    use daraja::secret::Secret;
+    use daraja::time::SystemClock;
+    use payments::payment::{NewPayment, PaymentStatus};
+    use payments::raw::RawCallbackStore;
+    use payments::MemoryRawStore;
+    use payments::{MemoryStore, PaymentStore};
     use std::sync::Arc;
 
     /// The token the sample events carry (events/env.json sets the same).

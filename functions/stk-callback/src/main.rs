@@ -4,17 +4,17 @@ mod handler;
 
 use std::sync::Arc;
 
+use app::api::CallbackService;
+use app::config::{CallbackConfig, ProcessEnv, SecretsManager};
+use daraja::time::SystemClock;
+use dynamo::DynamoRawStore;
+use dynamo::DynamoStore;
 use lambda_http::{run, service_fn, Error};
-use shared::api::CallbackService;
-use shared::config::{CallbackConfig, ProcessEnv, SecretsManager};
-use shared::daraja::time::SystemClock;
-use shared::store::raw::DynamoRawStore;
-use shared::store::DynamoStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::lambda::init_tracing();
-    let aws = shared::aws::sdk_config().await;
+    app::lambda::init_tracing();
+    let aws = app::aws::sdk_config().await;
     let config = CallbackConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     if !config.allowed_sources.is_empty() {

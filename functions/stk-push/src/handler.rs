@@ -1,9 +1,9 @@
-//! HTTP in, HTTP out: the payment logic lives in `shared::api::PushService`.
+//! HTTP in, HTTP out: the payment logic lives in `app::api::PushService`.
 
+use app::api::PushService;
+use app::lambda::{body_bytes, error_response, json_response, request_base_url};
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Error, Request, Response};
-use shared::api::PushService;
-use shared::lambda::{body_bytes, error_response, json_response, request_base_url};
 
 /// Stripe's header names: the caller's key, and the mark on a replayed answer.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -37,22 +37,31 @@ pub async fn handle(service: &PushService, request: Request) -> Result<Response<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::daraja::time::SystemClock;
-    use shared::store::intent::{IntentKey, MemoryLedger};
-    use shared::store::{MemoryStore, PaymentStore};
     use std::sync::Arc;
 
-    /// A service whose Daraja is unreachable: any test that expects a 4xx also proves that no
-    /// Daraja call was attempted, because one would turn into a 503.
-    fn service(store: Arc<MemoryStore>) -> PushService {
-        PushService::with_unreachable_daraja(
-            Arc::new(MemoryLedger::new(store)),
-            Arc::new(SystemClock),
-        )
+    use daraja::fake::FakeDaraja;
+    use daraja::time::SystemClock;
+    use daraja::Secret;
+    use payments::intent::IntentKey;
+    use payments::{MemoryLedger, MemoryStore, PaymentStore};
+
+    /// A service over a counting fake Daraja with nothing scripted: a push that reaches it is
+    /// counted and answered "unavailable" (503, nothing sent).
+    fn service(store: Arc<MemoryStore>) -> (PushService, Arc<FakeDaraja>) {
+        let daraja = Arc::new(FakeDaraja::new());
+        let service = PushService {
+            daraja: daraja.clone(),
+            ledger: Arc::new(MemoryLedger::new(store)),
+            clock: Arc::new(SystemClock),
+            callback_token: Secret::new("token"),
+            callback_base_url: None,
+            phone_lock: app::api::DEFAULT_PHONE_LOCK,
+        };
+        (service, daraja)
     }
 
     async fn answer(event: &str, store: Arc<MemoryStore>) -> (u16, serde_json::Value) {
-        answer_from(&service(store), event).await
+        answer_from(&service(store).0, event).await
     }
 
     async fn answer_from(service: &PushService, event: &str) -> (u16, serde_json::Value) {
@@ -96,22 +105,21 @@ mod tests {
 
     #[tokio::test]
     async fn valid_event_reaches_daraja() {
-        // Daraja is unreachable here, so a valid request gets as far as the Daraja call and no
-        // further: proof that validation let it through and that the failure is a clear 503.
-        let (status, body) = answer(
-            include_str!("../../../events/push-valid.json"),
-            Arc::new(MemoryStore::default()),
-        )
-        .await;
+        // Daraja answers "unavailable" here, so a valid request gets as far as the Daraja call
+        // and no further: proof that validation let it through and that the failure is a 503.
+        let (service, daraja) = service(Arc::new(MemoryStore::default()));
+        let (status, body) =
+            answer_from(&service, include_str!("../../../events/push-valid.json")).await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"]["code"], "daraja_unavailable");
+        assert_eq!(daraja.pushes(), 1);
     }
 
     #[tokio::test]
     async fn idempotency_key_header_reaches_the_ledger() {
-        // Daraja is unreachable, so the intent is released (503, no prompt was sent) and a
+        // Daraja is unavailable, so the intent is released (503, no prompt was sent) and a
         // retry with the same key is free to try again; the ledger saw the header's key.
-        let service = service(Arc::new(MemoryStore::default()));
+        let (service, daraja) = service(Arc::new(MemoryStore::default()));
         let event = include_str!("../../../events/push-idempotent.json");
         let (status, body) = answer_from(&service, event).await;
         assert_eq!(status, 503, "{body}");
@@ -124,20 +132,20 @@ mod tests {
                 .unwrap(),
             None
         );
-        assert_eq!(service.daraja.token_requests(), 1);
+        assert_eq!(daraja.pushes(), 1);
         let (status, _) = answer_from(&service, event).await;
         assert_eq!(status, 503);
-        assert_eq!(service.daraja.token_requests(), 2);
+        assert_eq!(daraja.pushes(), 2);
     }
 
     #[tokio::test]
     async fn a_blank_idempotency_key_is_a_400_before_any_daraja_call() {
-        let service = service(Arc::new(MemoryStore::default()));
+        let (service, daraja) = service(Arc::new(MemoryStore::default()));
         let event = include_str!("../../../events/push-idempotent.json")
             .replace("order-1001-attempt-1", "has space");
         let (status, body) = answer_from(&service, &event).await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["code"], "invalid_idempotency_key");
-        assert_eq!(service.daraja.token_requests(), 0);
+        assert_eq!(daraja.pushes(), 0);
     }
 }

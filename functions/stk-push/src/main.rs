@@ -5,24 +5,23 @@ mod handler;
 
 use std::sync::Arc;
 
+use app::api::PushService;
+use app::config::{ProcessEnv, PushConfig, SecretsManager};
+use daraja::time::SystemClock;
+use dynamo::token::DynamoTokenStore;
+use dynamo::DynamoLedger;
 use lambda_http::{run, service_fn, Error};
-use shared::api::PushService;
-use shared::config::{ProcessEnv, PushConfig, SecretsManager};
-use shared::daraja::time::SystemClock;
-use shared::daraja::DarajaClient;
-use shared::store::intent::DynamoLedger;
-use shared::store::token::DynamoTokenStore;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    shared::lambda::init_tracing();
-    let aws = shared::aws::sdk_config().await;
+    app::lambda::init_tracing();
+    let aws = app::aws::sdk_config().await;
     let config = PushConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     let clock = Arc::new(SystemClock);
     let service = PushService {
         // One OAuth token for every container, kept in the payments table.
-        daraja: DarajaClient::new(
+        daraja: Arc::new(app::daraja_client(
             config.daraja,
             clock.clone(),
             Arc::new(DynamoTokenStore::new(
@@ -30,7 +29,7 @@ async fn main() -> Result<(), Error> {
                 config.table_name.clone(),
                 clock.clone(),
             )),
-        )?,
+        )?),
         ledger: Arc::new(DynamoLedger::new(dynamo, config.table_name)),
         clock,
         callback_token: config.callback_token,

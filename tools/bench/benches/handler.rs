@@ -8,18 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use app::api::SourceAllowList;
+use app::api::{get_payment, payment_result, CallbackService, PaymentRequest, PushService};
 use bench::{events, stub};
 use criterion::{criterion_group, criterion_main, Criterion};
-use shared::api::{get_payment, payment_result, CallbackService, PaymentRequest, PushService};
-use shared::config::SourceAllowList;
-use shared::daraja::{
-    parse_callback, AccountReference, Amount, DarajaClient, DarajaConfig, NoSharedTokens,
-    PhoneNumber, PushRequest, Secret, ShortCode, SystemClock, TransactionDesc, TransactionKind,
+use daraja::{
+    parse_callback, AccountReference, Amount, DarajaConfig, NoSharedTokens, PhoneNumber,
+    PushRequest, Secret, ShortCode, SystemClock, TransactionDesc, TransactionKind,
 };
-use shared::payment::{plan_result, NewPayment, ResultSource};
-use shared::store::intent::MemoryLedger;
-use shared::store::raw::MemoryRawStore;
-use shared::store::{MemoryStore, PaymentStore};
+use payments::payment::{plan_result, NewPayment, ResultSource};
+use payments::MemoryLedger;
+use payments::MemoryRawStore;
+use payments::{MemoryStore, PaymentStore};
 
 const TOKEN: &str = "bench-callback-token";
 
@@ -115,9 +115,11 @@ fn service(c: &mut Criterion) {
         Secret::from("secret"),
         Secret::from("passkey"),
     );
+    let daraja = Arc::new(
+        app::daraja_client(config, clock.clone(), Arc::new(NoSharedTokens)).expect("client builds"),
+    );
     let push = PushService {
-        daraja: DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens))
-            .expect("client builds"),
+        daraja: daraja.clone(),
         ledger: Arc::new(MemoryLedger::new(Arc::new(MemoryStore::new()))),
         clock,
         callback_token: Secret::from(TOKEN),
@@ -160,7 +162,7 @@ fn service(c: &mut Criterion) {
         .build()
         .expect("client builds");
     let echo = format!("{base_url}/echo");
-    let push_json = serde_json::to_vec(&push.daraja.push_body(&PushRequest {
+    let push_json = serde_json::to_vec(&daraja.push_body(&PushRequest {
         phone: PhoneNumber::parse("0708374149").expect("valid phone"),
         amount: Amount::new(100).expect("valid amount"),
         reference: AccountReference::parse("INV-1001").expect("valid reference"),

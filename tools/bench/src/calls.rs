@@ -5,21 +5,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::dynamo::token::DynamoTokenStore;
+use ::dynamo::DynamoLedger;
+use ::dynamo::DynamoRawStore;
+use ::dynamo::DynamoStore;
+use app::api::SourceAllowList;
+use app::api::{get_payment, CallbackService, PushAnswer, PushService};
 use bench::events::{self, SAFARICOM_IP};
 use bench::stats::{Ms, Samples, Verdict};
 use bench::CountRequests;
-use daraja_sim::{SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
-use local_stack::dynamo::{self, Moto};
-use shared::api::{get_payment, CallbackService, PushAnswer, PushService};
-use shared::config::SourceAllowList;
-use shared::daraja::{
+use daraja::{
     Clock, DarajaClient, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock,
     TransactionKind,
 };
-use shared::store::intent::{DynamoLedger, PushLedger};
-use shared::store::raw::DynamoRawStore;
-use shared::store::token::DynamoTokenStore;
-use shared::store::DynamoStore;
+use daraja_sim::{SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
+use local_stack::dynamo::{self, Moto};
+use payments::intent::PushLedger;
 
 use crate::report::Report;
 
@@ -40,7 +41,7 @@ struct World {
 impl World {
     fn push_service(&self, daraja: DarajaClient, ledger: Arc<dyn PushLedger>) -> PushService {
         PushService {
-            daraja,
+            daraja: Arc::new(daraja),
             ledger,
             clock: self.clock.clone(),
             callback_token: Secret::from(CALLBACK_TOKEN),
@@ -52,7 +53,7 @@ impl World {
     /// As the push function builds it: the token shared through the table.
     fn shared_token_client(&self) -> Result<DarajaClient, String> {
         let tokens = DynamoTokenStore::new(self.counted.clone(), &self.table, self.clock.clone());
-        DarajaClient::new(self.config.clone(), self.clock.clone(), Arc::new(tokens))
+        app::daraja_client(self.config.clone(), self.clock.clone(), Arc::new(tokens))
             .map_err(|e| e.to_string())
     }
 }
@@ -62,7 +63,7 @@ async fn push(service: &PushService, phone: &str) -> Result<String, String> {
     match service.start(body.as_bytes(), None, None).await {
         Ok(PushAnswer::Accepted(accepted)) => Ok(accepted.checkout_request_id),
         Ok(other) => Err(format!("push: unexpected answer {}", other.body())),
-        Err(e) => Err(format!("push refused: {} {}", e.status, e.body())),
+        Err(e) => Err(format!("push refused: {} {}", e.status(), e.body())),
     }
 }
 
@@ -293,7 +294,7 @@ async fn token_price(world: &World, report: &mut Report) -> Result<(), String> {
     for i in LATENCY_PUSHES..LATENCY_PUSHES * 2 {
         bench::empty_table(&world.counted, &world.table).await?;
         let started = Instant::now();
-        let daraja = DarajaClient::new(
+        let daraja = app::daraja_client(
             world.config.clone(),
             world.clock.clone(),
             Arc::new(NoSharedTokens),

@@ -5,15 +5,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ::dynamo::DynamoStore;
 use bench::events;
 use bench::procs;
 use bench::stats::{Ms, Samples, Verdict};
 use local_stack::rie::{self, LogSink, PoolConfig, RiePool};
 use local_stack::template::Template;
 use local_stack::{Function, LocalStack};
+use payments::payment::NewPayment;
+use payments::PaymentStore;
 use serde_json::Value;
-use shared::payment::NewPayment;
-use shared::store::{DynamoStore, PaymentStore};
 
 use crate::report::Report;
 use crate::{start_stack, Binary, Paths};
@@ -385,7 +386,7 @@ async fn create_secret(endpoint: &str) -> Result<String, String> {
             "test", "test", None, None, "bench",
         ))
         .endpoint_url(endpoint)
-        .http_client(shared::aws::https_client(&Default::default()))
+        .http_client(app::aws::https_client(&Default::default()))
         .build();
     let document = serde_json::json!({
         "consumer_key": "bench-key",

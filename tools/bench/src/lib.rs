@@ -115,7 +115,7 @@ pub async fn empty_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Resu
             item.get("pk")
                 .and_then(|pk| pk.as_s().ok())
                 .map(String::as_str)
-                != Some(shared::store::token::TOKEN_PK)
+                != Some(dynamo::token::TOKEN_PK)
         }));
         start = page.last_evaluated_key;
         if start.is_none() {

@@ -4,13 +4,14 @@
 
 use std::time::{Duration, Instant};
 
+use ::dynamo::DynamoStore;
 use bench::events;
 use bench::procs;
 use bench::stats::{Ms, Samples, Verdict};
 use local_stack::{Function, LocalStack};
+use payments::payment::NewPayment;
+use payments::PaymentStore;
 use serde_json::Value;
-use shared::payment::NewPayment;
-use shared::store::{DynamoStore, PaymentStore};
 
 use crate::report::Report;
 use crate::start_stack;

@@ -3,11 +3,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use daraja::mask_id;
 use daraja_sim::Outcome;
 use local_stack::{LocalStack, StackOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shared::daraja::mask_id;
 
 /// Daraja's sandbox test number pays; a second customer cancels. Two phones, because a phone
 /// with a prompt still open is refused (one prompt per phone).

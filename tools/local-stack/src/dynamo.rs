@@ -257,7 +257,7 @@ pub async fn client(endpoint: &str) -> Client {
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
         .endpoint_url(endpoint)
-        .http_client(shared::aws::https_client(&Default::default()))
+        .http_client(app::aws::https_client(&Default::default()))
         .load()
         .await;
     Client::new(&config)

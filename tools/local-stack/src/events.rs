@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use ::dynamo::DynamoStore;
 use chrono::Utc;
+use daraja::mask_id;
+use payments::payment::{NewPayment, PaymentStatus};
+use payments::{PaymentStore, StoreError};
 use serde_json::Value;
-use shared::daraja::mask_id;
-use shared::payment::{NewPayment, PaymentStatus};
-use shared::store::{DynamoStore, PaymentStore, StoreError};
 
 use crate::Function;
 

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use ::dynamo::DynamoStore;
+use daraja::mask_id;
 use daraja_sim::{Outcome, SimConfig};
+use payments::payment::PaymentStatus;
 use serde_json::Value;
-use shared::daraja::mask_id;
-use shared::payment::PaymentStatus;
-use shared::store::DynamoStore;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

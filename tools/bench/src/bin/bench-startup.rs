@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ::dynamo::token::DynamoTokenStore;
+use ::dynamo::DynamoLedger;
+use ::dynamo::DynamoStore;
+use app::config::{ProcessEnv, PushConfig, SecretSource, SecretsManager};
+use daraja::time::SystemClock;
+use daraja::TokenStore;
+use payments::PaymentStore;
 use serde_json::json;
-use shared::config::{ProcessEnv, PushConfig, SecretSource, SecretsManager};
-use shared::daraja::time::SystemClock;
-use shared::daraja::{DarajaClient, TokenStore};
-use shared::store::intent::DynamoLedger;
-use shared::store::token::DynamoTokenStore;
-use shared::store::{DynamoStore, PaymentStore};
 
 struct Steps {
     last: Instant,
@@ -34,12 +35,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         last: Instant::now(),
         steps: Vec::new(),
     };
-    shared::lambda::init_tracing();
+    app::lambda::init_tracing();
     t.lap("init_tracing");
-    let roots = shared::tls::system_roots().len();
-    t.lap("trust roots, read once (shared::tls)");
-    let aws = shared::aws::sdk_config().await;
-    t.lap("shared::aws::sdk_config");
+    let roots = app::tls::system_roots().len();
+    t.lap("trust roots, read once (app::tls)");
+    let aws = app::aws::sdk_config().await;
+    t.lap("app::aws::sdk_config");
     let config = PushConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     t.lap("PushConfig::load (secrets from env)");
     // What a deployed function does instead when its secrets are in Secrets Manager: build the
@@ -58,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ));
     let _ledger = DynamoLedger::new(dynamo.clone(), config.table_name.clone());
     t.lap("token store + ledger");
-    let daraja = DarajaClient::new(config.daraja, clock.clone(), tokens.clone())?;
+    let daraja = app::daraja_client(config.daraja, clock.clone(), tokens.clone())?;
     t.lap("DarajaClient::new (reqwest + TLS)");
     let store = DynamoStore::new(dynamo, config.table_name);
     store.get("ws_CO_startup_probe").await?;

@@ -1,0 +1,266 @@
+//! `POST /callbacks/stk/{token}`: Safaricom's result, applied with one conditional write.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, ErrorCode, SourceAllowList};
+use crate::metrics::{self, Metric};
+use daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
+use payments::payment::{PaymentResult, ResultSource};
+use payments::raw::{RawCallbackStore, UnreadableCallback};
+use payments::{Applied, PaymentStore};
+
+/// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
+pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
+
+/// The answer to a callback: an HTTP status and a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl CallbackAnswer {
+    fn accepted() -> Self {
+        Self {
+            status: 200,
+            body: json!({ "ResultCode": 0, "ResultDesc": "Accepted" }),
+        }
+    }
+
+    fn not_found() -> Self {
+        // The same answer API Gateway gives for a route that does not exist: a wrong token
+        // or a foreign source learns nothing.
+        Self {
+            status: 404,
+            body: json!({ "message": "Not Found" }),
+        }
+    }
+
+    fn error(error: ApiError) -> Self {
+        Self {
+            status: error.status(),
+            body: error.body(),
+        }
+    }
+}
+
+/// What the callback function needs, built once at cold start.
+pub struct CallbackService {
+    pub store: Arc<dyn PaymentStore>,
+    /// Where bodies that cannot be applied, and the sources of orphans, are kept.
+    pub raw: Arc<dyn RawCallbackStore>,
+    pub clock: Arc<dyn Clock>,
+    pub callback_token: Secret,
+    /// Empty: every source may deliver.
+    pub allowed_sources: SourceAllowList,
+}
+
+impl CallbackService {
+    /// Constant-time comparison, so response timing does not reveal how much of a guess was right.
+    pub fn token_matches(&self, given: Option<&str>) -> bool {
+        let expected = self.callback_token.expose().as_bytes();
+        match given {
+            Some(given) => {
+                given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected))
+            }
+            None => false,
+        }
+    }
+
+    /// Handles one delivery. `source_ip` is API Gateway's `sourceIp`.
+    ///
+    /// Every decision logs one event with a `decision` field (`transitioned`, `duplicate`,
+    /// `conflict`, `orphan`, `unreadable`, `refused_source`, `refused_token`, `oversized`,
+    /// `store_failed`, `unreadable_lost`), which a metric filter can count.
+    pub async fn receive(
+        &self,
+        token: Option<&str>,
+        source_ip: Option<&str>,
+        body: &[u8],
+    ) -> CallbackAnswer {
+        let source = source_ip.unwrap_or("");
+        if !self.allowed_sources.allows(source_ip) {
+            tracing::warn!(
+                decision = "refused_source",
+                source_ip = source,
+                "callback from a source outside CALLBACK_ALLOWED_IPS refused"
+            );
+            return CallbackAnswer::not_found();
+        }
+        if !self.token_matches(token) {
+            tracing::warn!(
+                decision = "refused_token",
+                source_ip = source,
+                "callback with a wrong or missing token refused"
+            );
+            return CallbackAnswer::not_found();
+        }
+        metrics::count(Metric::CallbackReceived);
+        if body.len() > MAX_CALLBACK_BYTES {
+            tracing::warn!(
+                decision = "oversized",
+                bytes = body.len(),
+                source_ip = source,
+                "oversized callback refused"
+            );
+            return CallbackAnswer::error(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("A callback body is at most {MAX_CALLBACK_BYTES} bytes."),
+            ));
+        }
+        let received_at = self.clock.now();
+        let callback = match parse_callback(body) {
+            Ok(cb) => cb,
+            Err(e) => {
+                let kept =
+                    UnreadableCallback::new(body, e.code(), e.to_string(), source_ip, received_at);
+                return self.keep_unreadable(kept).await;
+            }
+        };
+        let result = payment_result(&callback, body, ResultSource::Callback, received_at);
+        match self.store.apply_result(&result).await {
+            Ok(applied) => {
+                log_applied(&applied, &result, source);
+                if let (Applied::Transitioned { orphan: true, .. }, Some(ip)) =
+                    (&applied, source_ip)
+                {
+                    // The result itself is stored; its origin is audit detail worth a
+                    // second write only on this rare path.
+                    if let Err(e) = self.raw.note_source(&result.checkout_request_id, ip).await {
+                        tracing::warn!(
+                            checkout_request_id = %mask_id(&result.checkout_request_id),
+                            source_ip = ip,
+                            error = %e,
+                            "source of an orphan result not recorded"
+                        );
+                    }
+                }
+                CallbackAnswer::accepted()
+            }
+            Err(e) => {
+                // Safaricom does not resend: keep the whole result in the log so it can be replayed.
+                tracing::error!(
+                    decision = "store_failed",
+                    checkout_request_id = %mask_id(&result.checkout_request_id),
+                    result_code = %result.result_code,
+                    receipt = result.receipt.as_deref().unwrap_or(""),
+                    amount_paid = result.amount_paid.as_deref().unwrap_or(""),
+                    error = %e,
+                    "callback could not be stored"
+                );
+                CallbackAnswer::error(ApiError::from_store(&e))
+            }
+        }
+    }
+
+    /// A body behind a valid token that is not a Daraja STK callback: it may still be the
+    /// only trace of a payment, so it is kept before it is refused.
+    async fn keep_unreadable(&self, kept: UnreadableCallback) -> CallbackAnswer {
+        metrics::count_by(
+            Metric::CallbackOrphan,
+            "Reason",
+            unreadable_code(&kept.reason).as_str(),
+        );
+        let source = kept.source_ip.as_deref().unwrap_or("");
+        match self.raw.keep_unreadable(&kept).await {
+            Ok(key) => {
+                tracing::warn!(
+                    decision = "unreadable",
+                    reason = %kept.reason,
+                    bytes = kept.body_bytes,
+                    source_ip = source,
+                    kept_as = %key,
+                    "callback is not a Daraja STK callback; kept raw"
+                );
+                let mut answer = CallbackAnswer::error(ApiError::new(
+                    unreadable_code(&kept.reason),
+                    format!("{} The body was kept for review.", kept.detail),
+                ));
+                answer.body["error"]["kept_as"] = json!(key);
+                answer
+            }
+            Err(e) => {
+                // The body is not logged: it may carry a phone number.
+                tracing::error!(
+                    decision = "unreadable_lost",
+                    reason = %kept.reason,
+                    bytes = kept.body_bytes,
+                    source_ip = source,
+                    error = %e,
+                    "unreadable callback could not be kept"
+                );
+                CallbackAnswer::error(ApiError::from_store(&e))
+            }
+        }
+    }
+}
+
+/// The answer code of a body that is not a Daraja STK callback.
+fn unreadable_code(reason: &str) -> ErrorCode {
+    match reason {
+        "invalid_json" => ErrorCode::InvalidJson,
+        _ => ErrorCode::InvalidCallback,
+    }
+}
+
+fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
+    let id = mask_id(&result.checkout_request_id);
+    match applied {
+        // A success callback for a payment a query already completed only fills in the receipt:
+        // the payment became final earlier and was counted then.
+        Applied::Transitioned { record, .. }
+            if record.reconciled_by == Some(ResultSource::Query) =>
+        {
+            tracing::info!(decision = "receipt_added", checkout_request_id = %id, status = record.status.as_str(), "receipt added to a payment completed by query");
+        }
+        Applied::Transitioned { record, orphan } => {
+            metrics::payment_final(record.status, &result.outcome);
+            let status = record.status.as_str();
+            if *orphan {
+                metrics::count_by(Metric::CallbackOrphan, "Reason", "unknown_payment");
+                tracing::warn!(decision = "orphan", checkout_request_id = %id, status, outcome = %result.outcome, source_ip, "result for a payment with no pending record kept as orphan");
+            } else if result.success {
+                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, "payment final");
+            } else {
+                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, result_code = %result.result_code, "payment final");
+            }
+        }
+        Applied::Duplicate(record) => {
+            metrics::count(Metric::CallbackDuplicate);
+            tracing::info!(decision = "duplicate", checkout_request_id = %id, duplicate_callbacks = record.duplicate_callbacks, "duplicate result ignored");
+        }
+        Applied::Conflict(record) => {
+            metrics::count(Metric::CallbackConflict);
+            tracing::warn!(decision = "conflict", checkout_request_id = %id, status = record.status.as_str(), result_code = %result.result_code, conflicting_callbacks = record.conflicting_callbacks, "different result for a final payment kept in history");
+        }
+    }
+}
+
+/// Turns a parsed callback into the domain's result.
+pub fn payment_result(
+    cb: &StkCallback,
+    raw: &[u8],
+    source: ResultSource,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> PaymentResult {
+    let meta = &cb.metadata;
+    PaymentResult {
+        checkout_request_id: cb.checkout_request_id.clone(),
+        merchant_request_id: cb.merchant_request_id.clone(),
+        result_code: cb.result_code.to_string(),
+        result_desc: cb.result_desc.clone(),
+        outcome: cb.result_code.category().as_str().to_string(),
+        success: cb.result_code.is_success(),
+        receipt: meta.receipt.clone(),
+        amount_paid: meta.amount.as_ref().map(|a| a.to_string()),
+        amount_paid_whole: meta.amount.as_ref().and_then(|a| a.whole_shillings()),
+        paying_phone: meta.phone.clone(),
+        transaction_date: meta.transaction_date.clone(),
+        raw: Some(String::from_utf8_lossy(raw).into_owned()),
+        source,
+        received_at,
+    }
+}

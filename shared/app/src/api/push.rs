@@ -1,0 +1,675 @@
+//! `POST /payments`: validate, write the intent and lock the phone, send the STK push,
+//! record the pending payment.
+//!
+//! Money rules held here: a retry with the same `Idempotency-Key` never sends a second prompt;
+//! a phone with a prompt still open is not prompted again; nothing is sent to Daraja before
+//! the intent is durable; and a push Daraja accepted is answered 202 even if the store fails
+//! afterwards (the callback still creates the record).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
+use daraja::wire::StkPushResponse;
+use daraja::{mask_id, Clock, Daraja, DarajaError, FailureKind, PushRequest, Secret};
+use payments::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, StoredAnswer};
+use payments::payment::{NewPayment, PaymentStatus};
+
+use super::{ApiError, ErrorCode};
+use crate::metrics::{self, Metric};
+
+/// The longest `Idempotency-Key` accepted (Stripe's limit).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks an `Idempotency-Key` header value: 1 to 255 visible ASCII characters.
+pub fn parse_idempotency_key(raw: &[u8]) -> Result<&str, ApiError> {
+    let visible = |b: &u8| (0x21..=0x7e).contains(b);
+    if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_LEN || !raw.iter().all(visible) {
+        return Err(ApiError::invalid_idempotency_key());
+    }
+    std::str::from_utf8(raw).map_err(|_| ApiError::invalid_idempotency_key())
+}
+
+/// Push requests larger than this are refused unread.
+pub const MAX_PUSH_BYTES: usize = 16 * 1024;
+
+/// `POST /payments` body. Fields are read from a JSON value so each problem gets its own message.
+#[derive(Debug)]
+pub struct PaymentRequest {
+    pub phone: PhoneNumber,
+    pub amount: Amount,
+    pub reference: AccountReference,
+    pub description: TransactionDesc,
+}
+
+impl PaymentRequest {
+    /// Validates a request body: 400 when it is not a JSON object, 422 for a field that breaks a rule.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        if body.len() > MAX_PUSH_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("The request body is larger than {MAX_PUSH_BYTES} bytes."),
+            ));
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("The request body is not valid JSON ({e}). Send {{\"phone\", \"amount\", \"reference\", \"description\"}}."),
+            )
+        })?;
+        let Value::Object(fields) = value else {
+            return Err(ApiError::new(
+                ErrorCode::InvalidJson,
+                "The request body must be a JSON object with phone, amount, reference and optional description.",
+            ));
+        };
+        let text = |name: &'static str, code: ErrorCode| -> Result<Option<&str>, ApiError> {
+            match fields.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.as_str())),
+                Some(_) => Err(ApiError::new(code, format!("\"{name}\" must be a string."))),
+            }
+        };
+        let missing =
+            |name: &str| ApiError::new(ErrorCode::MissingField, format!("\"{name}\" is required."));
+        let phone = text("phone", ErrorCode::InvalidPhone)?.ok_or_else(|| missing("phone"))?;
+        let phone = PhoneNumber::parse(phone).map_err(ApiError::from_validation)?;
+        let amount = fields.get("amount").ok_or_else(|| missing("amount"))?;
+        let amount = Amount::from_json(amount).map_err(ApiError::from_validation)?;
+        let reference =
+            text("reference", ErrorCode::InvalidReference)?.ok_or_else(|| missing("reference"))?;
+        let reference = AccountReference::parse(reference).map_err(ApiError::from_validation)?;
+        let description =
+            TransactionDesc::parse_optional(text("description", ErrorCode::InvalidDescription)?)
+                .map_err(ApiError::from_validation)?;
+        Ok(Self {
+            phone,
+            amount,
+            reference,
+            description,
+        })
+    }
+
+    /// SHA-256 of the normalised request: two bodies that ask for the same payment (the
+    /// phone in any spelling, the same amount, reference and description) are the same request.
+    pub fn fingerprint(&self) -> String {
+        let canonical = json!([
+            self.phone.as_str(),
+            self.amount.get(),
+            self.reference.as_str(),
+            self.description.as_str(),
+        ]);
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}
+
+/// The 202 answer to `POST /payments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAccepted {
+    pub checkout_request_id: String,
+    pub merchant_request_id: String,
+    pub status: String,
+    pub customer_message: String,
+}
+
+/// A successful answer to `POST /payments`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushAnswer {
+    /// Daraja accepted the push just now: 202.
+    Accepted(PushAccepted),
+    /// The first answer to this `Idempotency-Key`, sent again unchanged (any status).
+    Replayed(StoredAnswer),
+}
+
+impl PushAnswer {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Accepted(_) => 202,
+            Self::Replayed(answer) => answer.status,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        match self {
+            Self::Accepted(accepted) => accepted_body(accepted),
+            Self::Replayed(answer) => answer.body.clone(),
+        }
+    }
+
+    pub fn is_replay(&self) -> bool {
+        matches!(self, Self::Replayed(_))
+    }
+}
+
+fn accepted_body(accepted: &PushAccepted) -> Value {
+    json!({
+        "checkout_request_id": accepted.checkout_request_id,
+        "merchant_request_id": accepted.merchant_request_id,
+        "status": accepted.status,
+        "customer_message": accepted.customer_message,
+    })
+}
+
+/// What the push function needs, built once at cold start.
+pub struct PushService {
+    pub daraja: Arc<dyn Daraja>,
+    /// Intents, phone locks and the pending payment write.
+    pub ledger: Arc<dyn PushLedger>,
+    pub clock: Arc<dyn Clock>,
+    pub callback_token: Secret,
+    /// From configuration; when `None` each request's own API host is used.
+    pub callback_base_url: Option<String>,
+    /// How long a phone stays locked after a push that may have reached it (`PHONE_LOCK_SECONDS`).
+    pub phone_lock: Duration,
+}
+
+impl PushService {
+    /// The URL Daraja calls back: this API's own callback route with the secret token.
+    pub fn callback_url(&self, request_base_url: Option<&str>) -> Result<String, ApiError> {
+        let base = self
+            .callback_base_url
+            .as_deref()
+            .or(request_base_url)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::CallbackUrlUnknown,
+                    "No callback URL: set CALLBACK_BASE_URL or call through API Gateway.",
+                )
+            })?;
+        Ok(format!(
+            "{}/callbacks/stk/{}",
+            base.trim_end_matches('/'),
+            self.callback_token.expose()
+        ))
+    }
+
+    /// Validates, writes the intent and takes the phone lock, sends the STK push, and records
+    /// the outcome. `idempotency_key` is the raw `Idempotency-Key` header, if sent.
+    pub async fn start(
+        &self,
+        body: &[u8],
+        request_base_url: Option<&str>,
+        idempotency_key: Option<&[u8]>,
+    ) -> Result<PushAnswer, ApiError> {
+        let answer = self.attempt(body, request_base_url, idempotency_key).await;
+        // One metric per request; a replay is the first answer again, not a new decision.
+        match &answer {
+            Ok(PushAnswer::Accepted(_)) => metrics::count(Metric::PushAccepted),
+            Ok(PushAnswer::Replayed(_)) => {}
+            Err(error) => metrics::count_by(Metric::PushRejected, "ErrorCode", error.code.as_str()),
+        }
+        answer
+    }
+
+    async fn attempt(
+        &self,
+        body: &[u8],
+        request_base_url: Option<&str>,
+        idempotency_key: Option<&[u8]>,
+    ) -> Result<PushAnswer, ApiError> {
+        let request = PaymentRequest::parse(body)?;
+        let key = match idempotency_key {
+            Some(raw) => IntentKey::idempotency(parse_idempotency_key(raw)?),
+            None => IntentKey::generated(),
+        };
+        let callback_url = self.callback_url(request_base_url)?;
+        let intent = NewIntent {
+            key,
+            fingerprint: request.fingerprint(),
+            phone: request.phone.as_str().to_string(),
+            amount: request.amount.get(),
+            reference: request.reference.as_str().to_string(),
+            description: Some(request.description.as_str().to_string()),
+            at: self.clock.now(),
+            phone_lock: chrono::Duration::from_std(self.phone_lock)
+                .expect("PHONE_LOCK_SECONDS is at most an hour"),
+        };
+        let intent_id = intent.key.log_id();
+        match self.ledger.begin(&intent).await {
+            Ok(Begin::Started) => {}
+            Ok(Begin::Replay(answer)) => {
+                tracing::info!(intent = %intent_id, status = answer.status, "idempotent replay");
+                return Ok(PushAnswer::Replayed(answer));
+            }
+            Ok(Begin::Abandoned) => {
+                let answer = ApiError::abandoned();
+                tracing::warn!(intent = %intent_id, "key of an abandoned push: outcome unknown");
+                return Ok(PushAnswer::Replayed(StoredAnswer {
+                    status: answer.status(),
+                    body: answer.body(),
+                }));
+            }
+            Ok(Begin::InProgress) => return Err(ApiError::idempotency_in_progress()),
+            Ok(Begin::KeyReused) => return Err(ApiError::idempotency_key_reused()),
+            Ok(Begin::PhoneBusy {
+                checkout_request_id,
+            }) => {
+                tracing::info!(
+                    phone = %request.phone.masked(),
+                    open = %checkout_request_id.as_deref().map(mask_id).unwrap_or_default(),
+                    "push refused: a prompt may still be open on this phone"
+                );
+                return Err(ApiError::phone_busy(checkout_request_id));
+            }
+            Err(e) => {
+                tracing::error!(
+                    intent = %intent_id,
+                    phone = %request.phone.masked(),
+                    error = %e,
+                    "intent write failed; no prompt sent"
+                );
+                return Err(ApiError::storage_unavailable_before_push(&e));
+            }
+        }
+        let push = PushRequest {
+            phone: request.phone.clone(),
+            amount: request.amount,
+            reference: request.reference.clone(),
+            description: request.description.clone(),
+            callback_url,
+        };
+        match self.daraja.stk_push(&push).await {
+            Ok(accepted) => Ok(self.accepted(&intent, &request, accepted).await),
+            Err(e) => Err(self.failed(&intent, &request, &e).await),
+        }
+    }
+
+    /// Records an accepted push. The prompt is on the phone whatever the store says, so the
+    /// answer is 202 either way.
+    async fn accepted(
+        &self,
+        intent: &NewIntent,
+        request: &PaymentRequest,
+        accepted: StkPushResponse,
+    ) -> PushAnswer {
+        let answer = PushAccepted {
+            checkout_request_id: accepted.checkout_request_id,
+            merchant_request_id: accepted.merchant_request_id,
+            status: PaymentStatus::Pending.as_str().to_string(),
+            customer_message: accepted.customer_message,
+        };
+        let pending = NewPayment {
+            checkout_request_id: answer.checkout_request_id.clone(),
+            merchant_request_id: answer.merchant_request_id.clone(),
+            amount: request.amount.get(),
+            phone: request.phone.as_str().to_string(),
+            reference: request.reference.as_str().to_string(),
+            description: Some(request.description.as_str().to_string()),
+            created_at: self.clock.now(),
+        };
+        let stored = StoredAnswer {
+            status: 202,
+            body: accepted_body(&answer),
+        };
+        match self.ledger.accepted(intent, &pending, &stored).await {
+            Ok(()) => tracing::info!(
+                intent = %intent.key.log_id(),
+                checkout_request_id = %mask_id(&pending.checkout_request_id),
+                phone = %request.phone.masked(),
+                amount = pending.amount,
+                "push accepted"
+            ),
+            // The callback will still create the record (as an orphan, with the result);
+            // this line has everything needed to reconcile it by hand.
+            Err(e) => tracing::error!(
+                intent = %intent.key.log_id(),
+                checkout_request_id = %mask_id(&pending.checkout_request_id),
+                merchant_request_id = %pending.merchant_request_id,
+                amount = pending.amount,
+                phone = %request.phone.masked(),
+                reference = %pending.reference,
+                error = %e,
+                "pending write failed after Daraja accepted the push; the callback will create the record"
+            ),
+        }
+        PushAnswer::Accepted(answer)
+    }
+
+    /// Records a push Daraja did not accept and returns the answer for it.
+    async fn failed(
+        &self,
+        intent: &NewIntent,
+        request: &PaymentRequest,
+        e: &DarajaError,
+    ) -> ApiError {
+        metrics::daraja_error(e);
+        let error = ApiError::from_daraja(e);
+        let stored = StoredAnswer {
+            status: error.status(),
+            body: error.body(),
+        };
+        let failure = match e.kind() {
+            FailureKind::OutcomeUnknown => Failure::OutcomeUnknown(stored),
+            FailureKind::Retryable => Failure::Retryable,
+            FailureKind::Refused => Failure::Refused(stored),
+        };
+        let outcome_unknown = matches!(failure, Failure::OutcomeUnknown(_));
+        let written = self.ledger.failed(intent, &failure, self.clock.now()).await;
+        if outcome_unknown {
+            tracing::error!(
+                intent = %intent.key.log_id(),
+                phone = %request.phone.masked(),
+                amount = request.amount.get(),
+                reference = %request.reference.as_str(),
+                error = %e,
+                recorded = written.is_ok(),
+                "push outcome unknown: the customer may get a prompt; the phone stays locked"
+            );
+        } else {
+            tracing::warn!(
+                intent = %intent.key.log_id(),
+                phone = %request.phone.masked(),
+                error = %e,
+                daraja_error_code = e.error_code().unwrap_or(""),
+                "push refused"
+            );
+        }
+        if let Err(store) = written {
+            // The intent stays IN_PROGRESS and the phone locked until they expire: a retry
+            // is told to wait, never prompted twice.
+            tracing::error!(
+                intent = %intent.key.log_id(),
+                phone = %request.phone.masked(),
+                error = %store,
+                "could not record the failed push"
+            );
+        }
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::DEFAULT_PHONE_LOCK;
+    use daraja::fake::FakeDaraja;
+    use daraja::time::FixedClock;
+    use payments::intent::{IntentRecord, PhoneLock, ABANDONED_AFTER};
+    use payments::timestamp;
+    use payments::{MemoryLedger, MemoryStore, StoreError};
+
+    const BODY: &[u8] = br#"{"phone":"0708374149","amount":100,"reference":"INV-1"}"#;
+
+    fn now() -> DateTime<Utc> {
+        timestamp::truncate(Utc::now())
+    }
+
+    /// A service over a counting fake Daraja with nothing scripted: a push that gets as far as
+    /// Daraja is counted and answered "unavailable" (a 503), so `daraja.pushes() == 0` proves
+    /// Daraja was never called.
+    fn service(ledger: Arc<dyn PushLedger>) -> (PushService, Arc<FakeDaraja>) {
+        let daraja = Arc::new(FakeDaraja::new());
+        let service = PushService {
+            daraja: daraja.clone(),
+            ledger,
+            clock: Arc::new(FixedClock::new(now())),
+            callback_token: Secret::new("token"),
+            callback_base_url: Some("https://api.example.com".into()),
+            phone_lock: DEFAULT_PHONE_LOCK,
+        };
+        (service, daraja)
+    }
+
+    fn memory() -> Arc<MemoryLedger> {
+        Arc::new(MemoryLedger::new(Arc::new(MemoryStore::new())))
+    }
+
+    fn intent_for(service: &PushService, body: &[u8], key: Option<&str>) -> NewIntent {
+        let request = PaymentRequest::parse(body).unwrap();
+        NewIntent {
+            key: key.map_or_else(IntentKey::generated, IntentKey::idempotency),
+            fingerprint: request.fingerprint(),
+            phone: request.phone.as_str().into(),
+            amount: request.amount.get(),
+            reference: request.reference.as_str().into(),
+            description: Some(request.description.as_str().into()),
+            at: service.clock.now(),
+            phone_lock: chrono::Duration::seconds(120),
+        }
+    }
+
+    struct StoreDown;
+
+    #[async_trait]
+    impl PushLedger for StoreDown {
+        async fn begin(&self, _: &NewIntent) -> Result<Begin, StoreError> {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
+        async fn accepted(
+            &self,
+            _: &NewIntent,
+            _: &NewPayment,
+            _: &StoredAnswer,
+        ) -> Result<(), StoreError> {
+            unreachable!("nothing is accepted without an intent")
+        }
+        async fn failed(
+            &self,
+            _: &NewIntent,
+            _: &Failure,
+            _: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            unreachable!("nothing fails without an intent")
+        }
+        async fn intent(
+            &self,
+            _: &IntentKey,
+            _: DateTime<Utc>,
+        ) -> Result<Option<IntentRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn phone_lock(
+            &self,
+            _: &str,
+            _: DateTime<Utc>,
+        ) -> Result<Option<PhoneLock>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_255_visible_ascii() {
+        assert_eq!(parse_idempotency_key(b"order-1001").unwrap(), "order-1001");
+        assert!(parse_idempotency_key(&[b'k'; 255]).is_ok());
+        for bad in [
+            &b""[..],
+            &[b'k'; 256][..],
+            b"has space",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+            b"nul\0",
+        ] {
+            let error = parse_idempotency_key(bad).unwrap_err();
+            assert_eq!(
+                (error.status(), error.code.as_str()),
+                (400, "invalid_idempotency_key")
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_payment_in_another_spelling_has_the_same_fingerprint() {
+        let one = PaymentRequest::parse(BODY).unwrap();
+        let same = PaymentRequest::parse(
+            br#"{"phone":"+254 708-374 149","amount":100,"reference":"INV-1","description":"Payment"}"#,
+        )
+        .unwrap();
+        let other =
+            PaymentRequest::parse(br#"{"phone":"0708374149","amount":101,"reference":"INV-1"}"#)
+                .unwrap();
+        assert_eq!(one.fingerprint(), same.fingerprint());
+        assert_ne!(one.fingerprint(), other.fingerprint());
+    }
+
+    #[tokio::test]
+    async fn store_down_before_the_push_is_a_503_and_nothing_is_sent() {
+        let (service, daraja) = service(Arc::new(StoreDown));
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!(
+            (error.status(), error.code.as_str()),
+            (503, "storage_unavailable")
+        );
+        assert!(
+            error.message.contains("no prompt was sent"),
+            "{}",
+            error.message
+        );
+        assert_eq!(daraja.pushes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_settled_key_replays_its_first_answer_without_calling_daraja() {
+        let ledger = memory();
+        let (service, daraja) = service(ledger.clone());
+        let first = intent_for(&service, BODY, Some("k1"));
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let refused = StoredAnswer {
+            status: 502,
+            body: json!({"error": {"code": "daraja_rejected", "message": "Invalid Amount"}}),
+        };
+        ledger
+            .failed(&first, &Failure::Refused(refused.clone()), now())
+            .await
+            .unwrap();
+        let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+        assert_eq!(answer, PushAnswer::Replayed(refused.clone()));
+        assert_eq!((answer.status(), answer.body()), (502, refused.body));
+        assert_eq!(daraja.pushes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_key_with_another_body_or_still_running_is_refused_without_calling_daraja() {
+        let ledger = memory();
+        let (service, daraja) = service(ledger.clone());
+        let first = intent_for(&service, BODY, Some("k1"));
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!(
+            (error.status(), error.code.as_str()),
+            (409, "idempotency_in_progress")
+        );
+        let other = br#"{"phone":"0708374149","amount":5,"reference":"INV-1"}"#;
+        let error = service.start(other, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!(
+            (error.status(), error.code.as_str()),
+            (422, "idempotency_key_reused")
+        );
+        assert_eq!(daraja.pushes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
+        let ledger = memory();
+        let (service, daraja) = service(ledger.clone());
+        let first = intent_for(&service, BODY, None);
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let payment = NewPayment {
+            checkout_request_id: "ws_CO_OPEN".into(),
+            merchant_request_id: "m-1".into(),
+            amount: 100,
+            phone: first.phone.clone(),
+            reference: "INV-1".into(),
+            description: None,
+            created_at: now(),
+        };
+        let accepted = StoredAnswer {
+            status: 202,
+            body: json!({}),
+        };
+        ledger.accepted(&first, &payment, &accepted).await.unwrap();
+        let error = service.start(BODY, None, Some(b"k2")).await.unwrap_err();
+        assert_eq!((error.status(), error.code.as_str()), (409, "phone_busy"));
+        assert_eq!(error.body()["error"]["checkout_request_id"], "ws_CO_OPEN");
+        assert_eq!(daraja.pushes(), 0);
+        // Refused before any write: the key is still free for a later attempt.
+        let key = IntentKey::idempotency("k2");
+        assert_eq!(ledger.intent(&key, now()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn daraja_unreachable_frees_the_key_and_the_phone() {
+        let ledger = memory();
+        let (service, daraja) = service(ledger.clone());
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!(
+            (error.status(), error.code.as_str()),
+            (503, "daraja_unavailable")
+        );
+        assert_eq!(
+            ledger
+                .intent(&IntentKey::idempotency("k1"), now())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            ledger.phone_lock("254708374149", now()).await.unwrap(),
+            None
+        );
+        // A retry with the same key tries Daraja again.
+        let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+        assert_eq!(error.code, ErrorCode::DarajaUnavailable);
+        assert_eq!(daraja.pushes(), 2);
+    }
+
+    /// A key whose push stopped mid-flight is answered as the outcome-unknown timeout and
+    /// never pushed again.
+    #[tokio::test]
+    async fn an_abandoned_key_replays_the_outcome_unknown_timeout_without_calling_daraja() {
+        let ledger = memory();
+        let (service, daraja) = service(ledger.clone());
+        let mut first = intent_for(&service, BODY, Some("k1"));
+        first.at = service.clock.now() - ABANDONED_AFTER;
+        assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+        let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+        assert!(answer.is_replay());
+        assert_eq!(answer.status(), 504);
+        assert_eq!(answer.body()["error"]["code"], "daraja_timeout");
+        assert_eq!(answer.body()["error"]["outcome"], "unknown");
+        assert_eq!(daraja.pushes(), 0);
+        // The same answer as a push that timed out.
+        let timeout = ApiError::from_daraja(&DarajaError::TimedOut);
+        assert_eq!(answer.status(), timeout.status());
+        assert_eq!(
+            answer.body()["error"]["code"],
+            timeout.body()["error"]["code"]
+        );
+        assert_eq!(
+            answer.body()["error"]["outcome"],
+            timeout.body()["error"]["outcome"]
+        );
+    }
+
+    #[tokio::test]
+    async fn phone_lock_setting_defaults_to_two_minutes_and_must_be_positive() {
+        use crate::config::PushConfig;
+        let base = [
+            ("TABLE_NAME", "t"),
+            ("DARAJA_SHORTCODE", "174379"),
+            ("DARAJA_CONSUMER_KEY", "k"),
+            ("DARAJA_CONSUMER_SECRET", "s"),
+            ("DARAJA_PASSKEY", "p"),
+            ("CALLBACK_TOKEN", "c"),
+            ("PHONE_LOCK_SECONDS", ""),
+        ];
+        let config = PushConfig::load(&base, None).await.unwrap();
+        assert_eq!(config.phone_lock, DEFAULT_PHONE_LOCK);
+        let mut set = base;
+        set[6].1 = "45";
+        let config = PushConfig::load(&set, None).await.unwrap();
+        assert_eq!(config.phone_lock, Duration::from_secs(45));
+        set[6].1 = "0";
+        let error = PushConfig::load(&set, None).await.unwrap_err().to_string();
+        assert!(error.contains("PHONE_LOCK_SECONDS"), "{error}");
+    }
+}

@@ -1,0 +1,42 @@
+//! Settings of the callback function.
+
+use std::collections::BTreeSet;
+
+use daraja::Secret;
+
+use super::{load_secrets, required, ConfigError, SecretName, SecretSource, Vars};
+use crate::api::SourceAllowList;
+
+#[derive(Debug)]
+pub struct CallbackConfig {
+    pub table_name: String,
+    pub callback_token: Secret,
+    /// `CALLBACK_ALLOWED_IPS`; empty allows every source.
+    pub allowed_sources: SourceAllowList,
+}
+
+impl CallbackConfig {
+    pub async fn load(
+        vars: &dyn Vars,
+        source: Option<&dyn SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        let mut missing = BTreeSet::new();
+        let table_name = required(vars, "TABLE_NAME", &mut missing);
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing(missing));
+        }
+        let allowed_sources = match vars.var("CALLBACK_ALLOWED_IPS") {
+            None => SourceAllowList::default(),
+            Some(text) => SourceAllowList::parse(&text).map_err(|reason| ConfigError::Invalid {
+                name: "CALLBACK_ALLOWED_IPS",
+                reason,
+            })?,
+        };
+        let mut secrets = load_secrets(vars, &[SecretName::CallbackToken], source).await?;
+        Ok(Self {
+            table_name,
+            callback_token: secrets.take(SecretName::CallbackToken)?,
+            allowed_sources,
+        })
+    }
+}

@@ -1,0 +1,61 @@
+//! Settings of the reconciliation function.
+
+use std::collections::BTreeSet;
+
+use daraja::DarajaConfig;
+
+use super::daraja_client::load_daraja;
+use super::{required, seconds, ConfigError, SecretSource, Vars};
+use crate::reconcile::ReconcileSettings;
+
+#[derive(Debug)]
+pub struct ReconcileConfig {
+    pub table_name: String,
+    pub daraja: DarajaConfig,
+    pub settings: ReconcileSettings,
+}
+
+impl ReconcileConfig {
+    pub async fn load(
+        vars: &dyn Vars,
+        source: Option<&dyn SecretSource>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = ReconcileSettings::default();
+        let grace = seconds(vars, "RECONCILE_GRACE_SECONDS", defaults.grace)?;
+        let max_age = seconds(vars, "RECONCILE_MAX_AGE_SECONDS", defaults.max_age)?;
+        if max_age < grace {
+            return Err(ConfigError::Invalid {
+                name: "RECONCILE_MAX_AGE_SECONDS",
+                reason: format!(
+                    "{} s is shorter than RECONCILE_GRACE_SECONDS ({} s)",
+                    max_age.as_secs(),
+                    grace.as_secs()
+                ),
+            });
+        }
+        let max_queries_per_minute = match vars.var("RECONCILE_MAX_QUERIES_PER_MINUTE") {
+            None => defaults.max_queries_per_minute,
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "RECONCILE_MAX_QUERIES_PER_MINUTE",
+                    reason: format!("{v:?} is not a whole number of at least 1"),
+                })?,
+        };
+        let mut missing = BTreeSet::new();
+        let table_name = required(vars, "TABLE_NAME", &mut missing);
+        let (daraja, _) = load_daraja(vars, source, missing, &[]).await?;
+        Ok(Self {
+            table_name,
+            daraja,
+            settings: ReconcileSettings {
+                grace,
+                max_age,
+                max_queries_per_minute,
+            },
+        })
+    }
+}

@@ -1,0 +1,407 @@
+//! The DynamoDB [`PaymentStore`]: one table, defined in `template.yaml`.
+//!
+//! Every state change is one `UpdateItem` whose condition states the state it expects.
+//! When the guess is wrong, DynamoDB hands back the item as it was
+//! (`ReturnValuesOnConditionCheckFailure::AllOld`), the shared rules pick the right
+//! write, and that write is tried under its own condition. States only move forward
+//! (absent → pending → final), so this settles in a few rounds.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+use payments::payment::{
+    plan_pending, plan_result, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
+    PendingPlan, ResultPlan, ResultSource,
+};
+use payments::{Applied, PaymentStore, PendingWrite, StoreError};
+
+use crate::error::contention;
+use crate::expr::Expr;
+use crate::item::{self, n, s, time};
+use crate::table::Table;
+
+/// More rounds than the forward-only state machine can need; reaching it means another
+/// writer keeps changing the item, which only a bug can do.
+const MAX_ROUNDS: usize = 6;
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    table: Table,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            table: Table::new(client, table),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        self.table.name()
+    }
+
+    /// Runs one conditional update. `Ok(Err(old))` means the condition failed; `old` is
+    /// the record as it was (`None`: there was none).
+    async fn update(
+        &self,
+        checkout_request_id: &str,
+        update: Expr,
+    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        match self
+            .table
+            .update(item::pk(checkout_request_id), update)
+            .await?
+        {
+            Ok(new) => item::record_from_item(&new).map(Ok),
+            Err(old) => old
+                .as_ref()
+                .map(item::record_from_item)
+                .transpose()
+                .map(Err),
+        }
+    }
+
+    async fn transition(
+        &self,
+        result: &PaymentResult,
+        status: PaymentStatus,
+    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        let mut update = result_update(result, status);
+        let open = format!(
+            "({st} = {pending} OR {st} = {expired})",
+            st = update.name(item::STATUS),
+            pending = update.value("open_pending", s(PaymentStatus::Pending.as_str())),
+            expired = update.value("open_expired", s(PaymentStatus::Expired.as_str())),
+        );
+        let amount_check = amount_check(&mut update, status, result);
+        update.condition(format!("{open}{amount_check}"));
+        self.update(&result.checkout_request_id, update).await
+    }
+
+    /// Adds a success callback's details to a record an STK query completed. The
+    /// condition is the whole rule ([`PaymentResult::enriches`]), so a failed record, a
+    /// record with a receipt, or a race lost to another callback is never touched.
+    async fn enrich(
+        &self,
+        result: &PaymentResult,
+        status: PaymentStatus,
+    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        let mut update = Expr::new();
+        update.set(item::STATUS, s(status.as_str()));
+        update.set(item::UPDATED_AT, time(Utc::now()));
+        set_result_details(&mut update, result);
+        let condition = format!(
+            "{st} = {completed} AND {code} = {same_code} AND {by} = {query} AND attribute_not_exists({receipt})",
+            st = update.name(item::STATUS),
+            completed = update.value("completed", s(PaymentStatus::Completed.as_str())),
+            code = update.name(item::RESULT_CODE),
+            same_code = update.value("same_code", s(&result.result_code)),
+            by = update.name(item::RECONCILED_BY),
+            query = update.value("by_query", s(ResultSource::Query.as_str())),
+            receipt = update.name(item::RECEIPT),
+        );
+        let amount_check = amount_check(&mut update, status, result);
+        update.condition(format!("{condition}{amount_check}"));
+        self.update(&result.checkout_request_id, update).await
+    }
+
+    async fn create_orphan(
+        &self,
+        result: &PaymentResult,
+        status: PaymentStatus,
+    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        let mut update = result_update(result, status);
+        update.set(item::ORPHAN_PK, s(item::ORPHAN_PARTITION));
+        update.set(
+            item::ORPHAN_SK,
+            s(item::index_sk(
+                result.received_at,
+                &result.checkout_request_id,
+            )),
+        );
+        let pk = update.name(item::PK);
+        update.condition(format!("attribute_not_exists({pk})"));
+        self.update(&result.checkout_request_id, update).await
+    }
+
+    /// Counts a repeated or contradicting result on a final record. The record's status
+    /// and result fields never change once final, so no condition beyond existence.
+    async fn note_repeat(
+        &self,
+        result: &PaymentResult,
+        plan: ResultPlan,
+        stored: PaymentRecord,
+    ) -> Result<Applied, StoreError> {
+        let mut update = Expr::new();
+        let conflict = plan == ResultPlan::Conflict;
+        if conflict {
+            update.append(
+                item::HISTORY,
+                vec![item::history_entry(&result.history_entry())],
+            );
+        }
+        if result.source == ResultSource::Callback {
+            let counter = if conflict {
+                item::CONFLICTING_CALLBACKS
+            } else {
+                item::DUPLICATE_CALLBACKS
+            };
+            update.add(counter, 1);
+        }
+        let record = if update.is_empty() {
+            // A query repeating the stored result: nothing to record.
+            stored
+        } else {
+            let pk = update.name(item::PK);
+            update.condition(format!("attribute_exists({pk})"));
+            match self.update(&result.checkout_request_id, update).await? {
+                Ok(record) => record,
+                Err(_) => return Err(contention(&result.checkout_request_id)),
+            }
+        };
+        Ok(if conflict {
+            Applied::Conflict(record)
+        } else {
+            Applied::Duplicate(record)
+        })
+    }
+}
+
+/// The amount check of a write setting `status` from `result`, as a condition suffix. It
+/// lives in the condition, so a pending write that lands between our guess and this write
+/// cannot slip a wrong amount past it.
+fn amount_check(update: &mut Expr, status: PaymentStatus, result: &PaymentResult) -> String {
+    match (status, result.amount_paid_whole) {
+        (PaymentStatus::Completed, Some(paid)) => {
+            let amount = update.name(item::AMOUNT);
+            let paid = update.value("paid", n(paid));
+            format!(" AND (attribute_not_exists({amount}) OR {amount} = {paid})")
+        }
+        (PaymentStatus::NeedsReview, Some(paid)) => {
+            let amount = update.name(item::AMOUNT);
+            let paid = update.value("paid", n(paid));
+            format!(" AND attribute_exists({amount}) AND {amount} <> {paid}")
+        }
+        _ => String::new(),
+    }
+}
+
+/// What a result says of the payment (receipt, amount paid, paying phone, date, raw callback):
+/// written by a transition, an orphan creation and an enrichment alike.
+fn set_result_details(update: &mut Expr, result: &PaymentResult) {
+    update.set_some(item::RECEIPT, result.receipt.as_deref());
+    update.set_some(item::AMOUNT_PAID, result.amount_paid.as_deref());
+    if let Some(paid) = result.amount_paid_whole {
+        update.set(item::AMOUNT_PAID_WHOLE, n(paid));
+    }
+    update.set_some(item::PAYING_PHONE, result.paying_phone.as_deref());
+    update.set_some(item::TRANSACTION_DATE, result.transaction_date.as_deref());
+    update.set_some(item::RAW_CALLBACK, result.raw.as_deref());
+}
+
+/// The writes shared by a transition and an orphan creation.
+fn result_update(result: &PaymentResult, status: PaymentStatus) -> Expr {
+    let mut update = Expr::new();
+    update.set(item::STATUS, s(status.as_str()));
+    update.set(item::CHECKOUT_REQUEST_ID, s(&result.checkout_request_id));
+    // The request's merchant id wins whichever write comes first.
+    update.set_if_absent(item::MERCHANT_REQUEST_ID, s(&result.merchant_request_id));
+    update.set(item::COMPLETED_AT, time(result.received_at));
+    update.set(item::UPDATED_AT, time(Utc::now()));
+    update.set(item::RESULT_CODE, s(&result.result_code));
+    update.set(item::RESULT_DESC, s(&result.result_desc));
+    update.set(item::OUTCOME, s(&result.outcome));
+    set_result_details(&mut update, result);
+    update.set(item::RECONCILED_BY, s(result.source.as_str()));
+    update.set_if_absent(item::DETAILS_RECORDED, AttributeValue::Bool(false));
+    update.remove(item::PENDING_PK);
+    update.remove(item::PENDING_SK);
+    update
+}
+
+/// The request details, written by both pending-write variants.
+fn details_update(payment: &NewPayment) -> Expr {
+    let mut update = Expr::new();
+    update.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
+    update.set(item::MERCHANT_REQUEST_ID, s(&payment.merchant_request_id));
+    update.set(item::AMOUNT, n(payment.amount));
+    update.set(item::PHONE, s(&payment.phone));
+    update.set(item::REFERENCE, s(&payment.reference));
+    update.set_some(item::DESCRIPTION, payment.description.as_deref());
+    update.set(item::CREATED_AT, time(payment.created_at));
+    update.set(item::UPDATED_AT, time(Utc::now()));
+    update.set(item::DETAILS_RECORDED, AttributeValue::Bool(true));
+    update
+}
+
+/// A pending payment's writes (no condition): the details, the `PENDING` status and its
+/// pending-index entry. The push ledger writes the same inside its transaction.
+pub(crate) fn open_pending(payment: &NewPayment) -> Expr {
+    let mut update = details_update(payment);
+    update.set(item::STATUS, s(PaymentStatus::Pending.as_str()));
+    update.set(item::PENDING_PK, s(item::PENDING_PARTITION));
+    update.set(
+        item::PENDING_SK,
+        s(item::index_sk(
+            payment.created_at,
+            &payment.checkout_request_id,
+        )),
+    );
+    update
+}
+
+#[async_trait]
+impl PaymentStore for DynamoStore {
+    async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
+        // Common path first: nothing stored yet.
+        let mut plan = PendingPlan::Open;
+        for _ in 0..MAX_ROUNDS {
+            let written = match plan {
+                PendingPlan::Open => {
+                    let mut update = open_pending(payment);
+                    let pk = update.name(item::PK);
+                    let status = update.name(item::STATUS);
+                    let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
+                    update.condition(format!(
+                        "attribute_not_exists({pk}) OR {status} = {pending}"
+                    ));
+                    self.update(&payment.checkout_request_id, update)
+                        .await?
+                        .map(PendingWrite::Created)
+                }
+                PendingPlan::AddDetails(target) => {
+                    let mut update = details_update(payment);
+                    update.remove(item::ORPHAN_PK);
+                    update.remove(item::ORPHAN_SK);
+                    let status = update.name(item::STATUS);
+                    let paid = update.name(item::AMOUNT_PAID_WHOLE);
+                    let completed = update.value("completed", s(PaymentStatus::Completed.as_str()));
+                    let asked = update.value("asked", n(payment.amount));
+                    // The two conditions split "final" exactly: a success for another
+                    // amount, and everything else, which keeps its status.
+                    let mismatch = format!(
+                        "{status} = {completed} AND attribute_exists({paid}) AND {paid} <> {asked}"
+                    );
+                    if target == PaymentStatus::NeedsReview {
+                        update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
+                        update.condition(mismatch);
+                    } else {
+                        let pk = update.name(item::PK);
+                        let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
+                        update.condition(format!(
+                            "attribute_exists({pk}) AND {status} <> {pending} AND NOT ({mismatch})"
+                        ));
+                    }
+                    self.update(&payment.checkout_request_id, update)
+                        .await?
+                        .map(PendingWrite::ResultAlreadyKnown)
+                }
+            };
+            match written {
+                Ok(outcome) => return Ok(outcome),
+                Err(stored) => plan = plan_pending(payment, stored.as_ref()),
+            }
+        }
+        Err(contention(&payment.checkout_request_id))
+    }
+
+    async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError> {
+        // Common path first: the pending write is there and the amount matches.
+        let mut plan = ResultPlan::Transition(result.final_status(None));
+        for _ in 0..MAX_ROUNDS {
+            let (written, orphan) = match plan {
+                ResultPlan::Transition(status) => (self.transition(result, status).await?, false),
+                ResultPlan::CreateOrphan(status) => {
+                    (self.create_orphan(result, status).await?, true)
+                }
+                ResultPlan::Enrich(status) => (self.enrich(result, status).await?, false),
+                // Planned below, from a stored record, and answered there.
+                ResultPlan::Duplicate | ResultPlan::Conflict => break,
+            };
+            let stored = match written {
+                Ok(record) => return Ok(Applied::Transitioned { record, orphan }),
+                Err(stored) => stored,
+            };
+            plan = plan_result(result, stored.as_ref());
+            if let (ResultPlan::Duplicate | ResultPlan::Conflict, Some(stored)) = (plan, stored) {
+                return self.note_repeat(result, plan, stored).await;
+            }
+        }
+        Err(contention(&result.checkout_request_id))
+    }
+
+    async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        let found = self.table.get(item::pk(checkout_request_id), &[]).await?;
+        found.as_ref().map(item::record_from_item).transpose()
+    }
+
+    async fn orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError> {
+        let items = self
+            .table
+            .query_partition(
+                item::ORPHAN_INDEX,
+                (item::ORPHAN_PK, item::ORPHAN_PARTITION),
+                None,
+                limit,
+            )
+            .await?;
+        items.iter().map(item::record_from_item).collect()
+    }
+
+    async fn pending_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        // `created_at#id` sorts after `created_at`, so a payment created exactly at the
+        // cutoff is not older than it.
+        let items = self
+            .table
+            .query_partition(
+                item::PENDING_INDEX,
+                (item::PENDING_PK, item::PENDING_PARTITION),
+                Some((item::PENDING_SK, time(cutoff))),
+                limit,
+            )
+            .await?;
+        items
+            .iter()
+            .map(|found| match found.get(item::PK) {
+                Some(AttributeValue::S(pk)) if pk.starts_with(item::PK_PREFIX) => {
+                    Ok(pk[item::PK_PREFIX.len()..].to_owned())
+                }
+                _ => Err(StoreError::Corrupt {
+                    pk: String::from("<pending-index entry>"),
+                    detail: String::from("index entry without a payment key"),
+                }),
+            })
+            .collect()
+    }
+
+    async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError> {
+        let mut update = Expr::new();
+        update.add(item::QUERY_ATTEMPTS, 1);
+        let status = update.name(item::STATUS);
+        let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
+        update.condition(format!("{status} = {pending}"));
+        // A failed condition means the payment is final (or unknown): nothing to count.
+        self.update(checkout_request_id, update).await.map(|_| ())
+    }
+
+    async fn expire(
+        &self,
+        checkout_request_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut update = Expr::new();
+        update.set(item::STATUS, s(PaymentStatus::Expired.as_str()));
+        update.set(item::UPDATED_AT, time(at));
+        update.remove(item::PENDING_PK);
+        update.remove(item::PENDING_SK);
+        let status = update.name(item::STATUS);
+        let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
+        update.condition(format!("{status} = {pending}"));
+        Ok(self.update(checkout_request_id, update).await?.is_ok())
+    }
+}

@@ -1,0 +1,376 @@
+//! The behaviour every [`PushLedger`] must show, run against the in-memory ledger in this
+//! crate's unit tests and against DynamoDB in the integration tests. Use
+//! [`push_ledger_conformance!`](crate::push_ledger_conformance) with an async function that
+//! returns a fresh ledger and the payment store it writes to.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::success;
+use crate::intent::{
+    Begin, Failure, IntentKey, IntentStatus, NewIntent, PushLedger, StoredAnswer, ABANDONED_AFTER,
+};
+use crate::payment::{timestamp, NewPayment, PaymentStatus};
+use crate::store::PaymentStore;
+
+/// Expands to one `#[tokio::test]` per rule, each on a ledger from `$make` (an async fn
+/// returning `(Arc<dyn PushLedger>, Arc<dyn PaymentStore>)`, fresh and empty).
+#[macro_export]
+macro_rules! push_ledger_conformance {
+    ($make:path) => {
+        $crate::push_ledger_conformance!(@rules $make;
+            same_key_while_in_progress_is_in_progress,
+            accepted_answer_is_replayed_with_its_records,
+            same_key_with_another_request_is_key_reused,
+            expired_key_is_forgotten,
+            busy_phone_reports_the_open_checkout_id,
+            phone_lock_frees_after_its_window,
+            refusal_keeps_the_answer_and_frees_the_phone,
+            retryable_failure_forgets_the_key_and_frees_the_phone,
+            outcome_unknown_keeps_the_phone_locked,
+            abandoned_in_progress_key_answers_outcome_unknown,
+            concurrent_begins_with_one_key_start_once,
+            concurrent_begins_on_one_phone_start_once,
+            accepted_after_the_callback_keeps_the_result,
+        );
+    };
+    (@rules $make:path; $($rule:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $rule() {
+                let (ledger, payments) = $make().await;
+                $crate::conformance::ledger::$rule(ledger, payments).await;
+            }
+        )*
+    };
+}
+
+type Ledger = Arc<dyn PushLedger>;
+type Payments = Arc<dyn PaymentStore>;
+
+const WINDOW: i64 = 120;
+
+fn now() -> DateTime<Utc> {
+    timestamp::truncate(Utc::now())
+}
+
+/// An intent for `key` (`None`: generated) on `phone`, at `at`.
+pub fn intent(key: Option<&str>, phone: &str, at: DateTime<Utc>) -> NewIntent {
+    NewIntent {
+        key: key.map_or_else(IntentKey::generated, IntentKey::idempotency),
+        fingerprint: format!("fp-{phone}-100"),
+        phone: phone.to_owned(),
+        amount: 100,
+        reference: "INV001".to_owned(),
+        description: Some("Order 1".to_owned()),
+        at,
+        phone_lock: Duration::seconds(WINDOW),
+    }
+}
+
+fn payment(id: &str, intent: &NewIntent) -> NewPayment {
+    NewPayment {
+        checkout_request_id: id.to_owned(),
+        merchant_request_id: "29115-34620561-1".to_owned(),
+        amount: intent.amount,
+        phone: intent.phone.clone(),
+        reference: intent.reference.clone(),
+        description: intent.description.clone(),
+        created_at: intent.at + Duration::seconds(1),
+    }
+}
+
+fn answer(status: u16, code: &str) -> StoredAnswer {
+    StoredAnswer {
+        status,
+        body: json!({ "code": code, "n": [1, 2] }),
+    }
+}
+
+async fn begin(ledger: &Ledger, intent: &NewIntent) -> Begin {
+    ledger
+        .begin(intent)
+        .await
+        .unwrap_or_else(|e| panic!("begin: {e}"))
+}
+
+pub async fn same_key_while_in_progress_is_in_progress(ledger: Ledger, _: Payments) {
+    let first = intent(Some("k1"), "254708000001", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    assert_eq!(begin(&ledger, &first).await, Begin::InProgress);
+    let stored = ledger.intent(&first.key, now()).await.unwrap().unwrap();
+    assert_eq!(stored.status, IntentStatus::InProgress);
+    assert_eq!(stored.fingerprint, first.fingerprint);
+    assert_eq!(
+        stored.expires_at,
+        (first.at + Duration::hours(24)).timestamp()
+    );
+}
+
+pub async fn accepted_answer_is_replayed_with_its_records(ledger: Ledger, payments: Payments) {
+    let first = intent(Some("k1"), "254708000002", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    let accepted = answer(202, "ok");
+    ledger
+        .accepted(&first, &payment("ws_CO_A1", &first), &accepted)
+        .await
+        .unwrap();
+    assert_eq!(
+        begin(&ledger, &first).await,
+        Begin::Replay(accepted.clone())
+    );
+    let stored = ledger.intent(&first.key, now()).await.unwrap().unwrap();
+    assert_eq!(stored.status, IntentStatus::Accepted);
+    assert_eq!(stored.answer, Some(accepted));
+    assert_eq!(stored.checkout_request_id.as_deref(), Some("ws_CO_A1"));
+    let lock = ledger
+        .phone_lock(&first.phone, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lock.checkout_request_id.as_deref(), Some("ws_CO_A1"));
+    assert_eq!(lock.intent_pk, first.key.pk());
+    let record = payments.get("ws_CO_A1").await.unwrap().unwrap();
+    assert_eq!(record.status, PaymentStatus::Pending);
+    assert_eq!(record.amount, Some(100));
+    assert_eq!(record.phone.as_deref(), Some("254708000002"));
+    assert!(record.details_recorded);
+}
+
+pub async fn same_key_with_another_request_is_key_reused(ledger: Ledger, _: Payments) {
+    let first = intent(Some("k1"), "254708000003", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    let mut other = first.clone();
+    other.fingerprint = "another".into();
+    assert_eq!(begin(&ledger, &other).await, Begin::KeyReused);
+    ledger
+        .failed(&first, &Failure::Refused(answer(502, "no")), now())
+        .await
+        .unwrap();
+    assert_eq!(begin(&ledger, &other).await, Begin::KeyReused);
+}
+
+pub async fn expired_key_is_forgotten(ledger: Ledger, _: Payments) {
+    let old = intent(Some("k1"), "254708000004", now() - Duration::hours(25));
+    assert_eq!(begin(&ledger, &old).await, Begin::Started);
+    ledger
+        .failed(&old, &Failure::Refused(answer(502, "no")), old.at)
+        .await
+        .unwrap();
+    // TTL deletion lags: the item may still be there, but it counts as gone.
+    assert_eq!(ledger.intent(&old.key, now()).await.unwrap(), None);
+    let mut again = intent(Some("k1"), "254708000004", now());
+    again.fingerprint = "a new request".into();
+    assert_eq!(begin(&ledger, &again).await, Begin::Started);
+}
+
+pub async fn busy_phone_reports_the_open_checkout_id(ledger: Ledger, _: Payments) {
+    let t = now();
+    let first = intent(Some("k1"), "254708000005", t);
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    let second = intent(Some("k2"), "254708000005", t + Duration::seconds(1));
+    assert_eq!(
+        begin(&ledger, &second).await,
+        Begin::PhoneBusy {
+            checkout_request_id: None
+        }
+    );
+    ledger
+        .accepted(&first, &payment("ws_CO_B1", &first), &answer(202, "ok"))
+        .await
+        .unwrap();
+    let third = intent(None, "254708000005", t + Duration::seconds(2));
+    assert_eq!(
+        begin(&ledger, &third).await,
+        Begin::PhoneBusy {
+            checkout_request_id: Some("ws_CO_B1".into())
+        }
+    );
+    // Nothing was written for the refused ones: the key is still free.
+    assert_eq!(ledger.intent(&second.key, t).await.unwrap(), None);
+    let elsewhere = intent(Some("k2"), "254708000006", t + Duration::seconds(3));
+    assert_eq!(begin(&ledger, &elsewhere).await, Begin::Started);
+}
+
+pub async fn phone_lock_frees_after_its_window(ledger: Ledger, _: Payments) {
+    let t = now() - Duration::seconds(2 * WINDOW);
+    let first = intent(Some("k1"), "254708000007", t);
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    ledger
+        .accepted(&first, &payment("ws_CO_C1", &first), &answer(202, "ok"))
+        .await
+        .unwrap();
+    // The window counts from the acceptance (one second after the intent).
+    let inside = intent(None, "254708000007", t + Duration::seconds(WINDOW));
+    assert!(matches!(
+        begin(&ledger, &inside).await,
+        Begin::PhoneBusy { .. }
+    ));
+    let after = intent(None, "254708000007", t + Duration::seconds(WINDOW + 1));
+    assert_eq!(begin(&ledger, &after).await, Begin::Started);
+}
+
+pub async fn refusal_keeps_the_answer_and_frees_the_phone(ledger: Ledger, _: Payments) {
+    let first = intent(Some("k1"), "254708000008", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    let refused = answer(502, "daraja_rejected");
+    ledger
+        .failed(&first, &Failure::Refused(refused.clone()), now())
+        .await
+        .unwrap();
+    assert_eq!(begin(&ledger, &first).await, Begin::Replay(refused));
+    assert_eq!(ledger.phone_lock(&first.phone, now()).await.unwrap(), None);
+    let next = intent(Some("k2"), "254708000008", now());
+    assert_eq!(begin(&ledger, &next).await, Begin::Started);
+    let stored = ledger.intent(&first.key, now()).await.unwrap().unwrap();
+    assert_eq!(stored.status, IntentStatus::Refused);
+}
+
+pub async fn retryable_failure_forgets_the_key_and_frees_the_phone(ledger: Ledger, _: Payments) {
+    let first = intent(Some("k1"), "254708000009", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    ledger
+        .failed(&first, &Failure::Retryable, now())
+        .await
+        .unwrap();
+    assert_eq!(ledger.intent(&first.key, now()).await.unwrap(), None);
+    assert_eq!(ledger.phone_lock(&first.phone, now()).await.unwrap(), None);
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+}
+
+pub async fn outcome_unknown_keeps_the_phone_locked(ledger: Ledger, _: Payments) {
+    let t = now() - Duration::seconds(3 * WINDOW);
+    let first = intent(Some("k1"), "254708000010", t);
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    let unknown = answer(504, "daraja_timeout");
+    let known_at = t + Duration::seconds(15);
+    ledger
+        .failed(&first, &Failure::OutcomeUnknown(unknown.clone()), known_at)
+        .await
+        .unwrap();
+    assert_eq!(begin(&ledger, &first).await, Begin::Replay(unknown));
+    let stored = ledger.intent(&first.key, now()).await.unwrap().unwrap();
+    assert_eq!(stored.status, IntentStatus::OutcomeUnknown);
+    // Locked for a whole window from when the timeout was seen, not from the start.
+    let inside = intent(
+        None,
+        "254708000010",
+        known_at + Duration::seconds(WINDOW - 1),
+    );
+    assert_eq!(
+        begin(&ledger, &inside).await,
+        Begin::PhoneBusy {
+            checkout_request_id: None
+        }
+    );
+    let after = intent(None, "254708000010", known_at + Duration::seconds(WINDOW));
+    assert_eq!(begin(&ledger, &after).await, Begin::Started);
+}
+
+pub async fn abandoned_in_progress_key_answers_outcome_unknown(ledger: Ledger, _: Payments) {
+    let t = now() - Duration::seconds(3 * WINDOW);
+    let first = intent(Some("k1"), "254708000014", t);
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    // The push that wrote the intent never settled it (its process died).
+    let mut retry = first.clone();
+    retry.at = t + ABANDONED_AFTER - Duration::seconds(1);
+    assert_eq!(begin(&ledger, &retry).await, Begin::InProgress);
+    retry.at = t + ABANDONED_AFTER;
+    // Never `Started`: a second push could prompt the customer twice. The answer it gets
+    // (the outcome-unknown 504) is the push service's to render, and is tested there.
+    assert_eq!(
+        begin(&ledger, &retry).await,
+        Begin::Abandoned,
+        "an abandoned key must be answered as outcome unknown, never start a second push"
+    );
+    // Another request under the key is still refused as such.
+    let mut other = retry.clone();
+    other.fingerprint = "fp-other".to_owned();
+    assert_eq!(begin(&ledger, &other).await, Begin::KeyReused);
+    // The phone stays protected by its own lock, whatever the key answers.
+    let elsewhere = intent(Some("k2"), "254708000014", retry.at);
+    assert_eq!(
+        begin(&ledger, &elsewhere).await,
+        Begin::PhoneBusy {
+            checkout_request_id: None
+        }
+    );
+    // The intent itself is not rewritten: a push that was only slow still settles it,
+    // and its own answer is replayed from then on.
+    let stored = ledger.intent(&first.key, retry.at).await.unwrap().unwrap();
+    assert_eq!(stored.status, IntentStatus::InProgress);
+    let accepted = answer(202, "ok");
+    ledger
+        .accepted(&first, &payment("ws_CO_E1", &first), &accepted)
+        .await
+        .unwrap();
+    retry.at += Duration::seconds(1);
+    assert_eq!(begin(&ledger, &retry).await, Begin::Replay(accepted));
+}
+
+pub async fn concurrent_begins_with_one_key_start_once(ledger: Ledger, _: Payments) {
+    let one = intent(Some("k1"), "254708000011", now());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (ledger, one) = (ledger.clone(), one.clone());
+            tokio::spawn(async move { ledger.begin(&one).await })
+        })
+        .collect();
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Begin::Started => started += 1,
+            Begin::InProgress => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+}
+
+pub async fn concurrent_begins_on_one_phone_start_once(ledger: Ledger, _: Payments) {
+    let t = now();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let ledger = ledger.clone();
+            let each = intent(None, "254708000012", t);
+            tokio::spawn(async move { ledger.begin(&each).await })
+        })
+        .collect();
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Begin::Started => started += 1,
+            Begin::PhoneBusy { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+}
+
+pub async fn accepted_after_the_callback_keeps_the_result(ledger: Ledger, payments: Payments) {
+    let first = intent(Some("k1"), "254708000013", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    payments
+        .apply_result(&success("ws_CO_D1", "100.00", Some(100)))
+        .await
+        .unwrap();
+    let accepted = answer(202, "ok");
+    ledger
+        .accepted(&first, &payment("ws_CO_D1", &first), &accepted)
+        .await
+        .unwrap();
+    let record = payments.get("ws_CO_D1").await.unwrap().unwrap();
+    assert_eq!(record.status, PaymentStatus::Completed);
+    assert_eq!(record.amount, Some(100));
+    assert!(record.details_recorded);
+    assert!(payments.orphans(10).await.unwrap().is_empty());
+    assert_eq!(begin(&ledger, &first).await, Begin::Replay(accepted));
+    let lock = ledger
+        .phone_lock(&first.phone, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lock.checkout_request_id.as_deref(), Some("ws_CO_D1"));
+}

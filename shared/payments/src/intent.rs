@@ -1,0 +1,325 @@
+//! The push ledger: what `POST /payments` writes before and after it calls Daraja, so that
+//! a retry never sends a second prompt and no accepted push is lost.
+//!
+//! Two kinds of item sit next to the payments in the one table:
+//!
+//! | `pk` | what |
+//! |---|---|
+//! | `IDEM#<sha256 of the Idempotency-Key>` or `INTENT#<generated id>` | the intent: request fingerprint and details, `intent_status` (`IN_PROGRESS`, `ACCEPTED`, `REFUSED`, `OUTCOME_UNKNOWN`), the first answer for replay, the checkout id; TTL `expires_at` = 24 h |
+//! | `PHONE#<msisdn>` | the phone lock: owner intent, `locked_until` (epoch seconds), the open checkout id; TTL `expires_at` = `locked_until` |
+//!
+//! A push costs two DynamoDB requests in the common path: [`PushLedger::begin`] writes the
+//! intent and takes the phone lock in one conditional transaction (a failed condition hands
+//! back the item it found, so no read is needed), and [`PushLedger::accepted`] writes the
+//! pending payment, completes the intent and tags the lock with the checkout id in a second
+//! one. TTL deletion lags by hours, so every condition and every read treats an item past
+//! its expiry as absent.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::payment::{timestamp, NewPayment};
+use crate::store::StoreError;
+
+/// How long an Idempotency-Key is remembered (Stripe's rule).
+pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
+
+const IDEM_PREFIX: &str = "IDEM#";
+const INTENT_PREFIX: &str = "INTENT#";
+const PHONE_PREFIX: &str = "PHONE#";
+
+/// Which intent item a push writes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IntentKey {
+    /// The caller's `Idempotency-Key`, stored only as its SHA-256 (hex).
+    Idempotency(String),
+    /// No key was sent: a fresh random id, so the write-ahead rule still holds.
+    Generated(String),
+}
+
+impl IntentKey {
+    pub fn idempotency(key: &str) -> Self {
+        Self::Idempotency(hex::encode(Sha256::digest(key.as_bytes())))
+    }
+
+    pub fn generated() -> Self {
+        Self::Generated(random_id())
+    }
+
+    pub fn pk(&self) -> String {
+        match self {
+            Self::Idempotency(hash) => format!("{IDEM_PREFIX}{hash}"),
+            Self::Generated(id) => format!("{INTENT_PREFIX}{id}"),
+        }
+    }
+
+    /// Short enough for a log line, and no use to anyone who reads it.
+    pub fn log_id(&self) -> String {
+        let pk = self.pk();
+        pk.chars()
+            .take(pk.find('#').map_or(0, |i| i + 13))
+            .collect()
+    }
+}
+
+/// 128 random bits from the OS-seeded keys of std's `RandomState`, plus the time: unique
+/// across Lambda containers without another dependency.
+fn random_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut digest = Sha256::new();
+    digest.update(RandomState::new().hash_one(count).to_be_bytes());
+    digest.update(RandomState::new().hash_one(count).to_be_bytes());
+    digest.update(
+        Utc::now()
+            .timestamp_nanos_opt()
+            .unwrap_or_default()
+            .to_be_bytes(),
+    );
+    hex::encode(&digest.finalize()[..16])
+}
+
+/// The key of the lock on `phone`.
+pub fn phone_pk(phone: &str) -> String {
+    format!("{PHONE_PREFIX}{phone}")
+}
+
+/// What a push is about to do, written before Daraja is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIntent {
+    pub key: IntentKey,
+    /// SHA-256 of the normalised request: the same key with another request is refused.
+    pub fingerprint: String,
+    /// Normalised MSISDN.
+    pub phone: String,
+    pub amount: u32,
+    pub reference: String,
+    pub description: Option<String>,
+    pub at: DateTime<Utc>,
+    /// How long the phone stays locked after a push that may have reached it.
+    pub phone_lock: Duration,
+}
+
+impl NewIntent {
+    /// When the intent is forgotten (epoch seconds, the TTL attribute).
+    pub fn expires_at(&self) -> i64 {
+        (self.at + IDEMPOTENCY_TTL).timestamp()
+    }
+}
+
+/// An answer kept for replay: its status and body exactly as first sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// What [`PushLedger::begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The intent is written and the phone locked: call Daraja.
+    Started,
+    /// The same key and request were answered before: send that answer again.
+    Replay(StoredAnswer),
+    /// The same key and request are being handled by another call right now.
+    InProgress,
+    /// The same key and request were started more than [`ABANDONED_AFTER`] ago and never
+    /// settled: the push was stopped mid-flight. Daraja may have been called, so the answer is
+    /// "outcome unknown", and it is never retried: a second call could prompt the customer
+    /// twice.
+    Abandoned,
+    /// The key was used with a different request.
+    KeyReused,
+    /// Another push holds the phone; its checkout id once Daraja accepted it.
+    PhoneBusy { checkout_request_id: Option<String> },
+}
+
+/// How a push that Daraja did not accept ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Daraja refused it: nothing is on the phone. The answer is kept for replay and the
+    /// phone is released.
+    Refused(StoredAnswer),
+    /// No prompt was sent and a retry may succeed (Daraja down, throttling, our credentials,
+    /// another prompt on the phone): the intent is forgotten and the phone released, so a
+    /// retry with the same key tries again.
+    Retryable,
+    /// Daraja may have sent the prompt: the answer is kept for replay and the phone stays
+    /// locked for the whole window, so nothing can prompt it twice.
+    OutcomeUnknown(StoredAnswer),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentStatus {
+    InProgress,
+    Accepted,
+    Refused,
+    OutcomeUnknown,
+}
+
+impl IntentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Accepted => "ACCEPTED",
+            Self::Refused => "REFUSED",
+            Self::OutcomeUnknown => "OUTCOME_UNKNOWN",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::InProgress,
+            Self::Accepted,
+            Self::Refused,
+            Self::OutcomeUnknown,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// An intent as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntentRecord {
+    pub pk: String,
+    pub status: IntentStatus,
+    pub fingerprint: String,
+    pub phone: String,
+    pub amount: u32,
+    pub reference: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Epoch seconds (the TTL attribute).
+    pub expires_at: i64,
+    pub answer: Option<StoredAnswer>,
+    pub checkout_request_id: Option<String>,
+    pub merchant_request_id: Option<String>,
+}
+
+/// A phone lock as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneLock {
+    pub intent_pk: String,
+    /// Epoch seconds; the lock is free from then on.
+    pub locked_until: i64,
+    pub checkout_request_id: Option<String>,
+}
+
+/// Where `POST /payments` keeps its intents and phone locks, and writes the pending payment.
+#[async_trait]
+pub trait PushLedger: Send + Sync {
+    /// Writes the intent and takes the phone lock, both or neither.
+    async fn begin(&self, intent: &NewIntent) -> Result<Begin, StoreError>;
+
+    /// Daraja accepted the push: records the pending payment (with
+    /// [`PaymentStore::record_pending`]'s rules, so it commutes with the callback), completes
+    /// the intent with `answer` and tags the phone lock with the checkout id.
+    async fn accepted(
+        &self,
+        intent: &NewIntent,
+        payment: &NewPayment,
+        answer: &StoredAnswer,
+    ) -> Result<(), StoreError>;
+
+    /// Daraja did not accept the push; `at` is when that became known.
+    async fn failed(
+        &self,
+        intent: &NewIntent,
+        failure: &Failure,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The intent under `key`, unless absent or expired at `now`.
+    async fn intent(
+        &self,
+        key: &IntentKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError>;
+
+    /// The lock on `phone`, unless absent or expired at `now`.
+    async fn phone_lock(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PhoneLock>, StoreError>;
+}
+
+/// How long an intent may stay `IN_PROGRESS` before its push is taken for dead: the push
+/// function's timeout (25 s in `template.yaml`) plus a margin for clock skew between
+/// containers. A push running longer than its timeout was stopped by Lambda between
+/// writing the intent and settling it, so nothing will ever settle it; without this bound
+/// its key would answer `idempotency_in_progress` for the whole 24 h.
+pub const ABANDONED_AFTER: Duration = Duration::seconds(60);
+
+/// What an existing intent means for a new `begin` with the same key.
+///
+/// An abandoned intent is answered without being rewritten: if its push was only slow,
+/// not dead, its own settlement still lands and later replays give that answer.
+pub fn begin_on_existing(existing: &IntentRecord, intent: &NewIntent) -> Result<Begin, StoreError> {
+    if existing.fingerprint != intent.fingerprint {
+        return Ok(Begin::KeyReused);
+    }
+    match (existing.status, &existing.answer) {
+        (IntentStatus::InProgress, _) if intent.at - existing.created_at >= ABANDONED_AFTER => {
+            Ok(Begin::Abandoned)
+        }
+        (IntentStatus::InProgress, _) => Ok(Begin::InProgress),
+        (_, Some(answer)) => Ok(Begin::Replay(answer.clone())),
+        (_, None) => Err(StoreError::Corrupt {
+            pk: existing.pk.clone(),
+            detail: "a settled intent without its answer".into(),
+        }),
+    }
+}
+
+/// The intent as [`PushLedger::begin`] writes it.
+pub fn new_record(intent: &NewIntent) -> IntentRecord {
+    IntentRecord {
+        pk: intent.key.pk(),
+        status: IntentStatus::InProgress,
+        fingerprint: intent.fingerprint.clone(),
+        phone: intent.phone.clone(),
+        amount: intent.amount,
+        reference: intent.reference.clone(),
+        description: intent.description.clone(),
+        created_at: timestamp::truncate(intent.at),
+        updated_at: timestamp::truncate(intent.at),
+        expires_at: intent.expires_at(),
+        answer: None,
+        checkout_request_id: None,
+        merchant_request_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::PushLedger;
+    use crate::memory::{MemoryLedger, MemoryStore};
+    use crate::store::PaymentStore;
+
+    async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
+        let payments = Arc::new(MemoryStore::new());
+        (Arc::new(MemoryLedger::new(payments.clone())), payments)
+    }
+
+    crate::push_ledger_conformance!(ledger);
+
+    #[test]
+    fn keys_are_stored_hashed_and_ids_are_unique() {
+        let key = super::IntentKey::idempotency("order-1001");
+        assert!(!key.pk().contains("order-1001"));
+        assert!(key.pk().starts_with("IDEM#"));
+        assert_eq!(key, super::IntentKey::idempotency("order-1001"));
+        assert_ne!(super::IntentKey::generated(), super::IntentKey::generated());
+    }
+}

@@ -1,0 +1,171 @@
+//! The push ledger in memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::MemoryStore;
+use crate::intent::{
+    begin_on_existing, new_record, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
+    NewIntent, PhoneLock, PushLedger, StoredAnswer,
+};
+use crate::payment::{timestamp, NewPayment};
+use crate::store::{PaymentStore, StoreError};
+
+/// The in-memory ledger, with the payments in a [`MemoryStore`]. One lock over both maps
+/// gives the all-or-nothing of a DynamoDB transaction.
+#[derive(Debug)]
+pub struct MemoryLedger {
+    payments: Arc<MemoryStore>,
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    intents: HashMap<String, IntentRecord>,
+    locks: HashMap<String, PhoneLock>,
+}
+
+impl MemoryLedger {
+    pub fn new(payments: Arc<MemoryStore>) -> Self {
+        Self {
+            payments,
+            state: Mutex::new(MemoryState::default()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, MemoryState> {
+        // Every change below is a whole-value insert or remove: a panic leaves no half-write.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MemoryState {
+    fn live_intent(&self, pk: &str, now: i64) -> Option<&IntentRecord> {
+        self.intents.get(pk).filter(|i| i.expires_at > now)
+    }
+
+    fn live_lock(&self, phone: &str, now: i64) -> Option<&PhoneLock> {
+        self.locks.get(phone).filter(|l| l.locked_until > now)
+    }
+
+    fn release(&mut self, intent: &NewIntent) {
+        let pk = intent.key.pk();
+        if self.locks.get(&intent.phone).map(|l| &l.intent_pk) == Some(&pk) {
+            self.locks.remove(&intent.phone);
+        }
+    }
+
+    fn settle(&mut self, intent: &NewIntent, status: IntentStatus, answer: &StoredAnswer) {
+        if let Some(record) = self.intents.get_mut(&intent.key.pk()) {
+            if record.status == IntentStatus::InProgress {
+                record.status = status;
+                record.answer = Some(answer.clone());
+                record.updated_at = timestamp::truncate(Utc::now());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl PushLedger for MemoryLedger {
+    async fn begin(&self, intent: &NewIntent) -> Result<Begin, StoreError> {
+        let now = intent.at.timestamp();
+        let mut state = self.state();
+        if let Some(existing) = state.live_intent(&intent.key.pk(), now) {
+            return begin_on_existing(existing, intent);
+        }
+        if let Some(lock) = state.live_lock(&intent.phone, now) {
+            return Ok(Begin::PhoneBusy {
+                checkout_request_id: lock.checkout_request_id.clone(),
+            });
+        }
+        state.intents.insert(intent.key.pk(), new_record(intent));
+        state.locks.insert(
+            intent.phone.clone(),
+            PhoneLock {
+                intent_pk: intent.key.pk(),
+                locked_until: (intent.at + intent.phone_lock).timestamp(),
+                checkout_request_id: None,
+            },
+        );
+        Ok(Begin::Started)
+    }
+
+    async fn accepted(
+        &self,
+        intent: &NewIntent,
+        payment: &NewPayment,
+        answer: &StoredAnswer,
+    ) -> Result<(), StoreError> {
+        self.payments.record_pending(payment).await?;
+        let mut state = self.state();
+        state.settle(intent, IntentStatus::Accepted, answer);
+        let pk = intent.key.pk();
+        if let Some(record) = state.intents.get_mut(&pk) {
+            record.checkout_request_id = Some(payment.checkout_request_id.clone());
+            record.merchant_request_id = Some(payment.merchant_request_id.clone());
+        }
+        if let Some(lock) = state.locks.get_mut(&intent.phone) {
+            if lock.intent_pk == pk {
+                lock.checkout_request_id = Some(payment.checkout_request_id.clone());
+                lock.locked_until = (payment.created_at + intent.phone_lock).timestamp();
+            }
+        }
+        Ok(())
+    }
+
+    async fn failed(
+        &self,
+        intent: &NewIntent,
+        failure: &Failure,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let pk = intent.key.pk();
+        match failure {
+            Failure::Refused(answer) => {
+                state.settle(intent, IntentStatus::Refused, answer);
+                state.release(intent);
+            }
+            Failure::Retryable => {
+                if state.intents.get(&pk).map(|i| i.status) == Some(IntentStatus::InProgress) {
+                    state.intents.remove(&pk);
+                }
+                state.release(intent);
+            }
+            Failure::OutcomeUnknown(answer) => {
+                state.settle(intent, IntentStatus::OutcomeUnknown, answer);
+                if let Some(lock) = state.locks.get_mut(&intent.phone) {
+                    if lock.intent_pk == pk {
+                        lock.locked_until = (at + intent.phone_lock).timestamp();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn intent(
+        &self,
+        key: &IntentKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        Ok(self
+            .state()
+            .live_intent(&key.pk(), now.timestamp())
+            .cloned())
+    }
+
+    async fn phone_lock(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PhoneLock>, StoreError> {
+        Ok(self.state().live_lock(phone, now.timestamp()).cloned())
+    }
+}

@@ -1,0 +1,331 @@
+//! Every store trait in memory, with the semantics of DynamoDB, for fast tests and the
+//! local demo. [`MemoryStore`] is the [`PaymentStore`].
+
+mod ledger;
+mod raw;
+
+pub use ledger::MemoryLedger;
+pub use raw::MemoryRawStore;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::payment::{
+    plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
+    PendingPlan, ResultPlan, ResultSource,
+};
+use crate::store::{Applied, PaymentStore, PendingWrite, StoreError};
+
+#[derive(Debug, Clone)]
+struct Stored {
+    record: PaymentRecord,
+    /// When the result of an orphan was received; `None` once its pending write came.
+    orphan_since: Option<DateTime<Utc>>,
+}
+
+/// Every write holds one lock, which gives the per-item atomicity DynamoDB gives.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    items: Mutex<HashMap<String, Stored>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn items(&self) -> MutexGuard<'_, HashMap<String, Stored>> {
+        // A panic while holding the lock leaves whole records (every write replaces a
+        // record in one assignment), so the map is still consistent.
+        self.items
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    timestamp::truncate(Utc::now())
+}
+
+fn with_details(mut record: PaymentRecord, payment: &NewPayment) -> PaymentRecord {
+    record.merchant_request_id = Some(payment.merchant_request_id.clone());
+    record.amount = Some(payment.amount);
+    record.phone = Some(payment.phone.clone());
+    record.reference = Some(payment.reference.clone());
+    if payment.description.is_some() {
+        record.description = payment.description.clone();
+    }
+    record.created_at = Some(timestamp::truncate(payment.created_at));
+    record.updated_at = now();
+    record.details_recorded = true;
+    record
+}
+
+fn blank(checkout_request_id: &str, status: PaymentStatus) -> PaymentRecord {
+    PaymentRecord {
+        checkout_request_id: checkout_request_id.to_owned(),
+        merchant_request_id: None,
+        status,
+        amount: None,
+        phone: None,
+        reference: None,
+        description: None,
+        created_at: None,
+        updated_at: now(),
+        completed_at: None,
+        result_code: None,
+        result_desc: None,
+        outcome: None,
+        receipt: None,
+        amount_paid: None,
+        amount_paid_whole: None,
+        paying_phone: None,
+        transaction_date: None,
+        reconciled_by: None,
+        query_attempts: 0,
+        duplicate_callbacks: 0,
+        conflicting_callbacks: 0,
+        details_recorded: false,
+        raw_callback: None,
+        history: Vec::new(),
+    }
+}
+
+fn new_pending(payment: &NewPayment) -> PaymentRecord {
+    with_details(
+        blank(&payment.checkout_request_id, PaymentStatus::Pending),
+        payment,
+    )
+}
+
+/// Mirrors the DynamoDB transition write: result fields are set when present, the
+/// merchant id from the request wins, request details stay.
+fn with_result(
+    existing: Option<PaymentRecord>,
+    result: &PaymentResult,
+    status: PaymentStatus,
+) -> PaymentRecord {
+    let mut record = existing.unwrap_or_else(|| blank(&result.checkout_request_id, status));
+    if record.merchant_request_id.is_none() {
+        record.merchant_request_id = Some(result.merchant_request_id.clone());
+    }
+    record.status = status;
+    record.completed_at = Some(timestamp::truncate(result.received_at));
+    record.updated_at = now();
+    record.result_code = Some(result.result_code.clone());
+    record.result_desc = Some(result.result_desc.clone());
+    record.outcome = Some(result.outcome.clone());
+    let keep = |new: &Option<String>, old: &mut Option<String>| {
+        if new.is_some() {
+            old.clone_from(new);
+        }
+    };
+    keep(&result.receipt, &mut record.receipt);
+    keep(&result.amount_paid, &mut record.amount_paid);
+    keep(&result.paying_phone, &mut record.paying_phone);
+    keep(&result.transaction_date, &mut record.transaction_date);
+    keep(&result.raw, &mut record.raw_callback);
+    if result.amount_paid_whole.is_some() {
+        record.amount_paid_whole = result.amount_paid_whole;
+    }
+    record.reconciled_by = Some(result.source);
+    record
+}
+
+/// Mirrors the DynamoDB enrichment write: the callback's details join a record an STK
+/// query completed; the result, its time and `reconciled_by` stay the query's.
+fn with_receipt(
+    mut record: PaymentRecord,
+    result: &PaymentResult,
+    status: PaymentStatus,
+) -> PaymentRecord {
+    record.status = status;
+    record.updated_at = now();
+    record.receipt.clone_from(&result.receipt);
+    record.amount_paid.clone_from(&result.amount_paid);
+    record.amount_paid_whole = result.amount_paid_whole;
+    record.paying_phone.clone_from(&result.paying_phone);
+    record.transaction_date.clone_from(&result.transaction_date);
+    record.raw_callback.clone_from(&result.raw);
+    record
+}
+
+#[async_trait]
+impl PaymentStore for MemoryStore {
+    async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
+        let mut items = self.items();
+        let stored = items.get(&payment.checkout_request_id);
+        let outcome = match plan_pending(payment, stored.map(|s| &s.record)) {
+            PendingPlan::Open => {
+                let record = match stored {
+                    Some(stored) => with_details(stored.record.clone(), payment),
+                    None => new_pending(payment),
+                };
+                PendingWrite::Created(record)
+            }
+            PendingPlan::AddDetails(status) => {
+                let mut record = match stored {
+                    Some(stored) => with_details(stored.record.clone(), payment),
+                    None => unreachable!("plan_pending adds details only to a stored record"),
+                };
+                record.status = status;
+                PendingWrite::ResultAlreadyKnown(record)
+            }
+        };
+        items.insert(
+            payment.checkout_request_id.clone(),
+            Stored {
+                record: outcome.record().clone(),
+                orphan_since: None,
+            },
+        );
+        Ok(outcome)
+    }
+
+    async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError> {
+        let mut items = self.items();
+        let stored = items.get(&result.checkout_request_id).cloned();
+        let applied = match plan_result(result, stored.as_ref().map(|s| &s.record)) {
+            ResultPlan::Transition(status) => {
+                let existing = stored.map(|s| s.record);
+                Applied::Transitioned {
+                    record: with_result(existing, result, status),
+                    orphan: false,
+                }
+            }
+            ResultPlan::CreateOrphan(status) => Applied::Transitioned {
+                record: with_result(None, result, status),
+                orphan: true,
+            },
+            ResultPlan::Enrich(status) => {
+                let record = stored
+                    .map(|s| s.record)
+                    .unwrap_or_else(|| unreachable!("plan_result enriches only stored records"));
+                Applied::Transitioned {
+                    record: with_receipt(record, result, status),
+                    orphan: false,
+                }
+            }
+            ResultPlan::Duplicate => {
+                let mut record = stored.map(|s| s.record).unwrap_or_else(|| {
+                    unreachable!("plan_result finds duplicates only in stored records")
+                });
+                if result.source == ResultSource::Callback {
+                    record.duplicate_callbacks += 1;
+                }
+                Applied::Duplicate(record)
+            }
+            ResultPlan::Conflict => {
+                let mut record = stored.map(|s| s.record).unwrap_or_else(|| {
+                    unreachable!("plan_result finds conflicts only in stored records")
+                });
+                record.history.push(result.history_entry());
+                if result.source == ResultSource::Callback {
+                    record.conflicting_callbacks += 1;
+                }
+                Applied::Conflict(record)
+            }
+        };
+        let orphan_since = match &applied {
+            Applied::Transitioned { orphan: true, .. } => {
+                Some(timestamp::truncate(result.received_at))
+            }
+            _ => items
+                .get(&result.checkout_request_id)
+                .and_then(|s| s.orphan_since),
+        };
+        items.insert(
+            result.checkout_request_id.clone(),
+            Stored {
+                record: applied.record().clone(),
+                orphan_since,
+            },
+        );
+        Ok(applied)
+    }
+
+    async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        Ok(self
+            .items()
+            .get(checkout_request_id)
+            .map(|s| s.record.clone()))
+    }
+
+    async fn orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError> {
+        let items = self.items();
+        let mut orphans: Vec<_> = items
+            .values()
+            .filter_map(|s| s.orphan_since.map(|at| (at, &s.record)))
+            .collect();
+        orphans
+            .sort_by(|a, b| (a.0, &a.1.checkout_request_id).cmp(&(b.0, &b.1.checkout_request_id)));
+        Ok(orphans
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, record)| record.clone())
+            .collect())
+    }
+
+    async fn pending_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let cutoff = timestamp::truncate(cutoff);
+        let items = self.items();
+        let mut pending: Vec<_> = items
+            .values()
+            .filter(|s| s.record.status == PaymentStatus::Pending)
+            .filter_map(|s| {
+                s.record
+                    .created_at
+                    .map(|at| (at, &s.record.checkout_request_id))
+            })
+            .filter(|(at, _)| *at < cutoff)
+            .collect();
+        pending.sort();
+        Ok(pending
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, id)| id.clone())
+            .collect())
+    }
+
+    async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError> {
+        if let Some(stored) = self.items().get_mut(checkout_request_id) {
+            if stored.record.status == PaymentStatus::Pending {
+                stored.record.query_attempts += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expire(
+        &self,
+        checkout_request_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self.items().get_mut(checkout_request_id) {
+            Some(stored) if stored.record.status == PaymentStatus::Pending => {
+                stored.record.status = PaymentStatus::Expired;
+                stored.record.updated_at = timestamp::truncate(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryStore;
+
+    async fn store() -> MemoryStore {
+        MemoryStore::new()
+    }
+
+    crate::payment_store_conformance!(store);
+}

@@ -1,0 +1,123 @@
+//! Where payment records live: the [`PaymentStore`] trait, DynamoDB and in-memory.
+//!
+//! The pending write (after Daraja's acknowledgement) and the result (callback or STK
+//! query) race: a callback can beat the pending write, and callbacks can be delivered
+//! twice. Both writes therefore commute — either order ends in the same record — and
+//! each is a single conditional write in the common path, never read-then-write.
+//! Which write does what is decided by [`plan_pending`](crate::payment::plan_pending)
+//! and [`plan_result`](crate::payment::plan_result), shared by both implementations;
+//! [`conformance`](crate::conformance) holds the behaviour both must show.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::payment::{NewPayment, PaymentRecord, PaymentResult};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, a 5xx, the network, or a table that cannot be reached: worth retrying.
+    #[error("payment store unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// A stored item that does not decode into a [`PaymentRecord`].
+    #[error("stored payment {pk} cannot be read: {detail}")]
+    Corrupt { pk: String, detail: String },
+}
+
+impl StoreError {
+    /// Stable, machine-readable code for logs and API answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Corrupt { .. } => "store_corrupt",
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// What a pending write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingWrite {
+    /// The record is pending (created now, or already pending from an earlier write).
+    Created(PaymentRecord),
+    /// The result had arrived first: the details were added to the final record.
+    ResultAlreadyKnown(PaymentRecord),
+}
+
+impl PendingWrite {
+    pub fn record(&self) -> &PaymentRecord {
+        match self {
+            PendingWrite::Created(record) | PendingWrite::ResultAlreadyKnown(record) => record,
+        }
+    }
+}
+
+/// What applying a result did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The record became final. `orphan`: no pending write was known, so the record was
+    /// created from the result alone and is listed in [`PaymentStore::orphans`].
+    ///
+    /// Also the answer when the success callback of a payment an STK query had completed
+    /// adds its receipt, amount paid and paying phone (and may turn it `NEEDS_REVIEW`):
+    /// the record changed as a transition changes it, though its result stays the query's.
+    Transitioned { record: PaymentRecord, orphan: bool },
+    /// The record was already final with the same result; counted, nothing else changed.
+    Duplicate(PaymentRecord),
+    /// The record was already final with another result; the new one went to history.
+    Conflict(PaymentRecord),
+}
+
+impl Applied {
+    pub fn record(&self) -> &PaymentRecord {
+        match self {
+            Applied::Transitioned { record, .. }
+            | Applied::Duplicate(record)
+            | Applied::Conflict(record) => record,
+        }
+    }
+}
+
+#[async_trait]
+pub trait PaymentStore: Send + Sync {
+    /// Records the request details once Daraja has acknowledged the push.
+    ///
+    /// Commutes with [`apply_result`](Self::apply_result): if the result came first the
+    /// record stays final, gains the details, stops being an orphan, and turns
+    /// `NEEDS_REVIEW` if the amount paid differs from the amount requested.
+    async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError>;
+
+    /// Applies a final result. Only an open record (`PENDING`, or `EXPIRED` because we
+    /// gave up waiting) changes status; a final one only counts duplicates and keeps
+    /// contradicting results in its history. One exception: a success callback for a
+    /// payment an STK query completed fills in the receipt the query could not report
+    /// (see [`ResultPlan::Enrich`](crate::payment::ResultPlan::Enrich)).
+    async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError>;
+
+    async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
+
+    /// Results that matched no pending write, oldest first.
+    async fn orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError>;
+
+    /// Checkout ids still pending that were created before `cutoff`, oldest first.
+    async fn pending_older_than(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Counts one STK query made for a pending payment; does nothing once it is final.
+    async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError>;
+
+    /// Marks a pending payment `EXPIRED`. Returns whether it was pending.
+    async fn expire(
+        &self,
+        checkout_request_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
