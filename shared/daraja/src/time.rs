@@ -108,7 +108,7 @@ mod tests {
         let exe = std::env::current_exe().expect("test binary path");
         for tz in ["UTC", "Pacific/Kiritimati", "America/Los_Angeles"] {
             let out = std::process::Command::new(&exe)
-                .args(["--exact", "daraja::time::tests::timestamp_is_nairobi_time"])
+                .args(["--exact", "time::tests::timestamp_is_nairobi_time"])
                 .env("TZ", tz)
                 .output()
                 .expect("run test binary");

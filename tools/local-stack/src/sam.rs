@@ -7,23 +7,19 @@
 //! is tested.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use ::dynamo::DynamoStore;
 use daraja::mask_id;
-use daraja_sim::{Outcome, SimConfig};
-use payments::payment::PaymentStatus;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::dynamo::{self, Moto};
+use crate::dynamo;
 use crate::events::{self, Leaves};
 use crate::process;
-use crate::Function;
 
 /// Flags this machine needs and a user's does not, added to every `sam local` command: the
 /// make target sets `SAM_LOCAL_FLAGS` (`--skip-pull-image`, since no container registry is
@@ -32,300 +28,16 @@ fn machine_flags() -> String {
     std::env::var("SAM_LOCAL_FLAGS").unwrap_or_default()
 }
 
-/// Printed by `sam-deps` once everything is up; `sam-local` waits for it.
-const READY: &str = "sam-deps ready:";
+mod deps;
 
-/// Phones whose first push the simulator answers in a set way, for the README's start-api
-/// walk-through: (phone, what the customer does, the status the payment must end in).
-pub const DEMO_PHONES: [(&str, &str, PaymentStatus); 3] = [
-    ("0711000111", "pays", PaymentStatus::Completed),
-    ("0722000222", "cancels (1032)", PaymentStatus::Failed),
-    // The callback never comes; the reconciliation's STK query settles it.
-    (
-        "0733000333",
-        "pays, callback lost",
-        PaymentStatus::Completed,
-    ),
-];
+pub use deps::{container_host, deps, DEMO_PHONES};
+use deps::{wait_for_stop, LocalEnv, READY};
 
-fn demo_outcome(phone: &str) -> Option<Outcome> {
-    match phone {
-        "0722000222" => Some(Outcome::code(1032)),
-        // The prompt closes at once, so a query made after the push answered learns the result.
-        "0733000333" => Some(Outcome::success().lost().delay(Duration::ZERO)),
-        _ => None,
-    }
-}
+mod script;
 
-/// The settings `events/env.json` gives the functions; the dependencies follow them.
-#[derive(Debug, Clone)]
-struct LocalEnv {
-    table: String,
-    dynamodb_port: u16,
-    daraja_port: u16,
-    shortcode: String,
-    passkey: String,
-    consumer_key: String,
-    consumer_secret: String,
-    /// `host:port` of `CALLBACK_BASE_URL`: where `sam local start-api` must listen.
-    callback_addr: String,
-}
-
-impl LocalEnv {
-    fn load(root: &Path) -> Result<LocalEnv, String> {
-        let path = events::events_dir(root).join("env.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let json: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let push = &json["StkPushFunction"];
-        let get = |name: &str| {
-            push[name]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("{}: StkPushFunction.{name} missing", path.display()))
-        };
-        let port = |name: &str| -> Result<u16, String> {
-            let url = get(name)?;
-            url.rsplit(':')
-                .next()
-                .and_then(|p| p.trim_end_matches('/').parse().ok())
-                .ok_or_else(|| format!("{}: {name} = {url} has no port", path.display()))
-        };
-        Ok(LocalEnv {
-            table: get("TABLE_NAME")?,
-            dynamodb_port: port("AWS_ENDPOINT_URL_DYNAMODB")?,
-            daraja_port: port("DARAJA_BASE_URL")?,
-            shortcode: get("DARAJA_SHORTCODE")?,
-            passkey: get("DARAJA_PASSKEY")?,
-            consumer_key: get("DARAJA_CONSUMER_KEY")?,
-            consumer_secret: get("DARAJA_CONSUMER_SECRET")?,
-            callback_addr: get("CALLBACK_BASE_URL")?
-                .trim_start_matches("http://")
-                .trim_end_matches('/')
-                .to_string(),
-        })
-    }
-}
-
-/// The address `sam local` containers reach this host on: the Docker bridge's own address on
-/// Linux (what `host-gateway` names); elsewhere (Docker Desktop forwards
-/// `host.docker.internal` to the host's loopback) 127.0.0.1.
-pub async fn container_host() -> IpAddr {
-    let shown = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", "docker0"])
-        .stderr(Stdio::null())
-        .output()
-        .await;
-    // `5: docker0    inet 172.17.0.1/16 brd …`
-    shown
-        .ok()
-        .filter(|out| out.status.success())
-        .and_then(|out| {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let mut words = text.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            words.next()?.split('/').next()?.parse().ok()
-        })
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
-}
-
-/// `local-stack sam-deps`: the DynamoDB emulator and the Daraja simulator on the ports
-/// `events/env.json` names, the table with the payments the callback events settle, and the
-/// scripted demo phones; runs until Ctrl-C or SIGTERM.
-pub async fn deps(host: Option<IpAddr>) -> ExitCode {
-    match run_deps(host).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sam-deps: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run_deps(host: Option<IpAddr>) -> Result<(), String> {
-    let root = dynamo::workspace_root().ok_or("no template.yaml above this directory")?;
-    let env = LocalEnv::load(&root)?;
-    let host = match host {
-        Some(host) => host,
-        None => container_host().await,
-    };
-    let moto = Moto::start_on(host, env.dynamodb_port)
-        .await
-        .map_err(|e| format!("DynamoDB emulator on {host}:{}: {e}", env.dynamodb_port))?;
-    let client = dynamo::client(&moto.endpoint()).await;
-    dynamo::create_table_from_template(&client, &root.join("template.yaml"), &env.table)
-        .await
-        .map_err(|e| e.to_string())?;
-    events::seed_event_payments(&DynamoStore::new(client, env.table.clone()))
-        .await
-        .map_err(|e| format!("seeding the sample payments: {e}"))?;
-
-    let sim = daraja_sim::start(
-        SocketAddr::new(host, env.daraja_port),
-        SimConfig {
-            shortcode: env.shortcode.clone(),
-            passkey: env.passkey.clone(),
-            consumer_key: Some(env.consumer_key.clone()),
-            consumer_secret: Some(env.consumer_secret.clone()),
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .map_err(|e| format!("Daraja simulator on {host}:{}: {e}", env.daraja_port))?;
-    for (phone, _, _) in DEMO_PHONES {
-        if let Some(outcome) = demo_outcome(phone) {
-            sim.script(Some(phone), vec![outcome]);
-        }
-    }
-
-    println!(
-        "{READY} DynamoDB {} (table {}), Daraja simulator {}",
-        moto.endpoint(),
-        env.table,
-        sim.base_url()
-    );
-    println!(
-        "  seeded: {} pending payments the callback events settle",
-        events::EVENT_PAYMENTS.len()
-    );
-    for (phone, what, _) in DEMO_PHONES {
-        println!(
-            "  the first push to the README's phone …{}: the customer {what}",
-            last3(phone)
-        );
-    }
-    println!("Ctrl-C stops both.");
-
-    wait_for_stop().await;
-    sim.shutdown().await;
-    moto.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// One command of the README's section, as the runner understands it.
-#[derive(Debug, Clone, PartialEq)]
-enum Step {
-    /// Ran by `make sam-local` before this runner (`make sam-build`).
-    Prerequisite(String),
-    /// A server that keeps running (`sam-deps`, `sam local start-api`).
-    Server(String),
-    /// `export K=V …`.
-    Export(Vec<(String, String)>),
-    /// `sam local invoke <LogicalId> --event events/<file>`.
-    Invoke {
-        line: String,
-        function: String,
-        event: String,
-    },
-    /// `curl …` against the start-api.
-    Curl(String),
-}
-
-/// The commands of the README section headed `heading`, in order.
-fn readme_commands(readme: &str, heading: &str) -> Result<Vec<String>, String> {
-    let mut lines = readme.lines();
-    lines
-        .by_ref()
-        .find(|l| l.trim() == heading)
-        .ok_or_else(|| format!("README has no heading {heading:?}"))?;
-    let mut commands = Vec::new();
-    let mut in_code = false;
-    for line in lines {
-        if !in_code && line.starts_with('#') {
-            break;
-        }
-        if line.trim_start().starts_with("```") {
-            in_code = !in_code;
-            continue;
-        }
-        if !in_code {
-            continue;
-        }
-        let command = strip_comment(line).trim().to_string();
-        if !command.is_empty() {
-            commands.push(command);
-        }
-    }
-    if commands.is_empty() {
-        return Err(format!("README section {heading:?} has no commands"));
-    }
-    Ok(commands)
-}
-
-/// A shell line without its trailing `# comment` (outside quotes).
-fn strip_comment(line: &str) -> &str {
-    let (mut single, mut double) = (false, false);
-    for (i, c) in line.char_indices() {
-        match c {
-            '\'' if !double => single = !single,
-            '"' if !single => double = !double,
-            '#' if !single && !double && (i == 0 || line[..i].ends_with(char::is_whitespace)) => {
-                return &line[..i];
-            }
-            _ => {}
-        }
-    }
-    line
-}
-
-fn parse_step(line: &str) -> Result<Step, String> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
-        ["make", "sam-build", ..] => Ok(Step::Prerequisite(line.to_string())),
-        ["cargo", "run", .., "sam-deps"] => Ok(Step::Server(line.to_string())),
-        ["sam", "local", "start-api", ..] => Ok(Step::Server(line.to_string())),
-        ["export", pairs @ ..] => pairs
-            .iter()
-            .map(|pair| {
-                pair.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or_else(|| format!("not KEY=VALUE: {pair} in {line}"))
-            })
-            .collect::<Result<_, _>>()
-            .map(Step::Export),
-        ["sam", "local", "invoke", function, rest @ ..] => {
-            let event = rest
-                .windows(2)
-                .find(|w| w[0] == "--event")
-                .map(|w| w[1].trim_start_matches("events/").to_string())
-                .ok_or_else(|| format!("no --event in {line}"))?;
-            Ok(Step::Invoke {
-                line: line.to_string(),
-                function: function.to_string(),
-                event,
-            })
-        }
-        ["curl", ..] => Ok(Step::Curl(line.to_string())),
-        _ => Err(format!(
-            "README command not known to `local-stack sam-local`, so not tested: {line}"
-        )),
-    }
-}
-
-fn logical_id(function: Function) -> &'static str {
-    match function {
-        Function::StkPush => "StkPushFunction",
-        Function::StkCallback => "StkCallbackFunction",
-        Function::PaymentStatus => "PaymentStatusFunction",
-        Function::Reconcile => "ReconcileFunction",
-    }
-}
+#[cfg(test)]
+use script::strip_comment;
+use script::{logical_id, parse_step, readme_commands, Step};
 
 /// One row of the closing table.
 struct Row {
@@ -810,7 +522,7 @@ async fn run_curl(run: &Run, line: &str) -> Result<Value, String> {
         .map_err(|e| format!("not JSON ({e}), {} bytes", output.stdout.len()))
 }
 
-fn last3(phone: &str) -> &str {
+pub(super) fn last3(phone: &str) -> &str {
     &phone[phone.len().saturating_sub(3)..]
 }
 
@@ -861,59 +573,4 @@ fn print_table(rows: &[Row]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_readme_section_is_all_known_commands() {
-        let root = dynamo::workspace_root().expect("workspace");
-        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-        let commands = readme_commands(&readme, "### `sam local`").unwrap();
-        let steps: Vec<Step> = commands.iter().map(|c| parse_step(c).unwrap()).collect();
-        let invoked: BTreeSet<String> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Invoke { event, .. } => Some(event.clone()),
-                _ => None,
-            })
-            .collect();
-        let files: BTreeSet<String> = events::event_files(&events::events_dir(&root))
-            .unwrap()
-            .into_iter()
-            .collect();
-        assert_eq!(invoked, files, "every event is invoked by the README, once");
-    }
-
-    #[test]
-    fn comments_are_stripped_outside_quotes_only() {
-        assert_eq!(
-            strip_comment("make sam-build   # x86_64").trim(),
-            "make sam-build"
-        );
-        assert_eq!(
-            strip_comment(r##"curl -d '{"a":"#1"}' # post"##).trim(),
-            r##"curl -d '{"a":"#1"}'"##
-        );
-        assert_eq!(strip_comment("# only a comment"), "");
-    }
-
-    #[test]
-    fn unknown_commands_are_refused() {
-        assert!(parse_step("rm -rf /").is_err());
-        assert_eq!(
-            parse_step("sam local invoke StkPushFunction --event events/push-valid.json"),
-            Ok(Step::Invoke {
-                line: "sam local invoke StkPushFunction --event events/push-valid.json".into(),
-                function: "StkPushFunction".into(),
-                event: "push-valid.json".into(),
-            })
-        );
-    }
-
-    #[test]
-    fn env_json_names_the_ports_the_dependencies_use() {
-        let root = dynamo::workspace_root().expect("workspace");
-        let env = LocalEnv::load(&root).unwrap();
-        assert_eq!((env.dynamodb_port, env.daraja_port), (8000, 8001));
-    }
-}
+mod tests;

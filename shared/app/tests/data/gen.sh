@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the test-only certificate authority and the `localhost` certificate it signs
-# (used by shared/tests/tls.rs; valid for a century, not secret).
+# (used by shared/app/tests/tls.rs; valid for a century, not secret).
 set -euo pipefail
 cd "$(dirname "$0")"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 36500 \

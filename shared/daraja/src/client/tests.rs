@@ -20,7 +20,7 @@ use super::*;
 use crate::observe::{CallObserver, Endpoint};
 use crate::result_code::ResultCode;
 use crate::time::FixedClock;
-use crate::token::NoSharedTokens;
+use crate::token::{Lease, NoSharedTokens};
 use crate::values::{AccountReference, Amount, PhoneNumber, TillNumber, TransactionDesc};
 
 const KEY: &str = "consumer-key-123";

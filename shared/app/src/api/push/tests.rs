@@ -1,0 +1,279 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::api::DEFAULT_PHONE_LOCK;
+use daraja::fake::FakeDaraja;
+use daraja::time::FixedClock;
+use payments::intent::{IntentRecord, PhoneLock, ABANDONED_AFTER};
+use payments::timestamp;
+use payments::{MemoryLedger, MemoryStore, StoreError};
+
+const BODY: &[u8] = br#"{"phone":"0708374149","amount":100,"reference":"INV-1"}"#;
+
+fn now() -> DateTime<Utc> {
+    timestamp::truncate(Utc::now())
+}
+
+/// A service over a counting fake Daraja with nothing scripted: a push that gets as far as
+/// Daraja is counted and answered "unavailable" (a 503), so `daraja.pushes() == 0` proves
+/// Daraja was never called.
+fn service(ledger: Arc<dyn PushLedger>) -> (PushService, Arc<FakeDaraja>) {
+    let daraja = Arc::new(FakeDaraja::new());
+    let service = PushService {
+        daraja: daraja.clone(),
+        ledger,
+        clock: Arc::new(FixedClock::new(now())),
+        callback_token: Secret::new("token"),
+        callback_base_url: Some("https://api.example.com".into()),
+        phone_lock: DEFAULT_PHONE_LOCK,
+    };
+    (service, daraja)
+}
+
+fn memory() -> Arc<MemoryLedger> {
+    Arc::new(MemoryLedger::new(Arc::new(MemoryStore::new())))
+}
+
+fn intent_for(service: &PushService, body: &[u8], key: Option<&str>) -> NewIntent {
+    let request = PaymentRequest::parse(body).unwrap();
+    NewIntent {
+        key: key.map_or_else(IntentKey::generated, IntentKey::idempotency),
+        fingerprint: request.fingerprint(),
+        phone: request.phone.as_str().into(),
+        amount: request.amount.get(),
+        reference: request.reference.as_str().into(),
+        description: Some(request.description.as_str().into()),
+        at: service.clock.now(),
+        phone_lock: chrono::Duration::seconds(120),
+    }
+}
+
+struct StoreDown;
+
+#[async_trait]
+impl PushLedger for StoreDown {
+    async fn begin(&self, _: &NewIntent) -> Result<Begin, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
+    async fn accepted(
+        &self,
+        _: &NewIntent,
+        _: &NewPayment,
+        _: &StoredAnswer,
+    ) -> Result<(), StoreError> {
+        unreachable!("nothing is accepted without an intent")
+    }
+    async fn failed(&self, _: &NewIntent, _: &Failure, _: DateTime<Utc>) -> Result<(), StoreError> {
+        unreachable!("nothing fails without an intent")
+    }
+    async fn intent(
+        &self,
+        _: &IntentKey,
+        _: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        Ok(None)
+    }
+    async fn phone_lock(&self, _: &str, _: DateTime<Utc>) -> Result<Option<PhoneLock>, StoreError> {
+        Ok(None)
+    }
+}
+
+#[test]
+fn idempotency_keys_are_1_to_255_visible_ascii() {
+    assert_eq!(parse_idempotency_key(b"order-1001").unwrap(), "order-1001");
+    assert!(parse_idempotency_key(&[b'k'; 255]).is_ok());
+    for bad in [
+        &b""[..],
+        &[b'k'; 256][..],
+        b"has space",
+        b"tab\there",
+        "caf\u{e9}".as_bytes(),
+        b"nul\0",
+    ] {
+        let error = parse_idempotency_key(bad).unwrap_err();
+        assert_eq!(
+            (error.status(), error.code.as_str()),
+            (400, "invalid_idempotency_key")
+        );
+    }
+}
+
+#[test]
+fn the_same_payment_in_another_spelling_has_the_same_fingerprint() {
+    let one = PaymentRequest::parse(BODY).unwrap();
+    let same = PaymentRequest::parse(
+        br#"{"phone":"+254 708-374 149","amount":100,"reference":"INV-1","description":"Payment"}"#,
+    )
+    .unwrap();
+    let other =
+        PaymentRequest::parse(br#"{"phone":"0708374149","amount":101,"reference":"INV-1"}"#)
+            .unwrap();
+    assert_eq!(one.fingerprint(), same.fingerprint());
+    assert_ne!(one.fingerprint(), other.fingerprint());
+}
+
+#[tokio::test]
+async fn store_down_before_the_push_is_a_503_and_nothing_is_sent() {
+    let (service, daraja) = service(Arc::new(StoreDown));
+    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.code.as_str()),
+        (503, "storage_unavailable")
+    );
+    assert!(
+        error.message.contains("no prompt was sent"),
+        "{}",
+        error.message
+    );
+    assert_eq!(daraja.pushes(), 0);
+}
+
+#[tokio::test]
+async fn a_settled_key_replays_its_first_answer_without_calling_daraja() {
+    let ledger = memory();
+    let (service, daraja) = service(ledger.clone());
+    let first = intent_for(&service, BODY, Some("k1"));
+    assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+    let refused = StoredAnswer {
+        status: 502,
+        body: json!({"error": {"code": "daraja_rejected", "message": "Invalid Amount"}}),
+    };
+    ledger
+        .failed(&first, &Failure::Refused(refused.clone()), now())
+        .await
+        .unwrap();
+    let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+    assert_eq!(answer, PushAnswer::Replayed(refused.clone()));
+    assert_eq!((answer.status(), answer.body()), (502, refused.body));
+    assert_eq!(daraja.pushes(), 0);
+}
+
+#[tokio::test]
+async fn a_key_with_another_body_or_still_running_is_refused_without_calling_daraja() {
+    let ledger = memory();
+    let (service, daraja) = service(ledger.clone());
+    let first = intent_for(&service, BODY, Some("k1"));
+    assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.code.as_str()),
+        (409, "idempotency_in_progress")
+    );
+    let other = br#"{"phone":"0708374149","amount":5,"reference":"INV-1"}"#;
+    let error = service.start(other, None, Some(b"k1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.code.as_str()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(daraja.pushes(), 0);
+}
+
+#[tokio::test]
+async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
+    let ledger = memory();
+    let (service, daraja) = service(ledger.clone());
+    let first = intent_for(&service, BODY, None);
+    assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+    let payment = NewPayment {
+        checkout_request_id: "ws_CO_OPEN".into(),
+        merchant_request_id: "m-1".into(),
+        amount: 100,
+        phone: first.phone.clone(),
+        reference: "INV-1".into(),
+        description: None,
+        created_at: now(),
+    };
+    let accepted = StoredAnswer {
+        status: 202,
+        body: json!({}),
+    };
+    ledger.accepted(&first, &payment, &accepted).await.unwrap();
+    let error = service.start(BODY, None, Some(b"k2")).await.unwrap_err();
+    assert_eq!((error.status(), error.code.as_str()), (409, "phone_busy"));
+    assert_eq!(error.body()["error"]["checkout_request_id"], "ws_CO_OPEN");
+    assert_eq!(daraja.pushes(), 0);
+    // Refused before any write: the key is still free for a later attempt.
+    let key = IntentKey::idempotency("k2");
+    assert_eq!(ledger.intent(&key, now()).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn daraja_unreachable_frees_the_key_and_the_phone() {
+    let ledger = memory();
+    let (service, daraja) = service(ledger.clone());
+    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.code.as_str()),
+        (503, "daraja_unavailable")
+    );
+    assert_eq!(
+        ledger
+            .intent(&IntentKey::idempotency("k1"), now())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        ledger.phone_lock("254708374149", now()).await.unwrap(),
+        None
+    );
+    // A retry with the same key tries Daraja again.
+    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::DarajaUnavailable);
+    assert_eq!(daraja.pushes(), 2);
+}
+
+/// A key whose push stopped mid-flight is answered as the outcome-unknown timeout and
+/// never pushed again.
+#[tokio::test]
+async fn an_abandoned_key_replays_the_outcome_unknown_timeout_without_calling_daraja() {
+    let ledger = memory();
+    let (service, daraja) = service(ledger.clone());
+    let mut first = intent_for(&service, BODY, Some("k1"));
+    first.at = service.clock.now() - ABANDONED_AFTER;
+    assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+    let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+    assert!(answer.is_replay());
+    assert_eq!(answer.status(), 504);
+    assert_eq!(answer.body()["error"]["code"], "daraja_timeout");
+    assert_eq!(answer.body()["error"]["outcome"], "unknown");
+    assert_eq!(daraja.pushes(), 0);
+    // The same answer as a push that timed out.
+    let timeout = ApiError::from_daraja(&DarajaError::TimedOut);
+    assert_eq!(answer.status(), timeout.status());
+    assert_eq!(
+        answer.body()["error"]["code"],
+        timeout.body()["error"]["code"]
+    );
+    assert_eq!(
+        answer.body()["error"]["outcome"],
+        timeout.body()["error"]["outcome"]
+    );
+}
+
+#[tokio::test]
+async fn phone_lock_setting_defaults_to_two_minutes_and_must_be_positive() {
+    use crate::config::PushConfig;
+    let base = [
+        ("TABLE_NAME", "t"),
+        ("DARAJA_SHORTCODE", "174379"),
+        ("DARAJA_CONSUMER_KEY", "k"),
+        ("DARAJA_CONSUMER_SECRET", "s"),
+        ("DARAJA_PASSKEY", "p"),
+        ("CALLBACK_TOKEN", "c"),
+        ("PHONE_LOCK_SECONDS", ""),
+    ];
+    let config = PushConfig::load(&base, None).await.unwrap();
+    assert_eq!(config.phone_lock, DEFAULT_PHONE_LOCK);
+    let mut set = base;
+    set[6].1 = "45";
+    let config = PushConfig::load(&set, None).await.unwrap();
+    assert_eq!(config.phone_lock, Duration::from_secs(45));
+    set[6].1 = "0";
+    let error = PushConfig::load(&set, None).await.unwrap_err().to_string();
+    assert!(error.contains("PHONE_LOCK_SECONDS"), "{error}");
+}

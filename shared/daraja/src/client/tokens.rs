@@ -1,0 +1,194 @@
+//! The client's access token: from its own memory, else the shared store, else one fetch
+//! from Daraja across all containers.
+
+use std::sync::MutexGuard;
+use std::time::Instant;
+
+use super::{
+    describe_json_error, DarajaClient, LEASE_POLL_INTERVAL, LEASE_WAIT_LIMIT, TOKEN_REFRESH_MARGIN,
+};
+use crate::observe::Endpoint;
+use crate::stk::DarajaError;
+use crate::token::{AccessToken, Lease};
+use crate::wire::{DarajaErrorBody, TokenResponse};
+
+impl DarajaClient {
+    /// A fresh token: from memory, else the shared store, else Daraja (one fetch at a time).
+    pub(super) async fn token(&self) -> Result<AccessToken, DarajaError> {
+        if let Some(token) = self.cached_fresh() {
+            return Ok(token);
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Whoever held the lock before us may have refreshed already.
+        if let Some(token) = self.cached_fresh() {
+            return Ok(token);
+        }
+        let token = self.shared_or_fetched().await?;
+        *self.cache() = Some(token.clone());
+        Ok(token)
+    }
+
+    /// The shared token if it is fresh; otherwise one fetch across all containers: the lease
+    /// holder fetches and saves, the others wait and read what it saved.
+    async fn shared_or_fetched(&self) -> Result<AccessToken, DarajaError> {
+        let give_up_waiting = Instant::now() + LEASE_WAIT_LIMIT;
+        loop {
+            if let Some(token) = self.shared_fresh().await {
+                return Ok(token);
+            }
+            let lease = self.tokens.try_lease().await;
+            if lease == Lease::Busy && Instant::now() < give_up_waiting {
+                tokio::time::sleep(LEASE_POLL_INTERVAL).await;
+                continue;
+            }
+            if lease == Lease::Granted {
+                // The previous holder may have saved its token between our read and our lease.
+                if let Some(token) = self.shared_fresh().await {
+                    self.tokens.release().await;
+                    return Ok(token);
+                }
+            } else {
+                // The holder is taking too long (or is gone): fetch our own rather than stall.
+                tracing::warn!("shared token lease still held; fetching a token without it");
+            }
+            return match self.fetch_token().await {
+                Ok(token) => {
+                    self.tokens.save(&token).await;
+                    Ok(token)
+                }
+                Err(error) => {
+                    self.tokens.release().await;
+                    Err(error)
+                }
+            };
+        }
+    }
+
+    async fn shared_fresh(&self) -> Option<AccessToken> {
+        self.tokens
+            .load()
+            .await
+            .filter(|t| t.is_fresh(self.clock.now(), TOKEN_REFRESH_MARGIN))
+    }
+
+    fn cached_fresh(&self) -> Option<AccessToken> {
+        let now = self.clock.now();
+        self.cache()
+            .as_ref()
+            .filter(|t| t.is_fresh(now, TOKEN_REFRESH_MARGIN))
+            .cloned()
+    }
+
+    /// Drops `token` after Daraja refused it, unless a newer one has replaced it already.
+    pub(super) async fn forget(&self, token: &AccessToken) {
+        {
+            let mut cached = self.cache();
+            if cached.as_ref().is_some_and(|t| t.value == token.value) {
+                *cached = None;
+            }
+        }
+        self.tokens.invalidate(token).await;
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Option<AccessToken>> {
+        // The guarded value is a plain Option: still valid after a panic elsewhere.
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn fetch_token(&self) -> Result<AccessToken, DarajaError> {
+        let started = Instant::now();
+        let sent = self
+            .http
+            .get(&self.token_url)
+            .basic_auth(
+                self.config.consumer_key.expose(),
+                Some(self.config.consumer_secret.expose()),
+            )
+            .send()
+            .await;
+        let result = match sent {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(body) => read_token(status, &body, self.clock.now()),
+                    Err(_) => Err(token_transport_error("token answer cut off")),
+                }
+            }
+            Err(e) if e.is_timeout() => Err(token_transport_error("token request timed out")),
+            Err(_) => Err(token_transport_error("cannot reach the token endpoint")),
+        };
+        let latency = started.elapsed();
+        self.observer.call_finished(Endpoint::Oauth, latency);
+        let latency_ms = latency.as_millis() as u64;
+        match &result {
+            Ok(_) => tracing::info!(endpoint = "oauth", latency_ms, "daraja token fetched"),
+            Err(error) => tracing::warn!(
+                endpoint = "oauth",
+                latency_ms,
+                error_code = error.error_code(),
+                error = %error,
+                "daraja token refused"
+            ),
+        }
+        result
+    }
+}
+
+/// A token fetch that did not complete is never "outcome unknown": it charges nobody.
+fn token_transport_error(message: &str) -> DarajaError {
+    DarajaError::Unavailable {
+        http_status: None,
+        error_code: None,
+        message: message.to_owned(),
+    }
+}
+
+fn read_token(
+    status: u16,
+    body: &[u8],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<AccessToken, DarajaError> {
+    match status {
+        200..=299 => {
+            let parsed: TokenResponse =
+                serde_json::from_slice(body).map_err(|e| DarajaError::BadResponse {
+                    http_status: status,
+                    detail: format!("token answer {}", describe_json_error(&e)),
+                })?;
+            if parsed.access_token.is_empty() {
+                return Err(DarajaError::BadResponse {
+                    http_status: status,
+                    detail: "token answer with an empty access_token".to_owned(),
+                });
+            }
+            let lifetime = i64::try_from(parsed.expires_in).unwrap_or(i64::MAX);
+            let expires_at = now
+                .checked_add_signed(chrono::Duration::seconds(lifetime.min(86_400)))
+                .unwrap_or(now);
+            Ok(AccessToken {
+                value: parsed.access_token,
+                expires_at,
+            })
+        }
+        429 => Err(DarajaError::RateLimited),
+        500..=599 => {
+            let error: DarajaErrorBody = serde_json::from_slice(body).unwrap_or_default();
+            Err(DarajaError::Unavailable {
+                http_status: Some(status),
+                message: error
+                    .error_message
+                    .unwrap_or_else(|| format!("token endpoint answered HTTP {status}")),
+                error_code: error.error_code,
+            })
+        }
+        _ => {
+            let error: DarajaErrorBody = serde_json::from_slice(body).unwrap_or_default();
+            Err(DarajaError::Auth {
+                error_code: error.error_code,
+                error_message: error
+                    .error_message
+                    .unwrap_or_else(|| format!("token endpoint answered HTTP {status}")),
+            })
+        }
+    }
+}
