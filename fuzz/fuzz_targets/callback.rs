@@ -68,9 +68,9 @@ fuzz_target!(|body: &[u8]| {
     let received_at = Utc.timestamp_opt(1_700_000_000, 0).unwrap();
     let result = payment_result(&callback, body, ResultSource::Callback, received_at);
     assert_eq!(result.checkout_request_id, callback.checkout_request_id);
-    assert_eq!(result.result_code, code.code());
-    assert_eq!(result.outcome, category.as_str());
-    assert_eq!(result.success, code.is_success());
+    assert_eq!(result.result_code.code(), code.code());
+    assert_eq!(result.outcome(), category.as_str());
+    assert_eq!(result.is_success(), code.is_success());
     assert_eq!(
         result.amount_paid_whole.map(u128::from),
         meta.amount

@@ -281,12 +281,12 @@ impl Reconciler {
         );
         match store.apply_result(&result).await {
             Ok(Applied::Transitioned { record, .. }) => {
-                metrics::payment_final(record.status, &result.outcome);
+                metrics::payment_final(record.status, result.outcome());
                 tracing::info!(
                     checkout_request_id = %masked,
                     status = record.status.as_str(),
                     result_code = %result.result_code,
-                    outcome = %result.outcome,
+                    outcome = result.outcome(),
                     "payment reconciled by query"
                 );
                 (Step::Resolved, None)
@@ -327,10 +327,8 @@ pub fn query_result(
     PaymentResult {
         checkout_request_id: checkout_request_id.to_owned(),
         merchant_request_id,
-        result_code: result_code.to_string(),
+        result_code: result_code.clone(),
         result_desc,
-        outcome: result_code.category().as_str().to_owned(),
-        success: result_code.is_success(),
         receipt: None,
         amount_paid: None,
         amount_paid_whole: None,

@@ -96,7 +96,7 @@ impl DynamoStore {
             st = update.name(item::STATUS),
             completed = update.value("completed", s(PaymentStatus::Completed.as_str())),
             code = update.name(item::RESULT_CODE),
-            same_code = update.value("same_code", s(&result.result_code)),
+            same_code = update.value("same_code", s(result.result_code.code())),
             by = update.name(item::RECONCILED_BY),
             query = update.value("by_query", s(ResultSource::Query.as_str())),
             receipt = update.name(item::RECEIPT),
@@ -209,9 +209,9 @@ fn result_update(result: &PaymentResult, status: PaymentStatus) -> Expr {
     update.set_if_absent(item::MERCHANT_REQUEST_ID, s(&result.merchant_request_id));
     update.set(item::COMPLETED_AT, time(result.received_at));
     update.set(item::UPDATED_AT, time(Utc::now()));
-    update.set(item::RESULT_CODE, s(&result.result_code));
+    update.set(item::RESULT_CODE, s(result.result_code.code()));
     update.set(item::RESULT_DESC, s(&result.result_desc));
-    update.set(item::OUTCOME, s(&result.outcome));
+    update.set(item::OUTCOME, s(result.outcome()));
     set_result_details(&mut update, result);
     update.set(item::RECONCILED_BY, s(result.source.as_str()));
     update.set_if_absent(item::DETAILS_RECORDED, AttributeValue::Bool(false));

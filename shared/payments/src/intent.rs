@@ -301,19 +301,6 @@ pub fn new_record(intent: &NewIntent) -> IntentRecord {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use super::PushLedger;
-    use crate::memory::{MemoryLedger, MemoryStore};
-    use crate::store::PaymentStore;
-
-    async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
-        let payments = Arc::new(MemoryStore::new());
-        (Arc::new(MemoryLedger::new(payments.clone())), payments)
-    }
-
-    crate::push_ledger_conformance!(ledger);
-
     #[test]
     fn keys_are_stored_hashed_and_ids_are_unique() {
         let key = super::IntentKey::idempotency("order-1001");

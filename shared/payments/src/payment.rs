@@ -10,6 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use daraja::ResultCode;
 use serde::{Deserialize, Serialize};
 
 pub mod timestamp;
@@ -140,12 +141,9 @@ pub struct NewPayment {
 pub struct PaymentResult {
     pub checkout_request_id: String,
     pub merchant_request_id: String,
-    /// As Daraja sent it (`"0"`, `"1032"`, `"SFC_IC0003"` …).
-    pub result_code: String,
+    /// As Daraja sent it (`"0"`, `"1032"`, `"SFC_IC0003"` …); its category is the outcome.
+    pub result_code: ResultCode,
     pub result_desc: String,
-    /// A stable category such as `"success"` or `"cancelled"`.
-    pub outcome: String,
-    pub success: bool,
     pub receipt: Option<String>,
     /// The amount exactly as Daraja sent it (`"100"`, `"1.00"`).
     pub amount_paid: Option<String>,
@@ -161,12 +159,22 @@ pub struct PaymentResult {
 }
 
 impl PaymentResult {
+    /// Whether Daraja reported the payment made.
+    pub fn is_success(&self) -> bool {
+        self.result_code.is_success()
+    }
+
+    /// The stable category of the result (`"success"`, `"cancelled"`, `"wrong_pin"` …).
+    pub fn outcome(&self) -> &'static str {
+        self.result_code.category().as_str()
+    }
+
     /// The status this result gives a payment for which `requested` KES were asked.
     ///
     /// A success whose paid amount is unknown (an STK query reports none) completes:
     /// the query is about the transaction we started, for the amount we asked.
     pub fn final_status(&self, requested: Option<u32>) -> PaymentStatus {
-        if !self.success {
+        if !self.is_success() {
             return PaymentStatus::Failed;
         }
         match (requested, self.amount_paid_whole) {
@@ -179,7 +187,7 @@ impl PaymentResult {
     ///
     /// A query reports no receipt, so for a query only the result code is compared.
     pub fn repeats(&self, record: &PaymentRecord) -> bool {
-        let same_code = record.result_code.as_deref() == Some(self.result_code.as_str());
+        let same_code = record.result_code.as_deref() == Some(self.result_code.code());
         match self.source {
             ResultSource::Query => same_code,
             ResultSource::Callback => same_code && record.receipt == self.receipt,
@@ -192,19 +200,19 @@ impl PaymentResult {
     /// enriched (another receipt would be a second payment), nor is a failed one.
     pub fn enriches(&self, record: &PaymentRecord) -> bool {
         self.source == ResultSource::Callback
-            && self.success
+            && self.is_success()
             && self.receipt.is_some()
             && record.status == PaymentStatus::Completed
             && record.reconciled_by == Some(ResultSource::Query)
             && record.receipt.is_none()
-            && record.result_code.as_deref() == Some(self.result_code.as_str())
+            && record.result_code.as_deref() == Some(self.result_code.code())
     }
 
     /// The history entry kept when this result contradicts a final record.
     pub fn history_entry(&self) -> ResultHistoryEntry {
         ResultHistoryEntry {
             received_at: timestamp::truncate(self.received_at),
-            result_code: self.result_code.clone(),
+            result_code: self.result_code.code().to_owned(),
             result_desc: self.result_desc.clone(),
             receipt: self.receipt.clone(),
             source: self.source,
@@ -347,10 +355,8 @@ mod tests {
         PaymentResult {
             checkout_request_id: "ws_CO_1".into(),
             merchant_request_id: "m-1".into(),
-            result_code: if success { "0" } else { "1032" }.into(),
+            result_code: ResultCode::from_text(if success { "0" } else { "1032" }),
             result_desc: String::new(),
-            outcome: if success { "success" } else { "cancelled" }.into(),
-            success,
             receipt: None,
             amount_paid: paid.map(|p| p.to_string()),
             amount_paid_whole: paid,

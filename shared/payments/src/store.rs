@@ -27,14 +27,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Stable, machine-readable code for logs and API answers.
-    pub fn code(&self) -> &'static str {
-        match self {
-            StoreError::Unavailable(_) => "store_unavailable",
-            StoreError::Corrupt { .. } => "store_corrupt",
-        }
-    }
-
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }

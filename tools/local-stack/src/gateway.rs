@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::rie::RiePool;
+use crate::template::Template;
 use crate::Function;
 
 /// API Gateway's payload limit.
@@ -42,22 +43,22 @@ pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The local-only header that sets the caller's source IP.
 pub const SOURCE_IP_HEADER: &str = "x-local-source-ip";
 
-/// The routes of `template.yaml`'s HTTP API, and whether each requires IAM authorisation.
-const ROUTES: [(Function, &str, &str, bool); 3] = [
-    (Function::StkPush, "POST", "/payments", true),
-    (
-        Function::PaymentStatus,
-        "GET",
-        "/payments/{checkout_request_id}",
-        true,
-    ),
-    (
-        Function::StkCallback,
-        "POST",
-        "/callbacks/stk/{token}",
-        false,
-    ),
-];
+/// The routes of `template.yaml`'s HTTP API, and whether each requires IAM authorisation,
+/// read from the template once.
+static ROUTES: LazyLock<Vec<(Function, String, String, bool)>> = LazyLock::new(|| {
+    let path = crate::dynamo::template_path().expect("the workspace's template.yaml");
+    let template = Template::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    template
+        .routes()
+        .into_iter()
+        .filter_map(|spec| {
+            let function = Function::ALL
+                .into_iter()
+                .find(|f| f.name() == spec.binary)?;
+            Some((function, spec.method, spec.path, spec.iam))
+        })
+        .collect()
+});
 
 /// A matched route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +78,7 @@ pub fn route(method: &str, path: &str) -> Option<Route> {
     ROUTES
         .iter()
         .find_map(|(function, route_method, pattern, iam)| {
-            if method != *route_method {
+            if method != route_method {
                 return None;
             }
             let mut wanted = pattern.split('/');

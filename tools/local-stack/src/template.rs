@@ -1,5 +1,6 @@
-//! Function settings read from `template.yaml`, so the emulated functions get the same
-//! timeout and memory as the deployed ones without a second definition.
+//! Function settings and HTTP API routes read from `template.yaml`, so the emulated functions
+//! get the same timeout and memory, and the API Gateway stand-in the same routes and
+//! authorisation, as the deployed ones without a second definition.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +41,18 @@ pub enum TemplateError {
     },
 }
 
+/// One route of the template's HTTP API (an `HttpApi` event of a function).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// The function's `Metadata.BuildProperties.Binary`.
+    pub binary: String,
+    pub method: String,
+    /// `/payments/{checkout_request_id}`, as the template writes it.
+    pub path: String,
+    /// The route's authorizer, else the API's `DefaultAuthorizer`, is `AWS_IAM`.
+    pub iam: bool,
+}
+
 /// The parsed SAM template.
 pub struct Template(Value);
 
@@ -57,6 +70,63 @@ impl Template {
 
     pub fn parse(text: &str) -> Result<Self, serde_yaml::Error> {
         serde_yaml::from_str(text).map(Template)
+    }
+
+    /// Every `HttpApi` event of every function, in template order.
+    pub fn routes(&self) -> Vec<RouteSpec> {
+        let resources = self.0.get("Resources").and_then(Value::as_mapping);
+        let default_authorizer = resources
+            .into_iter()
+            .flat_map(|r| r.values())
+            .find(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::HttpApi"))
+            .and_then(|api| api.get("Properties"))
+            .and_then(|p| p.get("Auth"))
+            .and_then(|a| a.get("DefaultAuthorizer"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let mut routes = Vec::new();
+        for resource in resources.into_iter().flat_map(|r| r.values()) {
+            let Some(binary) = resource
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties"))
+                .and_then(|b| b.get("Binary"))
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let events = resource
+                .get("Properties")
+                .and_then(|p| p.get("Events"))
+                .and_then(Value::as_mapping);
+            for event in events.into_iter().flat_map(|e| e.values()) {
+                if event.get("Type").and_then(Value::as_str) != Some("HttpApi") {
+                    continue;
+                }
+                let properties = event.get("Properties");
+                let text = |key: &str| {
+                    properties
+                        .and_then(|p| p.get(key))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                let (Some(method), Some(path)) = (text("Method"), text("Path")) else {
+                    continue;
+                };
+                let authorizer = properties
+                    .and_then(|p| p.get("Auth"))
+                    .and_then(|a| a.get("Authorizer"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .or_else(|| default_authorizer.clone());
+                routes.push(RouteSpec {
+                    binary: binary.to_string(),
+                    method: method.to_ascii_uppercase(),
+                    path,
+                    iam: authorizer.as_deref() == Some("AWS_IAM"),
+                });
+            }
+        }
+        routes
     }
 
     /// Settings of the function whose `Metadata.BuildProperties.Binary` is `binary`, falling
@@ -163,5 +233,29 @@ Resources:
             let timeout = t.function(f).timeout;
             assert!(timeout < Duration::from_secs(30), "{f}: {timeout:?}");
         }
+    }
+
+    /// The stand-in's routes are the project's: read from `template.yaml`, not written again.
+    #[test]
+    fn routes_are_the_templates_http_api_events_with_their_authorisation() {
+        let path = crate::dynamo::template_path().expect("template.yaml");
+        let routes = Template::load(&path).unwrap().routes();
+        let found: Vec<(&str, &str, &str, bool)> = routes
+            .iter()
+            .map(|r| (r.binary.as_str(), r.method.as_str(), r.path.as_str(), r.iam))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("stk-push", "POST", "/payments", true),
+                ("stk-callback", "POST", "/callbacks/stk/{token}", false),
+                (
+                    "payment-status",
+                    "GET",
+                    "/payments/{checkout_request_id}",
+                    true
+                ),
+            ]
+        );
     }
 }

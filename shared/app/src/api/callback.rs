@@ -217,15 +217,15 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
             tracing::info!(decision = "receipt_added", checkout_request_id = %id, status = record.status.as_str(), "receipt added to a payment completed by query");
         }
         Applied::Transitioned { record, orphan } => {
-            metrics::payment_final(record.status, &result.outcome);
+            metrics::payment_final(record.status, result.outcome());
             let status = record.status.as_str();
             if *orphan {
                 metrics::count_by(Metric::CallbackOrphan, "Reason", "unknown_payment");
-                tracing::warn!(decision = "orphan", checkout_request_id = %id, status, outcome = %result.outcome, source_ip, "result for a payment with no pending record kept as orphan");
-            } else if result.success {
-                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, "payment final");
+                tracing::warn!(decision = "orphan", checkout_request_id = %id, status, outcome = result.outcome(), source_ip, "result for a payment with no pending record kept as orphan");
+            } else if result.is_success() {
+                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = result.outcome(), "payment final");
             } else {
-                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = %result.outcome, result_code = %result.result_code, "payment final");
+                tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = result.outcome(), result_code = %result.result_code, "payment final");
             }
         }
         Applied::Duplicate(record) => {
@@ -250,10 +250,8 @@ pub fn payment_result(
     PaymentResult {
         checkout_request_id: cb.checkout_request_id.clone(),
         merchant_request_id: cb.merchant_request_id.clone(),
-        result_code: cb.result_code.to_string(),
+        result_code: cb.result_code.clone(),
         result_desc: cb.result_desc.clone(),
-        outcome: cb.result_code.category().as_str().to_string(),
-        success: cb.result_code.is_success(),
         receipt: meta.receipt.clone(),
         amount_paid: meta.amount.as_ref().map(|a| a.to_string()),
         amount_paid_whole: meta.amount.as_ref().and_then(|a| a.whole_shillings()),

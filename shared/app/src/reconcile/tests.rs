@@ -470,8 +470,8 @@ fn query_result_carries_the_code_and_its_outcome_only() {
         String::new(),
         t0(),
     );
-    assert_eq!(result.outcome, "wrong_pin");
-    assert!(!result.success);
+    assert_eq!(result.outcome(), "wrong_pin");
+    assert!(!result.is_success());
     assert_eq!(result.source, ResultSource::Query);
     assert_eq!(result.receipt, None);
 }

@@ -9,6 +9,7 @@
 pub mod ledger;
 
 use chrono::{DateTime, Duration, Utc};
+use daraja::ResultCode;
 
 use crate::payment::{
     timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource,
@@ -88,10 +89,8 @@ pub fn success(id: &str, paid: &str, paid_whole: Option<u64>) -> PaymentResult {
     PaymentResult {
         checkout_request_id: id.to_owned(),
         merchant_request_id: "29115-34620561-1".to_owned(),
-        result_code: "0".to_owned(),
+        result_code: ResultCode::success(),
         result_desc: "The service request is processed successfully.".to_owned(),
-        outcome: "success".to_owned(),
-        success: true,
         receipt: Some("NLJ7RT61SV".to_owned()),
         amount_paid: Some(paid.to_owned()),
         amount_paid_whole: paid_whole,
@@ -104,14 +103,12 @@ pub fn success(id: &str, paid: &str, paid_whole: Option<u64>) -> PaymentResult {
 }
 
 /// A failure callback for `id`, received at `at(30)`.
-pub fn failure(id: &str, code: &str, desc: &str, outcome: &str) -> PaymentResult {
+pub fn failure(id: &str, code: &str, desc: &str) -> PaymentResult {
     PaymentResult {
         checkout_request_id: id.to_owned(),
         merchant_request_id: "29115-34620561-1".to_owned(),
-        result_code: code.to_owned(),
+        result_code: ResultCode::from_text(code),
         result_desc: desc.to_owned(),
-        outcome: outcome.to_owned(),
-        success: false,
         receipt: None,
         amount_paid: None,
         amount_paid_whole: None,
@@ -127,7 +124,7 @@ pub fn failure(id: &str, code: &str, desc: &str, outcome: &str) -> PaymentResult
 
 /// Result 1032, cancelled by the customer.
 pub fn cancelled(id: &str) -> PaymentResult {
-    failure(id, "1032", "Request cancelled by user", "cancelled")
+    failure(id, "1032", "Request cancelled by user")
 }
 
 /// The same result as an STK query reports it: a code and a description, nothing else.
@@ -269,13 +266,12 @@ pub async fn each_failure_after_pending_fails(store: &dyn PaymentStore) {
         ("1037", "DS timeout user cannot be reached", "unreachable"),
         ("2001", "The initiator information is invalid.", "wrong_pin"),
         ("1019", "Transaction has expired", "expired"),
-        ("SFC_IC0003", "Operator does not exist", "rejected"),
+        ("SFC_IC0003", "Operator does not exist", "not_permitted"),
     ];
     for (code, desc, outcome) in failures {
         let id = format!("ws_CO_fail_{code}");
         pending(store, &payment(&id, 100)).await;
-        let (record, created_orphan) =
-            transitioned(apply(store, &failure(&id, code, desc, outcome)).await);
+        let (record, created_orphan) = transitioned(apply(store, &failure(&id, code, desc)).await);
         assert!(!created_orphan);
         assert_eq!(record.status, PaymentStatus::Failed, "code {code}");
         assert_eq!(record.result_code.as_deref(), Some(code));

@@ -169,3 +169,19 @@ impl PushLedger for MemoryLedger {
         Ok(self.state().live_lock(phone, now.timestamp()).cloned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{MemoryLedger, MemoryStore};
+    use crate::intent::PushLedger;
+    use crate::store::PaymentStore;
+
+    async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
+        let payments = Arc::new(MemoryStore::new());
+        (Arc::new(MemoryLedger::new(payments.clone())), payments)
+    }
+
+    crate::push_ledger_conformance!(ledger);
+}

@@ -46,6 +46,15 @@ impl MemoryStore {
     }
 }
 
+/// The rules planned a change of a stored record that is not there: only a bug in the rules
+/// can do that, and it is answered as an error, never a panic.
+fn unplanned(checkout_request_id: &str) -> StoreError {
+    StoreError::Corrupt {
+        pk: checkout_request_id.to_owned(),
+        detail: "the rules planned a change to a record that is not stored".to_owned(),
+    }
+}
+
 fn now() -> DateTime<Utc> {
     timestamp::truncate(Utc::now())
 }
@@ -115,9 +124,9 @@ fn with_result(
     record.status = status;
     record.completed_at = Some(timestamp::truncate(result.received_at));
     record.updated_at = now();
-    record.result_code = Some(result.result_code.clone());
+    record.result_code = Some(result.result_code.code().to_owned());
     record.result_desc = Some(result.result_desc.clone());
-    record.outcome = Some(result.outcome.clone());
+    record.outcome = Some(result.outcome().to_owned());
     let keep = |new: &Option<String>, old: &mut Option<String>| {
         if new.is_some() {
             old.clone_from(new);
@@ -158,21 +167,17 @@ impl PaymentStore for MemoryStore {
     async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
         let mut items = self.items();
         let stored = items.get(&payment.checkout_request_id);
-        let outcome = match plan_pending(payment, stored.map(|s| &s.record)) {
-            PendingPlan::Open => {
-                let record = match stored {
-                    Some(stored) => with_details(stored.record.clone(), payment),
-                    None => new_pending(payment),
-                };
-                PendingWrite::Created(record)
+        let existing = stored.map(|s| with_details(s.record.clone(), payment));
+        let outcome = match (plan_pending(payment, stored.map(|s| &s.record)), existing) {
+            (PendingPlan::Open, existing) => {
+                PendingWrite::Created(existing.unwrap_or_else(|| new_pending(payment)))
             }
-            PendingPlan::AddDetails(status) => {
-                let mut record = match stored {
-                    Some(stored) => with_details(stored.record.clone(), payment),
-                    None => unreachable!("plan_pending adds details only to a stored record"),
-                };
+            (PendingPlan::AddDetails(status), Some(mut record)) => {
                 record.status = status;
                 PendingWrite::ResultAlreadyKnown(record)
+            }
+            (PendingPlan::AddDetails(_), None) => {
+                return Err(unplanned(&payment.checkout_request_id))
             }
         };
         items.insert(
@@ -188,40 +193,30 @@ impl PaymentStore for MemoryStore {
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError> {
         let mut items = self.items();
         let stored = items.get(&result.checkout_request_id).cloned();
-        let applied = match plan_result(result, stored.as_ref().map(|s| &s.record)) {
-            ResultPlan::Transition(status) => {
-                let existing = stored.map(|s| s.record);
-                Applied::Transitioned {
-                    record: with_result(existing, result, status),
-                    orphan: false,
-                }
-            }
-            ResultPlan::CreateOrphan(status) => Applied::Transitioned {
+        let plan = plan_result(result, stored.as_ref().map(|s| &s.record));
+        let applied = match (plan, stored.map(|s| s.record)) {
+            (ResultPlan::Transition(status), existing) => Applied::Transitioned {
+                record: with_result(existing, result, status),
+                orphan: false,
+            },
+            (ResultPlan::CreateOrphan(status), _) => Applied::Transitioned {
                 record: with_result(None, result, status),
                 orphan: true,
             },
-            ResultPlan::Enrich(status) => {
-                let record = stored
-                    .map(|s| s.record)
-                    .unwrap_or_else(|| unreachable!("plan_result enriches only stored records"));
-                Applied::Transitioned {
-                    record: with_receipt(record, result, status),
-                    orphan: false,
-                }
-            }
-            ResultPlan::Duplicate => {
-                let mut record = stored.map(|s| s.record).unwrap_or_else(|| {
-                    unreachable!("plan_result finds duplicates only in stored records")
-                });
+            (ResultPlan::Enrich(status), Some(record)) => Applied::Transitioned {
+                record: with_receipt(record, result, status),
+                orphan: false,
+            },
+            (ResultPlan::Duplicate, Some(mut record)) => {
                 if result.source == ResultSource::Callback {
                     record.duplicate_callbacks += 1;
                 }
                 Applied::Duplicate(record)
             }
-            ResultPlan::Conflict => {
-                let mut record = stored.map(|s| s.record).unwrap_or_else(|| {
-                    unreachable!("plan_result finds conflicts only in stored records")
-                });
+            (ResultPlan::Enrich(_) | ResultPlan::Duplicate | ResultPlan::Conflict, None) => {
+                return Err(unplanned(&result.checkout_request_id))
+            }
+            (ResultPlan::Conflict, Some(mut record)) => {
                 record.history.push(result.history_entry());
                 if result.source == ResultSource::Callback {
                     record.conflicting_callbacks += 1;
