@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use app::api::{PaymentRequest, MAX_PUSH_BYTES};
+use app::api::{parse_payment_request, MAX_PUSH_BYTES};
 use daraja::values::{AccountReference, TransactionDesc};
 
 /// Refusals echo at most a short slice of the input; a message longer than this means a hostile
@@ -12,7 +12,7 @@ use daraja::values::{AccountReference, TransactionDesc};
 const MAX_MESSAGE_CHARS: usize = 512;
 
 fuzz_target!(|body: &[u8]| {
-    let request = match PaymentRequest::parse(body) {
+    let request = match parse_payment_request(body) {
         Ok(request) => request,
         Err(e) => {
             assert!(

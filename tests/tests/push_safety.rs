@@ -216,8 +216,8 @@ async fn ledger_pending_write_is_the_store_s_own() {
     let via_ledger = p.store.get(&id).await.unwrap().expect("record");
     let mut payment = payments::conformance::payment("ws_CO_via_store", 100);
     payment.merchant_request_id = via_ledger.merchant_request_id.clone().expect("merchant id");
-    payment.phone = "254708374149".into();
-    payment.reference = "INV-1".into();
+    payment.charge = daraja::Charge::parse("254708374149", 100, "INV-1", Some("Order 1"))
+        .expect("a valid charge");
     payment.created_at = via_ledger.created_at.expect("created");
     p.store.record_pending(&payment).await.unwrap();
     let mut via_store = p

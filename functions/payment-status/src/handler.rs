@@ -47,10 +47,8 @@ mod tests {
             .record_pending(&NewPayment {
                 checkout_request_id: ID.to_string(),
                 merchant_request_id: "29115-34620561-1".to_string(),
-                amount: 100,
-                phone: "254708374149".to_string(),
-                reference: "INV-1001".to_string(),
-                description: None,
+                charge: daraja::Charge::parse("254708374149", 100, "INV-1001", None)
+                    .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
             })
             .await

@@ -94,10 +94,8 @@ mod tests {
             .record_pending(&NewPayment {
                 checkout_request_id: "ws_CO_old".to_owned(),
                 merchant_request_id: "m-1".to_owned(),
-                amount: 10,
-                phone: "254708374149".to_owned(),
-                reference: "INV-1".to_owned(),
-                description: None,
+                charge: daraja::Charge::parse("254708374149", 10, "INV-1", None)
+                    .expect("a valid charge"),
                 created_at: clock.now() - chrono::Duration::minutes(20),
             })
             .await

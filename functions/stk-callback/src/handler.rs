@@ -59,10 +59,13 @@ mod tests {
             .record_pending(&NewPayment {
                 checkout_request_id: checkout_request_id.to_string(),
                 merchant_request_id: "29115-34620561-1".to_string(),
-                amount,
-                phone: "254708374149".to_string(),
-                reference: "INV-1001".to_string(),
-                description: Some("Order 1001".to_string()),
+                charge: daraja::Charge::parse(
+                    "254708374149",
+                    amount.into(),
+                    "INV-1001",
+                    Some("Order 1001"),
+                )
+                .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
             })
             .await

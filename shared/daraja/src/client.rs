@@ -200,13 +200,13 @@ impl DarajaClient {
             password,
             timestamp,
             transaction_type: self.config.kind.transaction_type().to_owned(),
-            amount: req.amount.get(),
-            party_a: req.phone.as_str().to_owned(),
+            amount: req.charge.amount.get(),
+            party_a: req.charge.phone.as_str().to_owned(),
             party_b: self.config.kind.party_b(shortcode).to_owned(),
-            phone_number: req.phone.as_str().to_owned(),
+            phone_number: req.charge.phone.as_str().to_owned(),
             callback_url: req.callback_url.clone(),
-            account_reference: req.reference.as_str().to_owned(),
-            transaction_desc: req.description.as_str().to_owned(),
+            account_reference: req.charge.reference.as_str().to_owned(),
+            transaction_desc: req.charge.description.as_str().to_owned(),
         }
     }
 
@@ -236,7 +236,7 @@ impl DarajaClient {
     /// token, so the first attempt never reached M-Pesa).
     pub async fn stk_push(&self, req: &PushRequest) -> Result<StkPushResponse, DarajaError> {
         let body = self.push_body(req);
-        let phone = req.phone.masked();
+        let phone = req.charge.phone.masked();
         let answer = self.call(Endpoint::StkPush, &body, &phone).await?;
         if !answer.is_success() {
             return Err(api_error(&answer));

@@ -37,7 +37,7 @@ pub use mask::mask_id;
 pub use observe::{CallObserver, Endpoint};
 pub use result_code::{OutcomeCategory, ResultCode};
 pub use secret::Secret;
-pub use stk::{Daraja, DarajaError, FailureKind, PushRequest, QueryAnswer};
+pub use stk::{Charge, Daraja, DarajaError, FailureKind, PushRequest, QueryAnswer};
 pub use time::{daraja_timestamp, password, Clock, FixedClock, SystemClock};
 pub use token::{AccessToken, NoSharedTokens, TokenStore};
 pub use values::{

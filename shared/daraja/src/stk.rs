@@ -7,7 +7,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::result_code::ResultCode;
-use crate::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
+use crate::values::{AccountReference, Amount, PhoneNumber, TransactionDesc, ValidationError};
 use crate::wire::StkPushResponse;
 
 /// Business refusals ("Merchant does not exist", "Wrong credentials", "Unable to lock
@@ -35,13 +35,37 @@ pub enum FailureKind {
     OutcomeUnknown,
 }
 
-/// One charge to send.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PushRequest {
+/// What the customer is asked to pay, every part validated: the one shape of a payment
+/// request from the API's body to the intent, the push and the pending record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
     pub phone: PhoneNumber,
     pub amount: Amount,
     pub reference: AccountReference,
     pub description: TransactionDesc,
+}
+
+impl Charge {
+    /// Validates each part as the API does; `None` is the default description.
+    pub fn parse(
+        phone: &str,
+        amount: u64,
+        reference: &str,
+        description: Option<&str>,
+    ) -> Result<Self, ValidationError> {
+        Ok(Self {
+            phone: PhoneNumber::parse(phone)?,
+            amount: Amount::new(amount)?,
+            reference: AccountReference::parse(reference)?,
+            description: TransactionDesc::parse_optional(description)?,
+        })
+    }
+}
+
+/// One charge to send, and where Daraja calls back.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushRequest {
+    pub charge: Charge,
     pub callback_url: String,
 }
 
@@ -49,10 +73,7 @@ pub struct PushRequest {
 impl fmt::Debug for PushRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PushRequest")
-            .field("phone", &self.phone)
-            .field("amount", &self.amount)
-            .field("reference", &self.reference)
-            .field("description", &self.description)
+            .field("charge", &self.charge)
             .field("callback_url", &"<redacted>")
             .finish()
     }

@@ -128,14 +128,14 @@ impl DynamoLedger {
         }
         let owned = owned_by(&mut expr, intent);
         expr.condition(owned);
-        self.table.update_item(phone_pk(&intent.phone), expr)
+        self.table.update_item(phone_pk(intent.phone()), expr)
     }
 
     fn release_lock(&self, intent: &NewIntent) -> TransactWriteItem {
         let mut expr = Expr::new();
         let owned = owned_by(&mut expr, intent);
         expr.condition(owned);
-        self.table.delete(phone_pk(&intent.phone), expr)
+        self.table.delete(phone_pk(intent.phone()), expr)
     }
 
     /// The pending payment, written as [`PaymentStore::record_pending`] writes it when no
@@ -170,7 +170,7 @@ impl PushLedger for DynamoLedger {
 
         let until = (intent.at + intent.phone_lock).timestamp();
         let lock_item = HashMap::from([
-            (item::PK.to_owned(), s(phone_pk(&intent.phone))),
+            (item::PK.to_owned(), s(phone_pk(intent.phone()))),
             (RECORD_TYPE.to_owned(), s(LOCK_TYPE)),
             (INTENT_PK.to_owned(), s(intent.key.pk())),
             (LOCKED_UNTIL.to_owned(), n(until)),

@@ -225,10 +225,10 @@ fn details_update(payment: &NewPayment) -> Expr {
     let mut update = Expr::new();
     update.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
     update.set(item::MERCHANT_REQUEST_ID, s(&payment.merchant_request_id));
-    update.set(item::AMOUNT, n(payment.amount));
-    update.set(item::PHONE, s(&payment.phone));
-    update.set(item::REFERENCE, s(&payment.reference));
-    update.set_some(item::DESCRIPTION, payment.description.as_deref());
+    update.set(item::AMOUNT, n(payment.amount()));
+    update.set(item::PHONE, s(payment.charge.phone.as_str()));
+    update.set(item::REFERENCE, s(payment.charge.reference.as_str()));
+    update.set(item::DESCRIPTION, s(payment.charge.description.as_str()));
     update.set(item::CREATED_AT, time(payment.created_at));
     update.set(item::UPDATED_AT, time(Utc::now()));
     update.set(item::DETAILS_RECORDED, AttributeValue::Bool(true));
@@ -277,7 +277,7 @@ impl PaymentStore for DynamoStore {
                     let status = update.name(item::STATUS);
                     let paid = update.name(item::AMOUNT_PAID_WHOLE);
                     let completed = update.value("completed", s(PaymentStatus::Completed.as_str()));
-                    let asked = update.value("asked", n(payment.amount));
+                    let asked = update.value("asked", n(payment.amount()));
                     // The two conditions split "final" exactly: a success for another
                     // amount, and everything else, which keeps its status.
                     let mismatch = format!(

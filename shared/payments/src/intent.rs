@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use daraja::Charge;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -94,19 +95,42 @@ pub fn phone_pk(phone: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewIntent {
     pub key: IntentKey,
-    /// SHA-256 of the normalised request: the same key with another request is refused.
+    /// [`fingerprint`] of the charge: the same key with another request is refused.
     pub fingerprint: String,
-    /// Normalised MSISDN.
-    pub phone: String,
-    pub amount: u32,
-    pub reference: String,
-    pub description: Option<String>,
+    pub charge: Charge,
     pub at: DateTime<Utc>,
     /// How long the phone stays locked after a push that may have reached it.
     pub phone_lock: Duration,
 }
 
+/// SHA-256 of the normalised charge: two requests that ask for the same payment (the phone in
+/// any spelling, the same amount, reference and description) are the same request.
+pub fn fingerprint(charge: &Charge) -> String {
+    let canonical = serde_json::json!([
+        charge.phone.as_str(),
+        charge.amount.get(),
+        charge.reference.as_str(),
+        charge.description.as_str(),
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
 impl NewIntent {
+    pub fn new(key: IntentKey, charge: Charge, at: DateTime<Utc>, phone_lock: Duration) -> Self {
+        Self {
+            key,
+            fingerprint: fingerprint(&charge),
+            charge,
+            at,
+            phone_lock,
+        }
+    }
+
+    /// The normalised MSISDN the phone lock is on.
+    pub fn phone(&self) -> &str {
+        self.charge.phone.as_str()
+    }
+
     /// When the intent is forgotten (epoch seconds, the TTL attribute).
     pub fn expires_at(&self) -> i64 {
         (self.at + IDEMPOTENCY_TTL).timestamp()
@@ -286,10 +310,10 @@ pub fn new_record(intent: &NewIntent) -> IntentRecord {
         pk: intent.key.pk(),
         status: IntentStatus::InProgress,
         fingerprint: intent.fingerprint.clone(),
-        phone: intent.phone.clone(),
-        amount: intent.amount,
-        reference: intent.reference.clone(),
-        description: intent.description.clone(),
+        phone: intent.phone().to_owned(),
+        amount: intent.charge.amount.get(),
+        reference: intent.charge.reference.as_str().to_owned(),
+        description: Some(intent.charge.description.as_str().to_owned()),
         created_at: timestamp::truncate(intent.at),
         updated_at: timestamp::truncate(intent.at),
         expires_at: intent.expires_at(),

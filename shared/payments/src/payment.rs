@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use daraja::ResultCode;
+use daraja::{Charge, ResultCode};
 use serde::{Deserialize, Serialize};
 
 pub mod timestamp;
@@ -124,13 +124,16 @@ impl FromStr for ResultSource {
 pub struct NewPayment {
     pub checkout_request_id: String,
     pub merchant_request_id: String,
-    /// Whole KES, as requested.
-    pub amount: u32,
-    /// Normalised MSISDN (`2547XXXXXXXX`).
-    pub phone: String,
-    pub reference: String,
-    pub description: Option<String>,
+    /// What was asked: the phone (normalised `2547XXXXXXXX`), whole KES, reference, description.
+    pub charge: Charge,
     pub created_at: DateTime<Utc>,
+}
+
+impl NewPayment {
+    /// Whole KES, as requested.
+    pub fn amount(&self) -> u32 {
+        self.charge.amount.get()
+    }
 }
 
 /// A final result for a payment, from a callback or an STK query.
@@ -297,7 +300,7 @@ pub fn plan_pending(payment: &NewPayment, stored: Option<&PaymentRecord>) -> Pen
         PaymentStatus::Completed
             if stored
                 .amount_paid_whole
-                .is_some_and(|paid| paid != u64::from(payment.amount)) =>
+                .is_some_and(|paid| paid != u64::from(payment.amount())) =>
         {
             PendingPlan::AddDetails(PaymentStatus::NeedsReview)
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::api::SourceAllowList;
-use app::api::{get_payment, payment_result, CallbackService, PaymentRequest, PushService};
+use app::api::{get_payment, parse_payment_request, payment_result, CallbackService, PushService};
 use bench::{events, stub};
 use criterion::{criterion_group, criterion_main, Criterion};
 use daraja::{
@@ -35,10 +35,8 @@ fn pending(id: &str) -> NewPayment {
     NewPayment {
         checkout_request_id: id.to_string(),
         merchant_request_id: "29115-34620561-1".to_string(),
-        amount: 100,
-        phone: "254708374149".to_string(),
-        reference: "INV-1001".to_string(),
-        description: Some("Order 1001".to_string()),
+        charge: daraja::Charge::parse("254708374149", 100, "INV-1001", Some("Order 1001"))
+            .expect("a valid charge"),
         created_at: chrono::Utc::now(),
     }
 }
@@ -56,10 +54,10 @@ fn callback_service(store: Arc<MemoryStore>) -> CallbackService {
 fn pure(c: &mut Criterion) {
     let mut group = c.benchmark_group("pure");
     let body = events::push_body("0708374149", 100);
-    group.bench_function("PaymentRequest::parse + fingerprint", |b| {
+    group.bench_function("parse_payment_request + fingerprint", |b| {
         b.iter(|| {
-            let request = PaymentRequest::parse(black_box(body.as_bytes())).expect("valid body");
-            black_box(request.fingerprint())
+            let request = parse_payment_request(black_box(body.as_bytes())).expect("valid body");
+            black_box(payments::intent::fingerprint(&request))
         })
     });
     let callback = events::callback_body("ws_CO_27112026090000123708374149", 100, "TKR7PQ2X9M");
@@ -163,10 +161,12 @@ fn service(c: &mut Criterion) {
         .expect("client builds");
     let echo = format!("{base_url}/echo");
     let push_json = serde_json::to_vec(&daraja.push_body(&PushRequest {
-        phone: PhoneNumber::parse("0708374149").expect("valid phone"),
-        amount: Amount::new(100).expect("valid amount"),
-        reference: AccountReference::parse("INV-1001").expect("valid reference"),
-        description: TransactionDesc::parse("Payment").expect("valid description"),
+        charge: daraja::Charge {
+            phone: PhoneNumber::parse("0708374149").expect("valid phone"),
+            amount: Amount::new(100).expect("valid amount"),
+            reference: AccountReference::parse("INV-1001").expect("valid reference"),
+            description: TransactionDesc::parse("Payment").expect("valid description"),
+        },
         callback_url: format!(
             "https://abc123.execute-api.us-east-1.amazonaws.com/callbacks/stk/{TOKEN}"
         ),

@@ -56,10 +56,8 @@ async fn events_for(
         let payment = NewPayment {
             checkout_request_id: id.clone(),
             merchant_request_id: format!("cold-{run}-{n}"),
-            amount: 100,
-            phone: "254708374149".to_string(),
-            reference: "INV-1001".to_string(),
-            description: Some("Order 1001".to_string()),
+            charge: daraja::Charge::parse("254708374149", 100, "INV-1001", Some("Order 1001"))
+                .expect("a valid charge"),
             created_at: chrono::Utc::now(),
         };
         // A failed setup write shows up as a non-200 answer below.

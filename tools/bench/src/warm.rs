@@ -108,10 +108,13 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
             .record_pending(&NewPayment {
                 checkout_request_id: id.clone(),
                 merchant_request_id: format!("warm-{i}"),
-                amount: 100,
-                phone: format!("2547{:08}", 40_000_000 + i),
-                reference: "INV-1001".to_string(),
-                description: Some("Order 1001".to_string()),
+                charge: daraja::Charge::parse(
+                    &format!("2547{:08}", 40_000_000 + i),
+                    100,
+                    "INV-1001",
+                    Some("Order 1001"),
+                )
+                .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
             })
             .await

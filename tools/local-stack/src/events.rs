@@ -227,10 +227,8 @@ pub async fn seed_event_payments(store: &DynamoStore) -> Result<(), StoreError> 
             .record_pending(&NewPayment {
                 checkout_request_id: id.to_string(),
                 merchant_request_id: "29115-34620561-1".to_string(),
-                amount: 100,
-                phone: "254708374149".to_string(),
-                reference: "INV-1001".to_string(),
-                description: Some("Order 1001".to_string()),
+                charge: daraja::Charge::parse("254708374149", 100, "INV-1001", Some("Order 1001"))
+                    .expect("a valid charge"),
                 created_at: Utc::now(),
             })
             .await?;

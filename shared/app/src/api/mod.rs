@@ -21,7 +21,7 @@ pub use callback::{payment_result, CallbackAnswer, CallbackService, MAX_CALLBACK
 pub use error::{ApiError, ErrorCode};
 #[cfg(feature = "push")]
 pub use push::{
-    parse_idempotency_key, PaymentRequest, PushAccepted, PushAnswer, PushService,
+    parse_idempotency_key, parse_payment_request, PushAccepted, PushAnswer, PushService,
     MAX_IDEMPOTENCY_KEY_LEN, MAX_PUSH_BYTES,
 };
 pub use status::get_payment;

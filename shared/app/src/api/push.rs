@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
 use daraja::wire::StkPushResponse;
-use daraja::{mask_id, Clock, Daraja, DarajaError, FailureKind, PushRequest, Secret};
+use daraja::{mask_id, Charge, Clock, Daraja, DarajaError, FailureKind, PushRequest, Secret};
 use payments::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, StoredAnswer};
 use payments::payment::{NewPayment, PaymentStatus};
 
@@ -37,74 +36,53 @@ pub fn parse_idempotency_key(raw: &[u8]) -> Result<&str, ApiError> {
 /// Push requests larger than this are refused unread.
 pub const MAX_PUSH_BYTES: usize = 16 * 1024;
 
-/// `POST /payments` body. Fields are read from a JSON value so each problem gets its own message.
-#[derive(Debug)]
-pub struct PaymentRequest {
-    pub phone: PhoneNumber,
-    pub amount: Amount,
-    pub reference: AccountReference,
-    pub description: TransactionDesc,
-}
-
-impl PaymentRequest {
-    /// Validates a request body: 400 when it is not a JSON object, 422 for a field that breaks a rule.
-    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        if body.len() > MAX_PUSH_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("The request body is larger than {MAX_PUSH_BYTES} bytes."),
-            ));
+/// Validates a `POST /payments` body into the charge it asks for: 400 when it is not a JSON
+/// object, 422 for a field that breaks a rule. Fields are read from a JSON value so each
+/// problem gets its own message.
+pub fn parse_payment_request(body: &[u8]) -> Result<Charge, ApiError> {
+    if body.len() > MAX_PUSH_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than {MAX_PUSH_BYTES} bytes."),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("The request body is not valid JSON ({e}). Send {{\"phone\", \"amount\", \"reference\", \"description\"}}."),
+        )
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "The request body must be a JSON object with phone, amount, reference and optional description.",
+        ));
+    };
+    let text = |name: &'static str, code: ErrorCode| -> Result<Option<&str>, ApiError> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(ApiError::new(code, format!("\"{name}\" must be a string."))),
         }
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(
-                ErrorCode::InvalidJson,
-                format!("The request body is not valid JSON ({e}). Send {{\"phone\", \"amount\", \"reference\", \"description\"}}."),
-            )
-        })?;
-        let Value::Object(fields) = value else {
-            return Err(ApiError::new(
-                ErrorCode::InvalidJson,
-                "The request body must be a JSON object with phone, amount, reference and optional description.",
-            ));
-        };
-        let text = |name: &'static str, code: ErrorCode| -> Result<Option<&str>, ApiError> {
-            match fields.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.as_str())),
-                Some(_) => Err(ApiError::new(code, format!("\"{name}\" must be a string."))),
-            }
-        };
-        let missing =
-            |name: &str| ApiError::new(ErrorCode::MissingField, format!("\"{name}\" is required."));
-        let phone = text("phone", ErrorCode::InvalidPhone)?.ok_or_else(|| missing("phone"))?;
-        let phone = PhoneNumber::parse(phone).map_err(ApiError::from_validation)?;
-        let amount = fields.get("amount").ok_or_else(|| missing("amount"))?;
-        let amount = Amount::from_json(amount).map_err(ApiError::from_validation)?;
-        let reference =
-            text("reference", ErrorCode::InvalidReference)?.ok_or_else(|| missing("reference"))?;
-        let reference = AccountReference::parse(reference).map_err(ApiError::from_validation)?;
-        let description =
-            TransactionDesc::parse_optional(text("description", ErrorCode::InvalidDescription)?)
-                .map_err(ApiError::from_validation)?;
-        Ok(Self {
-            phone,
-            amount,
-            reference,
-            description,
-        })
-    }
-
-    /// SHA-256 of the normalised request: two bodies that ask for the same payment (the
-    /// phone in any spelling, the same amount, reference and description) are the same request.
-    pub fn fingerprint(&self) -> String {
-        let canonical = json!([
-            self.phone.as_str(),
-            self.amount.get(),
-            self.reference.as_str(),
-            self.description.as_str(),
-        ]);
-        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
-    }
+    };
+    let missing =
+        |name: &str| ApiError::new(ErrorCode::MissingField, format!("\"{name}\" is required."));
+    let phone = text("phone", ErrorCode::InvalidPhone)?.ok_or_else(|| missing("phone"))?;
+    let phone = PhoneNumber::parse(phone).map_err(ApiError::from_validation)?;
+    let amount = fields.get("amount").ok_or_else(|| missing("amount"))?;
+    let amount = Amount::from_json(amount).map_err(ApiError::from_validation)?;
+    let reference =
+        text("reference", ErrorCode::InvalidReference)?.ok_or_else(|| missing("reference"))?;
+    let reference = AccountReference::parse(reference).map_err(ApiError::from_validation)?;
+    let description =
+        TransactionDesc::parse_optional(text("description", ErrorCode::InvalidDescription)?)
+            .map_err(ApiError::from_validation)?;
+    Ok(Charge {
+        phone,
+        amount,
+        reference,
+        description,
+    })
 }
 
 /// The 202 answer to `POST /payments`.
@@ -211,23 +189,15 @@ impl PushService {
         request_base_url: Option<&str>,
         idempotency_key: Option<&[u8]>,
     ) -> Result<PushAnswer, ApiError> {
-        let request = PaymentRequest::parse(body)?;
+        let charge = parse_payment_request(body)?;
         let key = match idempotency_key {
             Some(raw) => IntentKey::idempotency(parse_idempotency_key(raw)?),
             None => IntentKey::generated(),
         };
         let callback_url = self.callback_url(request_base_url)?;
-        let intent = NewIntent {
-            key,
-            fingerprint: request.fingerprint(),
-            phone: request.phone.as_str().to_string(),
-            amount: request.amount.get(),
-            reference: request.reference.as_str().to_string(),
-            description: Some(request.description.as_str().to_string()),
-            at: self.clock.now(),
-            phone_lock: chrono::Duration::from_std(self.phone_lock)
-                .expect("PHONE_LOCK_SECONDS is at most an hour"),
-        };
+        let phone_lock = chrono::Duration::from_std(self.phone_lock)
+            .expect("PHONE_LOCK_SECONDS is at most an hour");
+        let intent = NewIntent::new(key, charge, self.clock.now(), phone_lock);
         let intent_id = intent.key.log_id();
         match self.ledger.begin(&intent).await {
             Ok(Begin::Started) => {}
@@ -249,7 +219,7 @@ impl PushService {
                 checkout_request_id,
             }) => {
                 tracing::info!(
-                    phone = %request.phone.masked(),
+                    phone = %intent.charge.phone.masked(),
                     open = %checkout_request_id.as_deref().map(mask_id).unwrap_or_default(),
                     "push refused: a prompt may still be open on this phone"
                 );
@@ -258,7 +228,7 @@ impl PushService {
             Err(e) => {
                 tracing::error!(
                     intent = %intent_id,
-                    phone = %request.phone.masked(),
+                    phone = %intent.charge.phone.masked(),
                     error = %e,
                     "intent write failed; no prompt sent"
                 );
@@ -266,26 +236,18 @@ impl PushService {
             }
         }
         let push = PushRequest {
-            phone: request.phone.clone(),
-            amount: request.amount,
-            reference: request.reference.clone(),
-            description: request.description.clone(),
+            charge: intent.charge.clone(),
             callback_url,
         };
         match self.daraja.stk_push(&push).await {
-            Ok(accepted) => Ok(self.accepted(&intent, &request, accepted).await),
-            Err(e) => Err(self.failed(&intent, &request, &e).await),
+            Ok(accepted) => Ok(self.accepted(&intent, accepted).await),
+            Err(e) => Err(self.failed(&intent, &e).await),
         }
     }
 
     /// Records an accepted push. The prompt is on the phone whatever the store says, so the
     /// answer is 202 either way.
-    async fn accepted(
-        &self,
-        intent: &NewIntent,
-        request: &PaymentRequest,
-        accepted: StkPushResponse,
-    ) -> PushAnswer {
+    async fn accepted(&self, intent: &NewIntent, accepted: StkPushResponse) -> PushAnswer {
         let answer = PushAccepted {
             checkout_request_id: accepted.checkout_request_id,
             merchant_request_id: accepted.merchant_request_id,
@@ -295,10 +257,7 @@ impl PushService {
         let pending = NewPayment {
             checkout_request_id: answer.checkout_request_id.clone(),
             merchant_request_id: answer.merchant_request_id.clone(),
-            amount: request.amount.get(),
-            phone: request.phone.as_str().to_string(),
-            reference: request.reference.as_str().to_string(),
-            description: Some(request.description.as_str().to_string()),
+            charge: intent.charge.clone(),
             created_at: self.clock.now(),
         };
         let stored = StoredAnswer {
@@ -309,8 +268,8 @@ impl PushService {
             Ok(()) => tracing::info!(
                 intent = %intent.key.log_id(),
                 checkout_request_id = %mask_id(&pending.checkout_request_id),
-                phone = %request.phone.masked(),
-                amount = pending.amount,
+                phone = %intent.charge.phone.masked(),
+                amount = pending.amount(),
                 "push accepted"
             ),
             // The callback will still create the record (as an orphan, with the result);
@@ -319,9 +278,9 @@ impl PushService {
                 intent = %intent.key.log_id(),
                 checkout_request_id = %mask_id(&pending.checkout_request_id),
                 merchant_request_id = %pending.merchant_request_id,
-                amount = pending.amount,
-                phone = %request.phone.masked(),
-                reference = %pending.reference,
+                amount = pending.amount(),
+                phone = %intent.charge.phone.masked(),
+                reference = %pending.charge.reference.as_str(),
                 error = %e,
                 "pending write failed after Daraja accepted the push; the callback will create the record"
             ),
@@ -330,12 +289,7 @@ impl PushService {
     }
 
     /// Records a push Daraja did not accept and returns the answer for it.
-    async fn failed(
-        &self,
-        intent: &NewIntent,
-        request: &PaymentRequest,
-        e: &DarajaError,
-    ) -> ApiError {
+    async fn failed(&self, intent: &NewIntent, e: &DarajaError) -> ApiError {
         metrics::daraja_error(e);
         let error = ApiError::from_daraja(e);
         let stored = StoredAnswer {
@@ -352,9 +306,9 @@ impl PushService {
         if outcome_unknown {
             tracing::error!(
                 intent = %intent.key.log_id(),
-                phone = %request.phone.masked(),
-                amount = request.amount.get(),
-                reference = %request.reference.as_str(),
+                phone = %intent.charge.phone.masked(),
+                amount = intent.charge.amount.get(),
+                reference = %intent.charge.reference.as_str(),
                 error = %e,
                 recorded = written.is_ok(),
                 "push outcome unknown: the customer may get a prompt; the phone stays locked"
@@ -362,7 +316,7 @@ impl PushService {
         } else {
             tracing::warn!(
                 intent = %intent.key.log_id(),
-                phone = %request.phone.masked(),
+                phone = %intent.charge.phone.masked(),
                 error = %e,
                 daraja_error_code = e.error_code().unwrap_or(""),
                 "push refused"
@@ -373,7 +327,7 @@ impl PushService {
             // is told to wait, never prompted twice.
             tracing::error!(
                 intent = %intent.key.log_id(),
-                phone = %request.phone.masked(),
+                phone = %intent.charge.phone.masked(),
                 error = %store,
                 "could not record the failed push"
             );

@@ -172,10 +172,8 @@ impl Fixture {
         let payment = NewPayment {
             checkout_request_id: id.to_owned(),
             merchant_request_id: "m-1".to_owned(),
-            amount: 100,
-            phone: "254708374149".to_owned(),
-            reference: "INV-1".to_owned(),
-            description: None,
+            charge: daraja::Charge::parse("254708374149", 100, "INV-1", None)
+                .expect("a valid charge"),
             created_at: self.clock.now() - chrono::Duration::seconds(secs_ago),
         };
         self.store.record_pending(&payment).await.unwrap();

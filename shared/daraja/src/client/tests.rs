@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::observe::{CallObserver, Endpoint};
 use crate::result_code::ResultCode;
+use crate::stk::Charge;
 use crate::time::FixedClock;
 use crate::token::{Lease, NoSharedTokens};
 use crate::values::{AccountReference, Amount, PhoneNumber, TillNumber, TransactionDesc};
@@ -218,10 +219,12 @@ fn client(base_url: &str) -> (Counted, Arc<FixedClock>) {
 
 fn push_request(phone: &str) -> PushRequest {
     PushRequest {
-        phone: PhoneNumber::parse(phone).unwrap(),
-        amount: Amount::new(1).unwrap(),
-        reference: AccountReference::parse("INV-001").unwrap(),
-        description: TransactionDesc::default(),
+        charge: Charge {
+            phone: PhoneNumber::parse(phone).unwrap(),
+            amount: Amount::new(1).unwrap(),
+            reference: AccountReference::parse("INV-001").unwrap(),
+            description: TransactionDesc::default(),
+        },
         callback_url: "https://example.com/callback/s3cr3t".to_owned(),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::success;
+use super::{charge, success};
 use crate::intent::{
     Begin, Failure, IntentKey, IntentStatus, NewIntent, PushLedger, StoredAnswer, ABANDONED_AFTER,
 };
@@ -58,26 +58,19 @@ fn now() -> DateTime<Utc> {
 
 /// An intent for `key` (`None`: generated) on `phone`, at `at`.
 pub fn intent(key: Option<&str>, phone: &str, at: DateTime<Utc>) -> NewIntent {
-    NewIntent {
-        key: key.map_or_else(IntentKey::generated, IntentKey::idempotency),
-        fingerprint: format!("fp-{phone}-100"),
-        phone: phone.to_owned(),
-        amount: 100,
-        reference: "INV001".to_owned(),
-        description: Some("Order 1".to_owned()),
+    NewIntent::new(
+        key.map_or_else(IntentKey::generated, IntentKey::idempotency),
+        charge(phone, 100),
         at,
-        phone_lock: Duration::seconds(WINDOW),
-    }
+        Duration::seconds(WINDOW),
+    )
 }
 
 fn payment(id: &str, intent: &NewIntent) -> NewPayment {
     NewPayment {
         checkout_request_id: id.to_owned(),
         merchant_request_id: "29115-34620561-1".to_owned(),
-        amount: intent.amount,
-        phone: intent.phone.clone(),
-        reference: intent.reference.clone(),
-        description: intent.description.clone(),
+        charge: intent.charge.clone(),
         created_at: intent.at + Duration::seconds(1),
     }
 }
@@ -126,7 +119,7 @@ pub async fn accepted_answer_is_replayed_with_its_records(ledger: Ledger, paymen
     assert_eq!(stored.answer, Some(accepted));
     assert_eq!(stored.checkout_request_id.as_deref(), Some("ws_CO_A1"));
     let lock = ledger
-        .phone_lock(&first.phone, now())
+        .phone_lock(first.phone(), now())
         .await
         .unwrap()
         .unwrap();
@@ -221,7 +214,7 @@ pub async fn refusal_keeps_the_answer_and_frees_the_phone(ledger: Ledger, _: Pay
         .await
         .unwrap();
     assert_eq!(begin(&ledger, &first).await, Begin::Replay(refused));
-    assert_eq!(ledger.phone_lock(&first.phone, now()).await.unwrap(), None);
+    assert_eq!(ledger.phone_lock(first.phone(), now()).await.unwrap(), None);
     let next = intent(Some("k2"), "254708000008", now());
     assert_eq!(begin(&ledger, &next).await, Begin::Started);
     let stored = ledger.intent(&first.key, now()).await.unwrap().unwrap();
@@ -236,7 +229,7 @@ pub async fn retryable_failure_forgets_the_key_and_frees_the_phone(ledger: Ledge
         .await
         .unwrap();
     assert_eq!(ledger.intent(&first.key, now()).await.unwrap(), None);
-    assert_eq!(ledger.phone_lock(&first.phone, now()).await.unwrap(), None);
+    assert_eq!(ledger.phone_lock(first.phone(), now()).await.unwrap(), None);
     assert_eq!(begin(&ledger, &first).await, Begin::Started);
 }
 
@@ -368,7 +361,7 @@ pub async fn accepted_after_the_callback_keeps_the_result(ledger: Ledger, paymen
     assert!(payments.orphans(10).await.unwrap().is_empty());
     assert_eq!(begin(&ledger, &first).await, Begin::Replay(accepted));
     let lock = ledger
-        .phone_lock(&first.phone, now())
+        .phone_lock(first.phone(), now())
         .await
         .unwrap()
         .unwrap();

@@ -9,7 +9,7 @@
 pub mod ledger;
 
 use chrono::{DateTime, Duration, Utc};
-use daraja::ResultCode;
+use daraja::{AccountReference, Amount, Charge, PhoneNumber, ResultCode, TransactionDesc};
 
 use crate::payment::{
     timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource,
@@ -71,15 +71,22 @@ pub fn at(seconds_after_creation: i64) -> DateTime<Utc> {
     created + Duration::seconds(seconds_after_creation)
 }
 
+/// A charge of `amount` KES to `phone`, reference `INV001`, description `Order 1`.
+pub fn charge(phone: &str, amount: u32) -> Charge {
+    Charge {
+        phone: PhoneNumber::parse(phone).unwrap_or_else(|e| panic!("test phone {phone}: {e}")),
+        amount: Amount::new(amount.into()).unwrap_or_else(|e| panic!("test amount: {e}")),
+        reference: AccountReference::parse("INV001").expect("test reference"),
+        description: TransactionDesc::parse("Order 1").expect("test description"),
+    }
+}
+
 /// A pending write for `id`, created at `at(0)`.
 pub fn payment(id: &str, amount: u32) -> NewPayment {
     NewPayment {
         checkout_request_id: id.to_owned(),
         merchant_request_id: "29115-34620561-1".to_owned(),
-        amount,
-        phone: "254708374149".to_owned(),
-        reference: "INV001".to_owned(),
-        description: Some("Order 1".to_owned()),
+        charge: charge("254708374149", amount),
         created_at: at(0),
     }
 }

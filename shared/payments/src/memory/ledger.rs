@@ -55,8 +55,8 @@ impl MemoryState {
 
     fn release(&mut self, intent: &NewIntent) {
         let pk = intent.key.pk();
-        if self.locks.get(&intent.phone).map(|l| &l.intent_pk) == Some(&pk) {
-            self.locks.remove(&intent.phone);
+        if self.locks.get(intent.phone()).map(|l| &l.intent_pk) == Some(&pk) {
+            self.locks.remove(intent.phone());
         }
     }
 
@@ -79,14 +79,14 @@ impl PushLedger for MemoryLedger {
         if let Some(existing) = state.live_intent(&intent.key.pk(), now) {
             return begin_on_existing(existing, intent);
         }
-        if let Some(lock) = state.live_lock(&intent.phone, now) {
+        if let Some(lock) = state.live_lock(intent.phone(), now) {
             return Ok(Begin::PhoneBusy {
                 checkout_request_id: lock.checkout_request_id.clone(),
             });
         }
         state.intents.insert(intent.key.pk(), new_record(intent));
         state.locks.insert(
-            intent.phone.clone(),
+            intent.phone().to_owned(),
             PhoneLock {
                 intent_pk: intent.key.pk(),
                 locked_until: (intent.at + intent.phone_lock).timestamp(),
@@ -110,7 +110,7 @@ impl PushLedger for MemoryLedger {
             record.checkout_request_id = Some(payment.checkout_request_id.clone());
             record.merchant_request_id = Some(payment.merchant_request_id.clone());
         }
-        if let Some(lock) = state.locks.get_mut(&intent.phone) {
+        if let Some(lock) = state.locks.get_mut(intent.phone()) {
             if lock.intent_pk == pk {
                 lock.checkout_request_id = Some(payment.checkout_request_id.clone());
                 lock.locked_until = (payment.created_at + intent.phone_lock).timestamp();
@@ -140,7 +140,7 @@ impl PushLedger for MemoryLedger {
             }
             Failure::OutcomeUnknown(answer) => {
                 state.settle(intent, IntentStatus::OutcomeUnknown, answer);
-                if let Some(lock) = state.locks.get_mut(&intent.phone) {
+                if let Some(lock) = state.locks.get_mut(intent.phone()) {
                     if lock.intent_pk == pk {
                         lock.locked_until = (at + intent.phone_lock).timestamp();
                     }

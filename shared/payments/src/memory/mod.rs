@@ -61,12 +61,10 @@ fn now() -> DateTime<Utc> {
 
 fn with_details(mut record: PaymentRecord, payment: &NewPayment) -> PaymentRecord {
     record.merchant_request_id = Some(payment.merchant_request_id.clone());
-    record.amount = Some(payment.amount);
-    record.phone = Some(payment.phone.clone());
-    record.reference = Some(payment.reference.clone());
-    if payment.description.is_some() {
-        record.description = payment.description.clone();
-    }
+    record.amount = Some(payment.amount());
+    record.phone = Some(payment.charge.phone.as_str().to_owned());
+    record.reference = Some(payment.charge.reference.as_str().to_owned());
+    record.description = Some(payment.charge.description.as_str().to_owned());
     record.created_at = Some(timestamp::truncate(payment.created_at));
     record.updated_at = now();
     record.details_recorded = true;

@@ -39,17 +39,12 @@ fn memory() -> Arc<MemoryLedger> {
 }
 
 fn intent_for(service: &PushService, body: &[u8], key: Option<&str>) -> NewIntent {
-    let request = PaymentRequest::parse(body).unwrap();
-    NewIntent {
-        key: key.map_or_else(IntentKey::generated, IntentKey::idempotency),
-        fingerprint: request.fingerprint(),
-        phone: request.phone.as_str().into(),
-        amount: request.amount.get(),
-        reference: request.reference.as_str().into(),
-        description: Some(request.description.as_str().into()),
-        at: service.clock.now(),
-        phone_lock: chrono::Duration::seconds(120),
-    }
+    NewIntent::new(
+        key.map_or_else(IntentKey::generated, IntentKey::idempotency),
+        parse_payment_request(body).unwrap(),
+        service.clock.now(),
+        chrono::Duration::from_std(DEFAULT_PHONE_LOCK).unwrap(),
+    )
 }
 
 struct StoreDown;
@@ -104,16 +99,17 @@ fn idempotency_keys_are_1_to_255_visible_ascii() {
 
 #[test]
 fn the_same_payment_in_another_spelling_has_the_same_fingerprint() {
-    let one = PaymentRequest::parse(BODY).unwrap();
-    let same = PaymentRequest::parse(
+    use payments::intent::fingerprint;
+    let one = parse_payment_request(BODY).unwrap();
+    let same = parse_payment_request(
         br#"{"phone":"+254 708-374 149","amount":100,"reference":"INV-1","description":"Payment"}"#,
     )
     .unwrap();
     let other =
-        PaymentRequest::parse(br#"{"phone":"0708374149","amount":101,"reference":"INV-1"}"#)
+        parse_payment_request(br#"{"phone":"0708374149","amount":101,"reference":"INV-1"}"#)
             .unwrap();
-    assert_eq!(one.fingerprint(), same.fingerprint());
-    assert_ne!(one.fingerprint(), other.fingerprint());
+    assert_eq!(fingerprint(&one), fingerprint(&same));
+    assert_ne!(fingerprint(&one), fingerprint(&other));
 }
 
 #[tokio::test]
@@ -181,10 +177,7 @@ async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
     let payment = NewPayment {
         checkout_request_id: "ws_CO_OPEN".into(),
         merchant_request_id: "m-1".into(),
-        amount: 100,
-        phone: first.phone.clone(),
-        reference: "INV-1".into(),
-        description: None,
+        charge: daraja::Charge::parse(first.phone(), 100, "INV-1", None).expect("a valid charge"),
         created_at: now(),
     };
     let accepted = StoredAnswer {
