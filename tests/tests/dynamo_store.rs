@@ -378,3 +378,26 @@ async fn late_callback_adds_receipt_to_a_query_completed_item_in_one_write() {
     assert!(!failed.contains_key("receipt"));
     assert!(failed.contains_key("history"));
 }
+
+/// Every write is dated by the clock the store was given, never the machine's own.
+#[tokio::test]
+async fn writes_are_dated_by_the_stores_clock() {
+    let (client, table) = fresh_table("payments").await;
+    let at = payments::timestamp::parse("2030-01-01T09:30:00.000Z").unwrap();
+    let store = DynamoStore::new(client, table)
+        .with_clock(std::sync::Arc::new(daraja::FixedClock::new(at)));
+    let written = store
+        .record_pending(&payment("ws_CO_dated", 100))
+        .await
+        .unwrap();
+    assert_eq!(written.record().updated_at, at);
+    let applied = store
+        .apply_result(&success("ws_CO_dated", "100", Some(100)))
+        .await
+        .unwrap();
+    assert_eq!(applied.record().updated_at, at);
+    assert_eq!(
+        store.get("ws_CO_dated").await.unwrap().unwrap().updated_at,
+        at
+    );
+}

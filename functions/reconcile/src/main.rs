@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
             clock.clone(),
             Arc::new(tokens),
         )?),
-        store: Arc::new(DynamoStore::new(dynamo, config.table_name)),
+        store: Arc::new(DynamoStore::new(dynamo, config.table_name).with_clock(clock.clone())),
         clock,
         reconciler: Reconciler::new(config.settings),
     };

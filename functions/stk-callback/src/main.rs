@@ -20,10 +20,13 @@ async fn main() -> Result<(), Error> {
     if !config.allowed_sources.is_empty() {
         tracing::info!("callbacks accepted only from CALLBACK_ALLOWED_IPS");
     }
+    let clock = Arc::new(SystemClock);
     let service = CallbackService {
-        store: Arc::new(DynamoStore::new(dynamo.clone(), &config.table_name)),
+        store: Arc::new(
+            DynamoStore::new(dynamo.clone(), &config.table_name).with_clock(clock.clone()),
+        ),
         raw: Arc::new(DynamoRawStore::new(dynamo, config.table_name)),
-        clock: Arc::new(SystemClock),
+        clock,
         callback_token: config.callback_token,
         allowed_sources: config.allowed_sources,
     };

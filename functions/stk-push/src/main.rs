@@ -30,7 +30,7 @@ async fn main() -> Result<(), Error> {
                 clock.clone(),
             )),
         )?),
-        ledger: Arc::new(DynamoLedger::new(dynamo, config.table_name)),
+        ledger: Arc::new(DynamoLedger::new(dynamo, config.table_name).with_clock(clock.clone())),
         clock,
         callback_token: config.callback_token,
         callback_base_url: config.callback_base_url,

@@ -50,6 +50,14 @@ impl DynamoLedger {
         }
     }
 
+    /// Dates the payment writes of its rare path (a cancelled transaction) with `clock`; the
+    /// transaction itself is dated by the intent and the payment it writes.
+    #[must_use]
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn daraja::Clock>) -> Self {
+        self.payments = self.payments.with_clock(clock);
+        self
+    }
+
     /// The rare path after a cancelled settle: each write on its own. A failed condition
     /// means the item is already past the state this write expects, which is fine.
     async fn each(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
@@ -141,7 +149,7 @@ impl DynamoLedger {
     /// The pending payment, written as [`PaymentStore::record_pending`] writes it when no
     /// item exists yet; any other case cancels the transaction and goes to that method.
     fn pending_payment(&self, payment: &NewPayment) -> TransactWriteItem {
-        let mut expr = crate::payments::open_pending(payment);
+        let mut expr = crate::payments::open_pending(payment, payment.created_at);
         let absent = expr.absent(item::PK);
         expr.condition(absent);
         self.table

@@ -9,7 +9,10 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use daraja::{Clock, SystemClock};
 use payments::payment::{
     plan_pending, plan_result, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
     PendingPlan, ResultPlan, ResultSource,
@@ -25,16 +28,39 @@ use crate::table::Table;
 /// writer keeps changing the item, which only a bug can do.
 const MAX_ROUNDS: usize = 6;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DynamoStore {
     table: Table,
+    /// When a write happens (`updated_at`).
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table.name())
+            .finish_non_exhaustive()
+    }
 }
 
 impl DynamoStore {
+    /// A store that dates its writes with the system clock.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             table: Table::new(client, table),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Dates the writes with `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     pub fn table(&self) -> &str {
@@ -67,7 +93,7 @@ impl DynamoStore {
         result: &PaymentResult,
         status: PaymentStatus,
     ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
-        let mut update = result_update(result, status);
+        let mut update = result_update(result, status, self.now());
         let open = format!(
             "({st} = {pending} OR {st} = {expired})",
             st = update.name(item::STATUS),
@@ -89,7 +115,7 @@ impl DynamoStore {
     ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
         let mut update = Expr::new();
         update.set(item::STATUS, s(status.as_str()));
-        update.set(item::UPDATED_AT, time(Utc::now()));
+        update.set(item::UPDATED_AT, time(self.now()));
         set_result_details(&mut update, result);
         let condition = format!(
             "{st} = {completed} AND {code} = {same_code} AND {by} = {query} AND attribute_not_exists({receipt})",
@@ -111,7 +137,7 @@ impl DynamoStore {
         result: &PaymentResult,
         status: PaymentStatus,
     ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
-        let mut update = result_update(result, status);
+        let mut update = result_update(result, status, self.now());
         update.set(item::ORPHAN_PK, s(item::ORPHAN_PARTITION));
         update.set(
             item::ORPHAN_SK,
@@ -201,14 +227,14 @@ fn set_result_details(update: &mut Expr, result: &PaymentResult) {
 }
 
 /// The writes shared by a transition and an orphan creation.
-fn result_update(result: &PaymentResult, status: PaymentStatus) -> Expr {
+fn result_update(result: &PaymentResult, status: PaymentStatus, now: DateTime<Utc>) -> Expr {
     let mut update = Expr::new();
     update.set(item::STATUS, s(status.as_str()));
     update.set(item::CHECKOUT_REQUEST_ID, s(&result.checkout_request_id));
     // The request's merchant id wins whichever write comes first.
     update.set_if_absent(item::MERCHANT_REQUEST_ID, s(&result.merchant_request_id));
     update.set(item::COMPLETED_AT, time(result.received_at));
-    update.set(item::UPDATED_AT, time(Utc::now()));
+    update.set(item::UPDATED_AT, time(now));
     update.set(item::RESULT_CODE, s(result.result_code.code()));
     update.set(item::RESULT_DESC, s(&result.result_desc));
     update.set(item::OUTCOME, s(result.outcome()));
@@ -221,7 +247,7 @@ fn result_update(result: &PaymentResult, status: PaymentStatus) -> Expr {
 }
 
 /// The request details, written by both pending-write variants.
-fn details_update(payment: &NewPayment) -> Expr {
+fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
     let mut update = Expr::new();
     update.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
     update.set(item::MERCHANT_REQUEST_ID, s(&payment.merchant_request_id));
@@ -230,15 +256,15 @@ fn details_update(payment: &NewPayment) -> Expr {
     update.set(item::REFERENCE, s(payment.charge.reference.as_str()));
     update.set(item::DESCRIPTION, s(payment.charge.description.as_str()));
     update.set(item::CREATED_AT, time(payment.created_at));
-    update.set(item::UPDATED_AT, time(Utc::now()));
+    update.set(item::UPDATED_AT, time(now));
     update.set(item::DETAILS_RECORDED, AttributeValue::Bool(true));
     update
 }
 
 /// A pending payment's writes (no condition): the details, the `PENDING` status and its
 /// pending-index entry. The push ledger writes the same inside its transaction.
-pub(crate) fn open_pending(payment: &NewPayment) -> Expr {
-    let mut update = details_update(payment);
+pub(crate) fn open_pending(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
+    let mut update = details_update(payment, now);
     update.set(item::STATUS, s(PaymentStatus::Pending.as_str()));
     update.set(item::PENDING_PK, s(item::PENDING_PARTITION));
     update.set(
@@ -259,7 +285,7 @@ impl PaymentStore for DynamoStore {
         for _ in 0..MAX_ROUNDS {
             let written = match plan {
                 PendingPlan::Open => {
-                    let mut update = open_pending(payment);
+                    let mut update = open_pending(payment, self.now());
                     let pk = update.name(item::PK);
                     let status = update.name(item::STATUS);
                     let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
@@ -271,7 +297,7 @@ impl PaymentStore for DynamoStore {
                         .map(PendingWrite::Created)
                 }
                 PendingPlan::AddDetails(target) => {
-                    let mut update = details_update(payment);
+                    let mut update = details_update(payment, self.now());
                     update.remove(item::ORPHAN_PK);
                     update.remove(item::ORPHAN_SK);
                     let status = update.name(item::STATUS);

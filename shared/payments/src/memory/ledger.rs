@@ -60,12 +60,18 @@ impl MemoryState {
         }
     }
 
-    fn settle(&mut self, intent: &NewIntent, status: IntentStatus, answer: &StoredAnswer) {
+    fn settle(
+        &mut self,
+        intent: &NewIntent,
+        status: IntentStatus,
+        answer: &StoredAnswer,
+        at: DateTime<Utc>,
+    ) {
         if let Some(record) = self.intents.get_mut(&intent.key.pk()) {
             if record.status == IntentStatus::InProgress {
                 record.status = status;
                 record.answer = Some(answer.clone());
-                record.updated_at = timestamp::truncate(Utc::now());
+                record.updated_at = timestamp::truncate(at);
             }
         }
     }
@@ -104,7 +110,7 @@ impl PushLedger for MemoryLedger {
     ) -> Result<(), StoreError> {
         self.payments.record_pending(payment).await?;
         let mut state = self.state();
-        state.settle(intent, IntentStatus::Accepted, answer);
+        state.settle(intent, IntentStatus::Accepted, answer, payment.created_at);
         let pk = intent.key.pk();
         if let Some(record) = state.intents.get_mut(&pk) {
             record.checkout_request_id = Some(payment.checkout_request_id.clone());
@@ -129,7 +135,7 @@ impl PushLedger for MemoryLedger {
         let pk = intent.key.pk();
         match failure {
             Failure::Refused(answer) => {
-                state.settle(intent, IntentStatus::Refused, answer);
+                state.settle(intent, IntentStatus::Refused, answer, at);
                 state.release(intent);
             }
             Failure::Retryable => {
@@ -139,7 +145,7 @@ impl PushLedger for MemoryLedger {
                 state.release(intent);
             }
             Failure::OutcomeUnknown(answer) => {
-                state.settle(intent, IntentStatus::OutcomeUnknown, answer);
+                state.settle(intent, IntentStatus::OutcomeUnknown, answer, at);
                 if let Some(lock) = state.locks.get_mut(intent.phone()) {
                     if lock.intent_pk == pk {
                         lock.locked_until = (at + intent.phone_lock).timestamp();

@@ -8,10 +8,11 @@ pub use ledger::MemoryLedger;
 pub use raw::MemoryRawStore;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use daraja::{Clock, SystemClock};
 
 use crate::payment::{
     plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
@@ -27,14 +28,41 @@ struct Stored {
 }
 
 /// Every write holds one lock, which gives the per-item atomicity DynamoDB gives.
-#[derive(Debug, Default)]
 pub struct MemoryStore {
     items: Mutex<HashMap<String, Stored>>,
+    /// When a write happens (`updated_at`).
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("items", &self.items().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
+    /// A store that dates its writes with the system clock.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            items: Mutex::new(HashMap::new()),
+            clock,
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        timestamp::truncate(self.clock.now())
     }
 
     fn items(&self) -> MutexGuard<'_, HashMap<String, Stored>> {
@@ -55,23 +83,23 @@ fn unplanned(checkout_request_id: &str) -> StoreError {
     }
 }
 
-fn now() -> DateTime<Utc> {
-    timestamp::truncate(Utc::now())
-}
-
-fn with_details(mut record: PaymentRecord, payment: &NewPayment) -> PaymentRecord {
+fn with_details(
+    mut record: PaymentRecord,
+    payment: &NewPayment,
+    now: DateTime<Utc>,
+) -> PaymentRecord {
     record.merchant_request_id = Some(payment.merchant_request_id.clone());
     record.amount = Some(payment.amount());
     record.phone = Some(payment.charge.phone.as_str().to_owned());
     record.reference = Some(payment.charge.reference.as_str().to_owned());
     record.description = Some(payment.charge.description.as_str().to_owned());
     record.created_at = Some(timestamp::truncate(payment.created_at));
-    record.updated_at = now();
+    record.updated_at = now;
     record.details_recorded = true;
     record
 }
 
-fn blank(checkout_request_id: &str, status: PaymentStatus) -> PaymentRecord {
+fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -> PaymentRecord {
     PaymentRecord {
         checkout_request_id: checkout_request_id.to_owned(),
         merchant_request_id: None,
@@ -81,7 +109,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus) -> PaymentRecord {
         reference: None,
         description: None,
         created_at: None,
-        updated_at: now(),
+        updated_at: now,
         completed_at: None,
         result_code: None,
         result_desc: None,
@@ -101,10 +129,11 @@ fn blank(checkout_request_id: &str, status: PaymentStatus) -> PaymentRecord {
     }
 }
 
-fn new_pending(payment: &NewPayment) -> PaymentRecord {
+fn new_pending(payment: &NewPayment, now: DateTime<Utc>) -> PaymentRecord {
     with_details(
-        blank(&payment.checkout_request_id, PaymentStatus::Pending),
+        blank(&payment.checkout_request_id, PaymentStatus::Pending, now),
         payment,
+        now,
     )
 }
 
@@ -114,14 +143,15 @@ fn with_result(
     existing: Option<PaymentRecord>,
     result: &PaymentResult,
     status: PaymentStatus,
+    now: DateTime<Utc>,
 ) -> PaymentRecord {
-    let mut record = existing.unwrap_or_else(|| blank(&result.checkout_request_id, status));
+    let mut record = existing.unwrap_or_else(|| blank(&result.checkout_request_id, status, now));
     if record.merchant_request_id.is_none() {
         record.merchant_request_id = Some(result.merchant_request_id.clone());
     }
     record.status = status;
     record.completed_at = Some(timestamp::truncate(result.received_at));
-    record.updated_at = now();
+    record.updated_at = now;
     record.result_code = Some(result.result_code.code().to_owned());
     record.result_desc = Some(result.result_desc.clone());
     record.outcome = Some(result.outcome().to_owned());
@@ -148,9 +178,10 @@ fn with_receipt(
     mut record: PaymentRecord,
     result: &PaymentResult,
     status: PaymentStatus,
+    now: DateTime<Utc>,
 ) -> PaymentRecord {
     record.status = status;
-    record.updated_at = now();
+    record.updated_at = now;
     record.receipt.clone_from(&result.receipt);
     record.amount_paid.clone_from(&result.amount_paid);
     record.amount_paid_whole = result.amount_paid_whole;
@@ -163,12 +194,13 @@ fn with_receipt(
 #[async_trait]
 impl PaymentStore for MemoryStore {
     async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
+        let now = self.now();
         let mut items = self.items();
         let stored = items.get(&payment.checkout_request_id);
-        let existing = stored.map(|s| with_details(s.record.clone(), payment));
+        let existing = stored.map(|s| with_details(s.record.clone(), payment, now));
         let outcome = match (plan_pending(payment, stored.map(|s| &s.record)), existing) {
             (PendingPlan::Open, existing) => {
-                PendingWrite::Created(existing.unwrap_or_else(|| new_pending(payment)))
+                PendingWrite::Created(existing.unwrap_or_else(|| new_pending(payment, now)))
             }
             (PendingPlan::AddDetails(status), Some(mut record)) => {
                 record.status = status;
@@ -189,20 +221,21 @@ impl PaymentStore for MemoryStore {
     }
 
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError> {
+        let now = self.now();
         let mut items = self.items();
         let stored = items.get(&result.checkout_request_id).cloned();
         let plan = plan_result(result, stored.as_ref().map(|s| &s.record));
         let applied = match (plan, stored.map(|s| s.record)) {
             (ResultPlan::Transition(status), existing) => Applied::Transitioned {
-                record: with_result(existing, result, status),
+                record: with_result(existing, result, status, now),
                 orphan: false,
             },
             (ResultPlan::CreateOrphan(status), _) => Applied::Transitioned {
-                record: with_result(None, result, status),
+                record: with_result(None, result, status, now),
                 orphan: true,
             },
             (ResultPlan::Enrich(status), Some(record)) => Applied::Transitioned {
-                record: with_receipt(record, result, status),
+                record: with_receipt(record, result, status, now),
                 orphan: false,
             },
             (ResultPlan::Duplicate, Some(mut record)) => {
@@ -321,4 +354,23 @@ mod tests {
     }
 
     crate::payment_store_conformance!(store);
+
+    /// Every write is dated by the clock the store was given, never the machine's own.
+    #[tokio::test]
+    async fn writes_are_dated_by_the_stores_clock() {
+        use crate::conformance::{payment, success};
+        use crate::store::PaymentStore;
+        let at = crate::payment::timestamp::parse("2030-01-01T09:30:00.000Z").unwrap();
+        let store = MemoryStore::with_clock(std::sync::Arc::new(daraja::FixedClock::new(at)));
+        let written = store
+            .record_pending(&payment("ws_CO_dated", 100))
+            .await
+            .unwrap();
+        assert_eq!(written.record().updated_at, at);
+        let applied = store
+            .apply_result(&success("ws_CO_dated", "100", Some(100)))
+            .await
+            .unwrap();
+        assert_eq!(applied.record().updated_at, at);
+    }
 }
