@@ -118,7 +118,7 @@ async fn in_process() -> InProcess {
         clock,
         callback_token: Secret::from("token"),
         callback_base_url: Some("http://127.0.0.1:9".into()),
-        phone_lock: Duration::from_secs(120),
+        phone_lock: app::api::DEFAULT_PHONE_LOCK,
     };
     InProcess {
         service,

@@ -34,8 +34,9 @@ const LEASE_WAIT_LIMIT: Duration = Duration::from_secs(10);
 /// Daraja's "Invalid Access Token": fetch a new token once and retry once.
 const INVALID_TOKEN: &str = "404.001.03";
 
-/// Everything the client needs, read once at start.
-#[derive(Clone)]
+/// Everything the client needs, read once at start. `Debug` shows the secrets as
+/// `<redacted>`, through their own `Debug`.
+#[derive(Clone, Debug)]
 pub struct DarajaConfig {
     /// `https://sandbox.safaricom.co.ke`, `https://api.safaricom.co.ke`, or a simulator.
     pub base_url: String,
@@ -73,22 +74,6 @@ impl DarajaConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
         }
-    }
-}
-
-impl fmt::Debug for DarajaConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The Secret fields print as <redacted> through their own Debug.
-        f.debug_struct("DarajaConfig")
-            .field("base_url", &self.base_url)
-            .field("consumer_key", &self.consumer_key)
-            .field("consumer_secret", &self.consumer_secret)
-            .field("passkey", &self.passkey)
-            .field("shortcode", &self.shortcode)
-            .field("kind", &self.kind)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
-            .finish()
     }
 }
 

@@ -122,7 +122,7 @@ fn service(c: &mut Criterion) {
         clock,
         callback_token: Secret::from(TOKEN),
         callback_base_url: Some("https://abc123.execute-api.us-east-1.amazonaws.com".into()),
-        phone_lock: Duration::from_secs(120),
+        phone_lock: app::api::DEFAULT_PHONE_LOCK,
     };
     // A phone is locked for two minutes after its push: every iteration uses a new one.
     let phones = AtomicU64::new(0);

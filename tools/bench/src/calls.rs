@@ -46,7 +46,7 @@ impl World {
             clock: self.clock.clone(),
             callback_token: Secret::from(CALLBACK_TOKEN),
             callback_base_url: Some("http://127.0.0.1:9".to_string()),
-            phone_lock: Duration::from_secs(120),
+            phone_lock: app::api::DEFAULT_PHONE_LOCK,
         }
     }
 
