@@ -3,6 +3,8 @@
 //!
 //! Each test starts its own simulator, so tests run in parallel without sharing state.
 
+mod wait;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,8 @@ use daraja_sim::{
     Endpoint, Fault, Outcome, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE,
 };
 use serde_json::{json, Value};
+
+use wait::{Deadline, WAIT};
 
 /// A host that refuses connections: callbacks are not under test here.
 const CALLBACK_URL: &str = "http://127.0.0.1:9/hooks/stk";
@@ -81,10 +85,12 @@ fn observed_client(config: DarajaConfig) -> (DarajaClient, Arc<TokenFetches>) {
 
 fn push(phone: &str, amount: u64) -> PushRequest {
     PushRequest {
-        phone: PhoneNumber::parse(phone).expect("test phone"),
-        amount: Amount::new(amount).expect("test amount"),
-        reference: AccountReference::parse("INV-001").expect("test reference"),
-        description: TransactionDesc::default(),
+        charge: daraja::Charge {
+            phone: PhoneNumber::parse(phone).expect("test phone"),
+            amount: Amount::new(amount).expect("test amount"),
+            reference: AccountReference::parse("INV-001").expect("test reference"),
+            description: TransactionDesc::default(),
+        },
         callback_url: CALLBACK_URL.to_owned(),
     }
 }
@@ -101,13 +107,16 @@ fn last_push_body(sim: &SimHandle) -> Value {
 
 /// Queries until the answer is final (the simulated customer answers when told to).
 async fn final_answer(client: &DarajaClient, checkout_request_id: &str) -> QueryAnswer {
-    for _ in 0..50 {
+    let deadline = Deadline::after(
+        WAIT,
+        format!("the query of {checkout_request_id} to be final"),
+    );
+    loop {
         match client.stk_query(checkout_request_id).await.expect("query") {
-            QueryAnswer::Processing => tokio::time::sleep(Duration::from_millis(50)).await,
+            QueryAnswer::Processing => deadline.not_yet("still processing").await,
             answer => return answer,
         }
     }
-    panic!("query never became final");
 }
 
 #[tokio::test]
@@ -197,6 +206,7 @@ async fn transient_4999_is_reported_as_processing() {
         .expect("push accepted");
     sim.complete_now(&ack.checkout_request_id);
 
+    let deadline = Deadline::after(WAIT, "the query to be final");
     let mut answers = Vec::new();
     loop {
         let answer = client
@@ -204,10 +214,10 @@ async fn transient_4999_is_reported_as_processing() {
             .await
             .expect("query");
         answers.push(answer.clone());
-        if answer != QueryAnswer::Processing || answers.len() > 50 {
+        if answer != QueryAnswer::Processing {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        deadline.not_yet(format!("{answers:?}")).await;
     }
     let query_bodies: Vec<Value> = sim
         .requests()

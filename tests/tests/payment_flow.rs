@@ -5,15 +5,19 @@
 //!
 //! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status`.
 
+mod wait;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use daraja_sim::{Endpoint, Outcome, SimConfig};
 use dynamo::DynamoStore;
 use local_stack::{env_vars, events, Function, LocalStack, StackOptions};
 use serde_json::{json, Value};
+
+use wait::{Deadline, WAIT};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -84,15 +88,14 @@ impl Client {
 
     /// Polls `GET /payments/{id}` until the payment is no longer pending.
     async fn final_state(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Deadline::after(WAIT, format!("{id} to leave PENDING"));
         loop {
             let (status, shown) = self.get(id).await;
             assert_eq!(status, 200, "{shown}");
             if shown["status"] != "PENDING" {
                 return shown;
             }
-            assert!(Instant::now() < deadline, "{id} still pending: {shown}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            deadline.not_yet(&shown).await;
         }
     }
 
@@ -169,16 +172,18 @@ async fn successful_payment_is_completed_with_receipt_amount_phone_and_date() {
     );
     // The receipt is the one Safaricom sent. The simulator logs a callback once our answer
     // reaches it, which can be just after the record is readable.
-    let mut sent = stack.sim().callbacks();
-    for _ in 0..50 {
-        if !sent.is_empty() {
-            break;
+    let deadline = Deadline::after(WAIT, format!("the simulator to log the callback for {id}"));
+    let sent = loop {
+        let logged = stack.sim().callbacks();
+        if let Some(sent) = logged.iter().find(|c| c.checkout_request_id == id) {
+            break sent.clone();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        sent = stack.sim().callbacks();
-    }
-    let items = &sent[0].body["Body"]["stkCallback"]["CallbackMetadata"]["Item"];
-    assert!(items.to_string().contains(receipt));
+        deadline
+            .not_yet(format!("{} other callback(s)", logged.len()))
+            .await;
+    };
+    let items = &sent.body["Body"]["stkCallback"]["CallbackMetadata"]["Item"];
+    assert!(items.to_string().contains(receipt), "{items}");
     stack.shutdown().await;
 }
 

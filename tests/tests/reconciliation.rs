@@ -5,7 +5,9 @@
 //!
 //! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
 
-use std::time::{Duration, Instant};
+mod wait;
+
+use std::time::Duration;
 
 use app::reconcile::query_result;
 use daraja::{Clock, ResultCode, SystemClock};
@@ -15,6 +17,8 @@ use local_stack::{env_vars, Function, LocalStack, StackOptions};
 use payments::payment::PaymentStatus;
 use payments::{Applied, PaymentStore};
 use serde_json::{json, Value};
+
+use wait::{Deadline, WAIT};
 
 const MAX_AGE_SECS: u64 = 3;
 
@@ -47,6 +51,25 @@ fn quick_sim() -> SimConfig {
     SimConfig {
         callback_delay: Duration::from_millis(100),
         ..SimConfig::default()
+    }
+}
+
+impl Stack {
+    /// Waits until the simulator has closed the prompts of `ids` (the customer answered).
+    /// Read from the simulator's state, not by a query: a query would itself be counted, use up
+    /// the rate limit or the one 4999 answer, and change what these tests count.
+    async fn let_prompts_close(&self, ids: &[String]) {
+        let deadline = Deadline::after(WAIT, format!("the prompts of {ids:?} to close"));
+        loop {
+            let open: Vec<&String> = ids
+                .iter()
+                .filter(|id| self.stack.sim().prompt_open(id) != Some(false))
+                .collect();
+            if open.is_empty() {
+                return;
+            }
+            deadline.not_yet(format!("still open: {open:?}")).await;
+        }
     }
 }
 
@@ -95,9 +118,8 @@ impl Stack {
         report
     }
 
-    /// The simulated customer answers now (the prompt closes, the query turns final).
     /// One payment per phone, oldest first, whose callback is lost after the customer answered:
-    /// only a query can learn the outcome.
+    /// only a query can learn the outcome. The prompts are closed when this returns.
     async fn answered_without_callback(&self, phones: &[&str]) -> Vec<String> {
         let mut ids = Vec::new();
         for phone in phones {
@@ -107,28 +129,41 @@ impl Stack {
             ids.push(self.pay(phone).await);
         }
         for id in &ids {
-            self.answer_now(id).await;
+            self.answer_now(id);
         }
+        self.let_prompts_close(&ids).await;
         ids
     }
 
-    async fn answer_now(&self, id: &str) {
+    /// The simulated customer answers now: the prompt closes (and the query turns final) on
+    /// the simulator's own task, a moment later.
+    fn answer_now(&self, id: &str) {
         self.stack.sim().complete_now(id);
-        // The prompt closes on the simulator's own task.
-        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 
-    /// Runs rounds until the payment leaves `PENDING` (at most `rounds`, `pause` apart).
-    async fn reconcile_until_final(&self, id: &str, rounds: usize, pause: Duration) -> Value {
-        for _ in 0..rounds {
+    /// Runs rounds, `pause` apart, until the payment leaves `PENDING`. A round that comes
+    /// before the prompt has closed finds it still processing; the next one settles it.
+    async fn reconcile_until_final(&self, id: &str, pause: Duration) -> Value {
+        let deadline = Deadline::after(WAIT, format!("a round to settle {id}")).every(pause);
+        loop {
             self.reconcile().await;
             let record = self.status(id).await;
             if record["status"] != "PENDING" {
                 return record;
             }
-            tokio::time::sleep(pause).await;
+            deadline.not_yet(&record).await;
         }
-        panic!("{id} still PENDING after {rounds} rounds");
+    }
+
+    /// `GET /payments/{id}` until the payment's status is no longer `from`.
+    async fn status_after(&self, id: &str, from: &str, deadline: Deadline) -> Value {
+        loop {
+            let record = self.status(id).await;
+            if record["status"] != from {
+                return record;
+            }
+            deadline.not_yet(&record).await;
+        }
     }
 
     fn query_statuses(&self) -> Vec<Option<u16>> {
@@ -148,7 +183,7 @@ async fn lost_success_callback_ends_completed_by_query() {
     let id = s.answered_without_callback(&["0712000001"]).await.remove(0);
 
     let record = s
-        .reconcile_until_final(&id, 3, Duration::from_millis(300))
+        .reconcile_until_final(&id, Duration::from_millis(300))
         .await;
 
     assert_eq!(record["status"], "COMPLETED", "{record}");
@@ -169,10 +204,10 @@ async fn lost_cancel_callback_ends_failed_by_query() {
         .sim()
         .script(Some("0712000002"), vec![Outcome::code(1032).lost()]);
     let id = s.pay("0712000002").await;
-    s.answer_now(&id).await;
+    s.answer_now(&id);
 
     let record = s
-        .reconcile_until_final(&id, 3, Duration::from_millis(300))
+        .reconcile_until_final(&id, Duration::from_millis(300))
         .await;
 
     assert_eq!(record["status"], "FAILED", "{record}");
@@ -190,7 +225,9 @@ async fn transient_4999_is_not_final_and_the_next_round_settles_it() {
         vec![Outcome::code(2001).lost().transient_4999()],
     );
     let id = s.pay("0712000003").await;
-    s.answer_now(&id).await;
+    s.answer_now(&id);
+    // The first round must meet the 4999, which only a closed prompt answers.
+    s.let_prompts_close(std::slice::from_ref(&id)).await;
 
     let first = s.reconcile().await;
     assert_eq!(
@@ -218,8 +255,10 @@ async fn payment_still_processing_past_the_maximum_age_ends_expired() {
         vec![Outcome::success().never_final().lost()],
     );
     let id = s.pay("0712000004").await;
-    let pushed = Instant::now();
 
+    // Rounds 700 ms apart, so that several query it before it is old enough to expire.
+    let deadline =
+        Deadline::after(WAIT, format!("{id} to expire")).every(Duration::from_millis(700));
     let mut expired_reports = 0;
     let record = loop {
         let report = s.reconcile().await;
@@ -228,8 +267,7 @@ async fn payment_still_processing_past_the_maximum_age_ends_expired() {
         if record["status"] != "PENDING" {
             break record;
         }
-        assert!(pushed.elapsed() < Duration::from_secs(15), "never expired");
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        deadline.not_yet(&record).await;
     };
 
     assert_eq!(record["status"], "EXPIRED", "{record}");
@@ -278,33 +316,30 @@ async fn late_callback_after_expired_moves_the_payment_to_its_real_outcome() {
             .late(Duration::from_secs(6))],
     );
     let id = s.pay("0712000005").await;
-    let pushed = Instant::now();
 
+    let deadline =
+        Deadline::after(WAIT, format!("{id} to expire")).every(Duration::from_millis(500));
     let record = loop {
         s.reconcile().await;
         let record = s.status(&id).await;
         if record["status"] != "PENDING" {
             break record;
         }
-        assert!(
-            pushed.elapsed() < Duration::from_secs(6),
-            "not expired before the callback"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        deadline.not_yet(&record).await;
     };
-    assert_eq!(record["status"], "EXPIRED", "{record}");
+    // Had the callback been applied first, the payment would be COMPLETED here.
+    assert_eq!(
+        record["status"], "EXPIRED",
+        "not expired before the callback: {record}"
+    );
 
-    let record = loop {
-        let record = s.status(&id).await;
-        if record["status"] != "EXPIRED" {
-            break record;
-        }
-        assert!(
-            pushed.elapsed() < Duration::from_secs(15),
-            "late callback never applied"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let record = s
+        .status_after(
+            &id,
+            "EXPIRED",
+            Deadline::after(WAIT, format!("the late callback to move {id} on")),
+        )
+        .await;
 
     assert_eq!(record["status"], "COMPLETED", "{record}");
     assert_eq!(record["reconciled_by"], "callback");
@@ -320,13 +355,14 @@ async fn late_callback_after_expired_moves_the_payment_to_its_real_outcome() {
 async fn completed_payment_is_untouched_by_a_contrary_query_result() {
     let s = start(quick_sim(), 100).await;
     let id = s.pay("0712000006").await;
-    let completed = loop {
-        let record = s.status(&id).await;
-        if record["status"] == "COMPLETED" {
-            break record;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let completed = s
+        .status_after(
+            &id,
+            "PENDING",
+            Deadline::after(WAIT, format!("the callback to settle {id}")),
+        )
+        .await;
+    assert_eq!(completed["status"], "COMPLETED", "{completed}");
 
     // The query reports a cancellation (the sandbox has been seen contradicting its callbacks),
     // applied with the same conditional write a reconciliation round uses.

@@ -11,11 +11,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
+use daraja::token::{AccessToken, Lease, TokenStore};
 use daraja::{
     AccountReference, Amount, DarajaClient, DarajaConfig, PhoneNumber, PushRequest, Secret,
     ShortCode, SystemClock, TransactionDesc, TransactionKind,
@@ -194,8 +198,142 @@ async fn sim() -> SimHandle {
         .expect("simulator starts")
 }
 
+fn epoch_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn epoch_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// What the shared store answered every container, for the assertions to count.
+#[derive(Default)]
+struct StoreLog {
+    /// Each `try_lease` answer, with the epoch milliseconds just after the store gave it.
+    leases: Mutex<Vec<(Lease, i64)>>,
+    /// Tokens saved (each fetched token is) by a container holding the lease…
+    saves_under_lease: AtomicUsize,
+    /// … and by one that had given up waiting for it.
+    saves_without_lease: AtomicUsize,
+}
+
+impl StoreLog {
+    fn leases(&self) -> Vec<(Lease, i64)> {
+        self.leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn granted(&self) -> Vec<i64> {
+        self.leases()
+            .into_iter()
+            .filter(|(lease, _)| *lease == Lease::Granted)
+            .map(|(_, at)| at)
+            .collect()
+    }
+
+    fn busy(&self) -> usize {
+        self.leases()
+            .iter()
+            .filter(|(lease, _)| *lease == Lease::Busy)
+            .count()
+    }
+}
+
+/// `TokenStore`'s methods as `#[async_trait]` declares them (this crate does not use the macro).
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A container's `DynamoTokenStore`, telling a log shared by all containers what it answered.
+struct Logged {
+    store: DynamoTokenStore,
+    log: Arc<StoreLog>,
+    /// Granted a lease that no save or release has ended yet.
+    holding: AtomicBool,
+}
+
+impl TokenStore for Logged {
+    fn load<'s, 'f>(&'s self) -> StoreFuture<'f, Option<AccessToken>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        self.store.load()
+    }
+
+    fn save<'s, 't, 'f>(&'s self, token: &'t AccessToken) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        't: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            self.store.save(token).await;
+            let saves = if self.holding.swap(false, Ordering::SeqCst) {
+                &self.log.saves_under_lease
+            } else {
+                &self.log.saves_without_lease
+            };
+            saves.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+
+    fn invalidate<'s, 't, 'f>(&'s self, token: &'t AccessToken) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        't: 'f,
+        Self: 'f,
+    {
+        self.store.invalidate(token)
+    }
+
+    fn try_lease<'s, 'f>(&'s self) -> StoreFuture<'f, Lease>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            let lease = self.store.try_lease().await;
+            if lease == Lease::Granted {
+                self.holding.store(true, Ordering::SeqCst);
+            }
+            self.log
+                .leases
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((lease, epoch_millis()));
+            lease
+        })
+    }
+
+    fn release<'s, 'f>(&'s self) -> StoreFuture<'f, ()>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            self.store.release().await;
+            self.holding.store(false, Ordering::SeqCst);
+        })
+    }
+}
+
 /// A container: its own client and memory, the shared table.
 fn container(sim: &SimHandle, client: &Client, table: &str) -> Arc<DarajaClient> {
+    container_logged(sim, client, table, None)
+}
+
+/// A container whose store answers are also written to `log`.
+fn container_logged(
+    sim: &SimHandle,
+    client: &Client,
+    table: &str,
+    log: Option<Arc<StoreLog>>,
+) -> Arc<DarajaClient> {
     let clock = Arc::new(SystemClock);
     let config = DarajaConfig {
         base_url: sim.base_url(),
@@ -207,16 +345,26 @@ fn container(sim: &SimHandle, client: &Client, table: &str) -> Arc<DarajaClient>
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
     };
-    let tokens = DynamoTokenStore::new(client.clone(), table, clock.clone());
-    Arc::new(app::daraja_client(config, clock, Arc::new(tokens)).expect("client"))
+    let store = DynamoTokenStore::new(client.clone(), table, clock.clone());
+    let tokens: Arc<dyn TokenStore> = match log {
+        Some(log) => Arc::new(Logged {
+            store,
+            log,
+            holding: AtomicBool::new(false),
+        }),
+        None => Arc::new(store),
+    };
+    Arc::new(app::daraja_client(config, clock, tokens).expect("client"))
 }
 
 fn push(n: u32) -> PushRequest {
     PushRequest {
-        phone: PhoneNumber::parse(&format!("0714{n:06}")).expect("phone"),
-        amount: Amount::new(10).expect("amount"),
-        reference: AccountReference::parse("INV-1").expect("reference"),
-        description: TransactionDesc::default(),
+        charge: daraja::Charge {
+            phone: PhoneNumber::parse(&format!("0714{n:06}")).expect("phone"),
+            amount: Amount::new(10).expect("amount"),
+            reference: AccountReference::parse("INV-1").expect("reference"),
+            description: TransactionDesc::default(),
+        },
         callback_url: "http://127.0.0.1:9/hooks/stk".to_owned(),
     }
 }
@@ -241,7 +389,9 @@ async fn the_token_item_holds_the_token_and_its_expiry_as_ttl() {
     let sim = sim().await;
     let containers: Vec<_> = (0..3).map(|_| container(&sim, &client, &table)).collect();
 
+    let before = epoch_secs();
     push_from_all(&containers, 4).await;
+    let after = epoch_secs();
 
     assert_eq!(sim.counts().oauth, 1);
     let issued: Value = sim
@@ -258,12 +408,15 @@ async fn the_token_item_holds_the_token_and_its_expiry_as_ttl() {
     let expires_at: i64 = text(&item, "expires_at")
         .and_then(|v| v.parse().ok())
         .expect("expires_at in epoch seconds");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let lifetime: i64 = issued["expires_in"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("expires_in in seconds");
+    assert_eq!(lifetime, 3599);
+    // Fetched during the pushes, it expires `expires_in` after that (rounded down to seconds).
     assert!(
-        (expires_at - (now + 3599)).abs() <= 5,
-        "{expires_at} vs {now}"
+        (before + lifetime..=after + lifetime).contains(&expires_at),
+        "expires_at {expires_at}, fetched between {before} and {after} (epoch seconds)"
     );
     assert_eq!(text(&item, "lease_until"), None);
     sim.shutdown().await;
@@ -274,10 +427,7 @@ async fn a_lease_left_by_a_dead_container_delays_but_does_not_multiply_refreshes
     let (client, table) = fresh_table("tokens").await;
     let sim = sim().await;
     // A container took the lease and died before saving a token.
-    let until = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-        + 1_500;
+    let until = epoch_millis() + 1_500;
     client
         .put_item()
         .table_name(&table)
@@ -286,22 +436,39 @@ async fn a_lease_left_by_a_dead_container_delays_but_does_not_multiply_refreshes
         .send()
         .await
         .expect("put lease");
-    let containers: Vec<_> = (0..3).map(|_| container(&sim, &client, &table)).collect();
+    let log = Arc::new(StoreLog::default());
+    let containers: Vec<_> = (0..3)
+        .map(|_| container_logged(&sim, &client, &table, Some(log.clone())))
+        .collect();
     let started = Instant::now();
 
     push_from_all(&containers, 4).await;
 
     println!(
-        "lease left for 1.5 s: 12 pushes from 3 containers in {:?}, {} token request(s)",
+        "lease left for 1.5 s: 12 pushes from 3 containers in {:?}, {} token request(s), \
+         {} lease(s) refused while it was held",
         started.elapsed(),
-        sim.counts().oauth
+        sim.counts().oauth,
+        log.busy()
     );
+    // The dead container's lease was respected: no lease was granted before it ran out (each
+    // grant is timed just after the store answered). A second grant is possible and harmless:
+    // a waiter that asked just after the holder saved gives it back and reads the token.
+    let granted = log.granted();
+    assert!(!granted.is_empty(), "never granted: {:?}", log.leases());
     assert!(
-        started.elapsed() >= Duration::from_millis(1_200),
-        "the lease was not respected"
+        granted.iter().all(|at| *at >= until),
+        "the lease was not respected: granted at {granted:?}, the dead one ran until {until}"
     );
-    assert!(started.elapsed() < Duration::from_secs(8));
+    // It delayed the refresh but did not multiply it: one token fetched, by the lease holder.
+    // A waiter that waited out the wait limit would have fetched and saved one without the lease.
     assert_eq!(sim.counts().oauth, 1);
+    assert_eq!(log.saves_under_lease.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        log.saves_without_lease.load(Ordering::SeqCst),
+        0,
+        "a container gave up waiting for the lease"
+    );
     assert_eq!(sim.counts().stk_push, 12);
     sim.shutdown().await;
 }

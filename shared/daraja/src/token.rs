@@ -80,11 +80,23 @@ mod tests {
     fn token_is_stale_within_the_margin() {
         let now = Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap();
         let token = AccessToken {
-            value: Secret::from("t"),
+            value: Secret::from("tok-s3cr3t-value"),
             expires_at: now + Duration::seconds(120),
         };
         assert!(token.is_fresh(now, Duration::seconds(60)));
         assert!(!token.is_fresh(now + Duration::seconds(60), Duration::seconds(60)));
-        assert!(!format!("{token:?}").contains("\"t\""));
+    }
+
+    #[test]
+    fn debug_output_does_not_show_the_token() {
+        let token = AccessToken {
+            value: Secret::from("tok-s3cr3t-value"),
+            expires_at: Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap(),
+        };
+        let shown = format!("{token:?}");
+        assert!(!shown.contains("tok-s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        // Still a useful Debug: the expiry shows.
+        assert!(shown.contains("2024-01-01"), "{shown}");
     }
 }

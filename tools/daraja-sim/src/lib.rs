@@ -126,6 +126,12 @@ impl SimHandle {
         self.shared.callbacks()
     }
 
+    /// Whether the push's prompt is still open on the phone (`None`: no such push). Reading it
+    /// is not a request: nothing is counted and no rate limit is spent.
+    pub fn prompt_open(&self, checkout_request_id: &str) -> Option<bool> {
+        self.shared.prompt_open(checkout_request_id)
+    }
+
     /// The customer answers now: the push's remaining delay is skipped.
     pub fn complete_now(&self, checkout_request_id: &str) {
         self.shared.complete_now(checkout_request_id);

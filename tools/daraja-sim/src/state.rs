@@ -192,6 +192,14 @@ impl Shared {
         self.lock().callbacks.clone()
     }
 
+    /// Whether the push's prompt is still open (`None`: no such push). Read-only: nothing counted.
+    pub fn prompt_open(&self, checkout_request_id: &str) -> Option<bool> {
+        self.lock()
+            .transactions
+            .get(checkout_request_id)
+            .map(|txn| txn.open)
+    }
+
     pub fn complete_now(&self, checkout_request_id: &str) {
         if let Some(txn) = self.lock().transactions.get(checkout_request_id) {
             // notify_one keeps a permit, so a wake before the wait starts still counts.

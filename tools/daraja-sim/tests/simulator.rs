@@ -1,6 +1,7 @@
 //! The simulator over real loopback HTTP: a reqwest client plays the merchant's backend and
 //! a small axum server receives the callbacks.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ struct Receiver {
     url: String,
     rx: mpsc::UnboundedReceiver<Value>,
     max_in_flight: Arc<AtomicUsize>,
+    /// Callbacks whose answer is ready to go back to the simulator.
+    answered: Arc<AtomicUsize>,
 }
 
 #[derive(Clone)]
@@ -35,6 +38,7 @@ struct ReceiverState {
     answer_after: Duration,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
 }
 
 async fn receive(State(st): State<ReceiverState>, Json(body): Json<Value>) -> Json<Value> {
@@ -42,19 +46,24 @@ async fn receive(State(st): State<ReceiverState>, Json(body): Json<Value>) -> Js
     st.max_in_flight.fetch_max(now, Ordering::SeqCst);
     // Sent before answering, so "delivered before the push answer" is observable.
     let _ = st.tx.send(body);
+    // A slow merchant backend, which is what the tests using it are about (callbacks that
+    // overlap, or that the simulator must wait for): not a wait for anything.
     tokio::time::sleep(st.answer_after).await;
     st.in_flight.fetch_sub(1, Ordering::SeqCst);
+    st.answered.fetch_add(1, Ordering::SeqCst);
     Json(json!({"ResultCode": 0, "ResultDesc": "Accepted"}))
 }
 
 async fn receiver(answer_after: Duration) -> Receiver {
     let (tx, rx) = mpsc::unbounded_channel();
     let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
     let state = ReceiverState {
         tx,
         answer_after,
         in_flight: Arc::new(AtomicUsize::new(0)),
         max_in_flight: max_in_flight.clone(),
+        answered: answered.clone(),
     };
     let app = Router::new()
         .route("/hooks/stk", post(receive))
@@ -66,6 +75,7 @@ async fn receiver(answer_after: Duration) -> Receiver {
         url: format!("http://{addr}/hooks/stk"),
         rx,
         max_in_flight,
+        answered,
     }
 }
 
@@ -190,6 +200,19 @@ impl Env {
             .await
     }
 
+    /// Queries until the prompt has closed (the query answers with a `ResultCode`), and
+    /// returns that answer.
+    async fn closed(&self, token: &str, checkout: &str) -> Value {
+        eventually_async(
+            &format!("the prompt of {checkout} to close"),
+            || async move {
+                let (status, body) = self.query(token, checkout).await;
+                (status == StatusCode::OK && body.get("ResultCode").is_some()).then_some(body)
+            },
+        )
+        .await
+    }
+
     /// Pushes `amount` to `phone` and returns the CheckoutRequestID; the push must be accepted.
     async fn push_ok(&self, token: &str, phone: &str, amount: u64) -> String {
         let (status, body) = self
@@ -204,6 +227,22 @@ impl Env {
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Checks `check` until it gives `Some`, and returns that; panics once `WAIT` has passed.
+async fn eventually_async<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -304,6 +343,8 @@ async fn expired_token_is_refused_with_404_001_03() {
     })
     .await;
     let token = env.token().await;
+    // Waits out the token's lifetime, the thing under test: a sleep lasts at least as long as
+    // asked, and the simulator tells expiry by the same monotonic clock.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let got = env.push(&token, &push_body(PHONE, 1, &env.cb.url)).await;
     assert_daraja_error(&got, 404, "404.001.03", "Invalid Access Token");
@@ -589,7 +630,7 @@ async fn push_without_json_content_type_reads_as_invalid_shortcode() {
 
 #[tokio::test]
 async fn push_accepts_daraja_leniencies() {
-    let env = env().await;
+    let mut env = env().await;
     let token = env.token().await;
     let phones = [
         "254700000001",
@@ -624,13 +665,19 @@ async fn push_accepts_daraja_leniencies() {
             b["Timestamp"] = json!(ts);
         }),
     ];
+    let mut checkouts = Vec::new();
     for (phone, mutate) in phones.iter().zip(mutations) {
         let mut body = push_body(phone, 1, &env.cb.url);
         mutate(&mut body);
         let (status, answer) = env.push(&token, &body).await;
         assert_eq!(status, StatusCode::OK, "{phone}: {answer}");
+        checkouts.push(answer["CheckoutRequestID"].as_str().unwrap().to_owned());
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Every prompt has closed, which is when a callback would have gone out.
+    for checkout in &checkouts {
+        env.closed(&token, checkout).await;
+    }
+    env.cb.nothing_within(Duration::from_millis(100)).await;
     assert_eq!(env.sim.counts().callbacks_sent, 0);
 }
 
@@ -879,10 +926,10 @@ async fn lost_callback_is_never_sent_but_query_knows_the_outcome() {
     env.sim.script(None, vec![Outcome::code(1037).lost()]);
     let token = env.token().await;
     let checkout = env.push_ok(&token, PHONE, 10).await;
+    let body = env.closed(&token, &checkout).await;
+    assert_eq!(body["ResultCode"], json!("1037"), "{body}");
+    // The prompt has closed, when the callback would have gone: none comes.
     env.cb.nothing_within(Duration::from_millis(300)).await;
-    let (status, body) = env.query(&token, &checkout).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["ResultCode"], json!("1037"));
     assert_eq!(env.sim.counts().callbacks_sent, 0);
     // The prompt closed when the callback would have gone.
     env.push_ok(&token, PHONE, 10).await;
@@ -897,9 +944,8 @@ async fn late_callback_arrives_after_the_query_turns_final() {
     );
     let token = env.token().await;
     let checkout = env.push_ok(&token, PHONE, 10).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, body) = env.query(&token, &checkout).await;
-    assert_eq!((status, &body["ResultCode"]), (StatusCode::OK, &json!("0")));
+    let body = env.closed(&token, &checkout).await;
+    assert_eq!(body["ResultCode"], json!("0"), "{body}");
     assert!(env.cb.rx.try_recv().is_err(), "callback not yet sent");
     let cb = env.cb.next().await;
     assert_eq!(stk(&cb)["CheckoutRequestID"], json!(checkout));
@@ -918,9 +964,9 @@ async fn before_response_callback_is_answered_before_the_push_answer() {
     env.sim
         .script(None, vec![Outcome::success().before_response()]);
     let token = env.token().await;
-    let started = Instant::now();
     let checkout = env.push_ok(&token, PHONE, 10).await;
-    assert!(started.elapsed() >= Duration::from_millis(200));
+    // The receiver takes 200 ms to answer, and had answered before the push answer came.
+    assert_eq!(env.cb.answered.load(Ordering::SeqCst), 1);
     let cb = env.cb.rx.try_recv().expect("callback already delivered");
     assert_eq!(stk(&cb)["CheckoutRequestID"], json!(checkout));
     assert_eq!(env.sim.callbacks()[0].status, Some(200));
@@ -1135,11 +1181,15 @@ async fn latency_delays_every_daraja_answer() {
     env.sim.set_latency(Duration::from_millis(250));
     let started = Instant::now();
     env.token().await;
+    // The latency is what is under test; the answer cannot come sooner than it.
     assert!(started.elapsed() >= Duration::from_millis(250));
+    // Zero removes it: after an hour (which no answer within the wait could have waited out)
+    // it is set to zero, and the answer comes within the wait.
+    env.sim.set_latency(Duration::from_secs(3600));
     env.sim.set_latency(Duration::ZERO);
-    let started = Instant::now();
-    env.token().await;
-    assert!(started.elapsed() < Duration::from_millis(250));
+    tokio::time::timeout(WAIT, env.token())
+        .await
+        .expect("answered without the latency once it is zero");
 }
 
 #[tokio::test]
@@ -1286,6 +1336,7 @@ async fn control_api_over_http_mirrors_the_handle() {
         .unwrap();
     let started = Instant::now();
     env.token().await;
+    // The latency set over HTTP is what is under test; the answer cannot come sooner than it.
     assert!(started.elapsed() >= Duration::from_millis(200));
 
     http.post(sim("/sim/expire-tokens")).send().await.unwrap();
@@ -1346,7 +1397,13 @@ async fn shutdown_releases_hung_requests() {
     let http = env.http.clone();
     let url = env.url("/mpesa/stkpushquery/v1/query");
     let hung = tokio::spawn(async move { http.post(url).json(&json!({})).send().await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eventually("the query to reach the simulator", || {
+        env.sim
+            .requests()
+            .iter()
+            .any(|r| r.endpoint == Endpoint::StkQuery)
+    })
+    .await;
     tokio::time::timeout(WAIT, env.sim.clone().shutdown())
         .await
         .expect("shutdown does not wait for the hung request forever");

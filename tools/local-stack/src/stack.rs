@@ -1,5 +1,7 @@
 //! Starting, using and stopping the whole local system.
 
+mod fresh;
+
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -91,6 +93,23 @@ pub enum Error {
     #[error("function binaries missing: {}; build them first: {command}", missing.join(", "))]
     MissingBinaries {
         missing: Vec<String>,
+        command: String,
+    },
+    /// Each binary with the newest of its sources modified after it was built.
+    #[error(
+        "function binaries built before their sources last changed: {}; rebuild them: \
+         {command}{}",
+        stale.iter().map(|(binary, source)| format!("{binary} (older than {source})"))
+            .collect::<Vec<_>>().join(", "),
+        if stale.iter().any(|(_, source)| source.ends_with("Cargo.toml")) {
+            " (if cargo finds nothing to rebuild, the manifest change does not reach the \
+             binary: `touch` it)"
+        } else {
+            ""
+        }
+    )]
+    StaleBinaries {
+        stale: Vec<(String, String)>,
         command: String,
     },
     #[error(transparent)]
@@ -370,21 +389,49 @@ fn find_binaries(opts: &StackOptions, root: &Path) -> Result<Vec<(Function, Path
         .filter(|(_, path)| !path.is_file())
         .map(|(_, path)| path.display().to_string())
         .collect();
-    if missing.is_empty() {
-        return Ok(found);
-    }
     let packages: String = Function::ALL
         .iter()
         .map(|f| format!(" -p {}", f.name()))
         .collect();
-    Err(Error::MissingBinaries {
-        missing,
-        command: format!(
-            "CARGO_TARGET_DIR={} cargo build{packages}{}",
-            target.display(),
-            opts.profile.cargo_flag()
-        ),
+    let command = format!(
+        "CARGO_TARGET_DIR={} cargo build{packages}{}",
+        target.display(),
+        opts.profile.cargo_flag()
+    );
+    if !missing.is_empty() {
+        return Err(Error::MissingBinaries { missing, command });
+    }
+    let stale = stale_binaries(&found, root);
+    if stale.is_empty() {
+        return Ok(found);
+    }
+    Err(Error::StaleBinaries {
+        stale,
+        command: rebuild_command(opts, command),
     })
+}
+
+/// `command`, after `make build` when that builds the same binaries: debug ones, into the
+/// target directory of the environment (the one used unless `target_dir` says otherwise).
+fn rebuild_command(opts: &StackOptions, command: String) -> String {
+    if opts.profile == Profile::Debug && opts.target_dir.is_none() {
+        format!("make build, or {command}")
+    } else {
+        command
+    }
+}
+
+/// Each binary older than one of its sources, with the newest such source.
+fn stale_binaries(found: &[(Function, PathBuf)], root: &Path) -> Vec<(String, String)> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    found
+        .iter()
+        .filter_map(|(function, binary)| {
+            // A binary whose time cannot be read is left for the start to report.
+            let newer = fresh::newer_source(binary, function.name(), &root).ok()??;
+            Some((binary.display().to_string(), newer.display().to_string()))
+        })
+        .collect()
 }
 
 /// Moto's port is chosen before moto binds it; losing that race shows as an early exit, and
@@ -430,5 +477,77 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn stale_binaries_error_names_each_binary_its_newer_source_and_the_rebuild() {
+        let root = std::env::temp_dir().join(format!("local-stack-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let target = root.join("target");
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let write = |path: &Path, modified: std::time::SystemTime| {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+        };
+        for f in Function::ALL {
+            write(&target.join("debug").join(f.name()), long_ago);
+        }
+        let source = root.join("shared/app/src/lib.rs");
+        write(&source, std::time::SystemTime::now());
+        let opts = StackOptions {
+            target_dir: Some(target.clone()),
+            ..StackOptions::default()
+        };
+
+        let text = find_binaries(&opts, &root).unwrap_err().to_string();
+
+        let source = source.canonicalize().unwrap();
+        for f in Function::ALL {
+            let binary = target.join("debug").join(f.name());
+            assert!(
+                text.contains(&format!(
+                    "{} (older than {})",
+                    binary.display(),
+                    source.display()
+                )),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains(&format!(
+                "rebuild them: CARGO_TARGET_DIR={} cargo build -p stk-push -p stk-callback \
+                 -p payment-status -p reconcile",
+                target.display()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("touch"), "{text}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn make_build_is_offered_when_it_builds_the_binaries_the_stack_runs() {
+        let command = "CARGO_TARGET_DIR=/t cargo build -p stk-push".to_string();
+        let debug = StackOptions::default();
+        assert_eq!(
+            rebuild_command(&debug, command.clone()),
+            format!("make build, or {command}")
+        );
+        let release = StackOptions {
+            profile: Profile::Release,
+            ..StackOptions::default()
+        };
+        assert_eq!(rebuild_command(&release, command.clone()), command);
+        let elsewhere = StackOptions {
+            target_dir: Some(PathBuf::from("/elsewhere")),
+            ..StackOptions::default()
+        };
+        assert_eq!(rebuild_command(&elsewhere, command.clone()), command);
     }
 }
