@@ -182,7 +182,7 @@ struct Counted {
 }
 
 impl Counted {
-    fn token_requests(&self) -> u64 {
+    fn token_fetches(&self) -> u64 {
         self.fetches.0.load(Ordering::SeqCst)
     }
 }
@@ -281,7 +281,7 @@ async fn concurrent_pushes_share_one_token_fetch() {
         push.await.unwrap().unwrap();
     }
     assert_eq!(stub.token_calls.load(Ordering::SeqCst), 1);
-    assert_eq!(client.token_requests(), 1);
+    assert_eq!(client.token_fetches(), 1);
     assert_eq!(stub.push_calls.load(Ordering::SeqCst), 40);
 }
 
@@ -590,7 +590,7 @@ async fn a_token_saved_by_another_container_is_reused_and_invalidated_when_refus
         1,
         "second container reused the token"
     );
-    assert_eq!(second.token_requests(), 0);
+    assert_eq!(second.token_fetches(), 0);
 
     stub.valid.lock().unwrap().clear();
     second.stk_push(&push_request("0708374151")).await.unwrap();
@@ -673,7 +673,7 @@ async fn containers_sharing_a_store_fetch_one_token_between_them() {
 
     assert_eq!(stub.token_calls.load(Ordering::SeqCst), 1);
     assert_eq!(stub.push_calls.load(Ordering::SeqCst), 30);
-    let fetched: u64 = clients.iter().map(|c| c.token_requests()).sum();
+    let fetched: u64 = clients.iter().map(|c| c.token_fetches()).sum();
     assert_eq!(fetched, 1);
 }
 
@@ -719,7 +719,7 @@ async fn a_failed_fetch_gives_the_lease_back() {
         0,
         "waited for a released lease"
     );
-    assert_eq!(clients[1].token_requests(), 1);
+    assert_eq!(clients[1].token_fetches(), 1);
 }
 
 /// Collects everything the client logs.
