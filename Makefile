@@ -7,7 +7,8 @@ VENV := .venv
 PY := python3
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-FUNCTIONS := -p stk-push -p stk-callback -p payment-status -p reconcile
+FUNCTION_NAMES := stk-push stk-callback payment-status reconcile
+FUNCTIONS := $(addprefix -p ,$(FUNCTION_NAMES))
 CARGO ?= cargo
 
 .PHONY: help setup build demo test lint template sam-build sam-local deploy-check clean fuzz storm bench
@@ -40,6 +41,8 @@ demo: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# Each function alone, with only its own features of `app` (as `sam build` builds it).
+	for f in $(FUNCTION_NAMES); do $(CARGO) clippy -p $$f -- -D warnings || exit 1; done
 
 # Lint, then SAM's own translator (what `sam deploy` runs; `--lint` alone never translates)
 # for each samconfig.toml environment, and cfn-lint over the translated templates.

@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 use crate::payment::timestamp;
 use crate::store::StoreError;
 
-/// How much of an unreadable body is kept (the callback route refuses larger bodies anyway).
+/// How much of an unreadable body is kept: also the largest body the callback route accepts
+/// (`app::api::MAX_CALLBACK_BYTES`), so a kept body is whole unless it was refused.
 pub const RAW_BODY_LIMIT: usize = 64 * 1024;
 /// The key of a kept callback is this prefix and [`raw_id`].
 pub const RAW_PK_PREFIX: &str = "RAW#";

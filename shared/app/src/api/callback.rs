@@ -13,7 +13,7 @@ use payments::raw::{RawCallbackStore, UnreadableCallback};
 use payments::{Applied, PaymentStore};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
-pub const MAX_CALLBACK_BYTES: usize = 64 * 1024;
+pub const MAX_CALLBACK_BYTES: usize = payments::raw::RAW_BODY_LIMIT;
 
 /// The answer to a callback: an HTTP status and a JSON body.
 #[derive(Debug, Clone, PartialEq)]

@@ -255,6 +255,7 @@ impl ApiError {
         }
     }
 
+    #[cfg(feature = "push")]
     /// Our own lock: a push to this phone is still open (or still being sent).
     pub(crate) fn phone_busy(checkout_request_id: Option<String>) -> Self {
         let message = match &checkout_request_id {
@@ -267,6 +268,7 @@ impl ApiError {
         }
     }
 
+    #[cfg(feature = "push")]
     pub(crate) fn invalid_idempotency_key() -> Self {
         Self::new(
             ErrorCode::InvalidIdempotencyKey,
@@ -274,6 +276,7 @@ impl ApiError {
         )
     }
 
+    #[cfg(feature = "push")]
     pub(crate) fn idempotency_key_reused() -> Self {
         Self::new(
             ErrorCode::IdempotencyKeyReused,
@@ -281,6 +284,7 @@ impl ApiError {
         )
     }
 
+    #[cfg(feature = "push")]
     pub(crate) fn idempotency_in_progress() -> Self {
         Self::new(
             ErrorCode::IdempotencyInProgress,
@@ -288,6 +292,7 @@ impl ApiError {
         )
     }
 
+    #[cfg(feature = "push")]
     /// The intent could not be written before the push: nothing was sent to the phone.
     pub(crate) fn storage_unavailable_before_push(e: &StoreError) -> Self {
         Self::new(

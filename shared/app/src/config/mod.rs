@@ -11,6 +11,7 @@
 //! environment into them.
 
 use std::collections::BTreeSet;
+#[cfg(any(feature = "push", feature = "reconcile"))]
 use std::time::Duration;
 
 #[cfg(feature = "callback")]
@@ -81,6 +82,7 @@ pub(crate) fn required(
     })
 }
 
+#[cfg(any(feature = "push", feature = "reconcile"))]
 pub(crate) fn millis(
     vars: &dyn Vars,
     name: &'static str,
@@ -99,6 +101,7 @@ pub(crate) fn millis(
     }
 }
 
+#[cfg(feature = "reconcile")]
 pub(crate) fn seconds(
     vars: &dyn Vars,
     name: &'static str,
