@@ -82,23 +82,36 @@ pub(crate) fn required(
     })
 }
 
+/// A duration setting written as a whole number of `unit`s (`"milliseconds"`, `"seconds"`),
+/// `from` turning the number into the duration; `default` when unset.
 #[cfg(any(feature = "push", feature = "reconcile"))]
-pub(crate) fn millis(
+fn duration(
     vars: &dyn Vars,
     name: &'static str,
     default: Duration,
+    unit: &str,
+    from: fn(u64) -> Duration,
 ) -> Result<Duration, ConfigError> {
     match vars.var(name) {
         None => Ok(default),
         Some(v) => v
             .trim()
             .parse::<u64>()
-            .map(Duration::from_millis)
+            .map(from)
             .map_err(|_| ConfigError::Invalid {
                 name,
-                reason: format!("{v:?} is not a whole number of milliseconds"),
+                reason: format!("{v:?} is not a whole number of {unit}"),
             }),
     }
+}
+
+#[cfg(any(feature = "push", feature = "reconcile"))]
+pub(crate) fn millis(
+    vars: &dyn Vars,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    duration(vars, name, default, "milliseconds", Duration::from_millis)
 }
 
 #[cfg(feature = "reconcile")]
@@ -107,17 +120,7 @@ pub(crate) fn seconds(
     name: &'static str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match vars.var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| ConfigError::Invalid {
-                name,
-                reason: format!("{v:?} is not a whole number of seconds"),
-            }),
-    }
+    duration(vars, name, default, "seconds", Duration::from_secs)
 }
 
 /// Settings of the status function.
