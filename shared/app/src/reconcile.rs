@@ -335,6 +335,7 @@ pub fn query_result(
         paying_phone: None,
         transaction_date: None,
         raw: None,
+        contradictory: false,
         source: ResultSource::Query,
         received_at,
     }

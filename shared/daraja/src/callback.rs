@@ -37,6 +37,9 @@ pub struct CallbackMetadata {
     /// As given: may be masked (`2547*****149`) or absent.
     pub phone: Option<String>,
     pub balance: Option<String>,
+    /// Items the body holds twice with different values (`Amount`, `MpesaReceiptNumber`): the
+    /// first is read above, but the body contradicts itself and nobody can say which is true.
+    pub contradictions: Vec<&'static str>,
 }
 
 impl fmt::Debug for StkCallback {
@@ -59,6 +62,7 @@ impl fmt::Debug for CallbackMetadata {
             .field("transaction_date", &self.transaction_date)
             .field("phone", &self.phone.as_deref().map(mask_msisdn))
             .field("balance", &self.balance)
+            .field("contradictions", &self.contradictions)
             .finish()
     }
 }
@@ -212,7 +216,28 @@ fn metadata(callback: &Map<String, Value>) -> CallbackMetadata {
             .and_then(|item| item.get("Value"))
     };
 
+    let values = |name: &str| -> Vec<&Value> {
+        items
+            .iter()
+            .filter(|item| item.get("Name").and_then(Value::as_str) == Some(name))
+            .filter_map(|item| item.get("Value"))
+            .collect()
+    };
+    let mut contradictions = Vec::new();
+    let amounts: Vec<Option<AmountPaid>> = values("Amount").into_iter().map(amount).collect();
+    if amounts.windows(2).any(|pair| pair[0] != pair[1]) {
+        contradictions.push("Amount");
+    }
+    let receipts: Vec<Option<String>> = values("MpesaReceiptNumber")
+        .into_iter()
+        .map(|v| text(Some(v)))
+        .collect();
+    if receipts.windows(2).any(|pair| pair[0] != pair[1]) {
+        contradictions.push("MpesaReceiptNumber");
+    }
+
     CallbackMetadata {
+        contradictions,
         amount: find("Amount").and_then(amount),
         receipt: text(find("MpesaReceiptNumber")).filter(|r| !r.is_empty()),
         transaction_date: find("TransactionDate").and_then(transaction_date),

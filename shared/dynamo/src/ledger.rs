@@ -15,8 +15,8 @@ use payments::intent::{
     begin_on_existing, new_record, phone_pk, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
     NewIntent, PhoneLock, PushLedger, StoredAnswer,
 };
-use payments::payment::NewPayment;
-use payments::{PaymentStore, StoreError};
+use payments::payment::{NewPayment, PaymentStatus};
+use payments::{PaymentStore, PendingWrite, StoreError};
 
 use crate::error::{cancelled, codes, condition_failed, CONDITION_FAILED, TRANSACTION_CONFLICT};
 use crate::expr::Expr;
@@ -71,26 +71,35 @@ impl DynamoLedger {
         Ok(())
     }
 
+    /// Writes `items` in one transaction; `payment`, when given, is the first of them. Returns
+    /// the payment's final status when a result had come first (`None`: it is pending, or there
+    /// is no payment).
     async fn settle(
         &self,
         items: Vec<TransactWriteItem>,
         payment: Option<&NewPayment>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<PaymentStatus>, StoreError> {
         match self.table.transact(items.clone()).await? {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(None),
             Err(reasons) => {
                 tracing::warn!(
                     reasons = %codes(&reasons),
                     "push ledger transaction cancelled; writing its parts one by one"
                 );
                 let mut rest = items;
+                let mut known = None;
                 if let Some(payment) = payment {
                     // The payment is the first item; the store's own rules handle a callback
                     // that came first.
                     rest.remove(0);
-                    self.payments.record_pending(payment).await?;
+                    if let PendingWrite::ResultAlreadyKnown(record) =
+                        self.payments.record_pending(payment).await?
+                    {
+                        known = Some(record.status);
+                    }
                 }
-                self.each(rest).await
+                self.each(rest).await?;
+                Ok(known)
             }
         }
     }
@@ -240,7 +249,7 @@ impl PushLedger for DynamoLedger {
         intent: &NewIntent,
         payment: &NewPayment,
         answer: &StoredAnswer,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<PaymentStatus>, StoreError> {
         let items = vec![
             self.pending_payment(payment),
             self.settle_intent(
@@ -286,7 +295,7 @@ impl PushLedger for DynamoLedger {
                 self.extend_lock(intent, at + intent.phone_lock, None, at),
             ],
         };
-        self.settle(items, None).await
+        self.settle(items, None).await.map(|_| ())
     }
 
     async fn intent(

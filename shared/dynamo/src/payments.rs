@@ -196,8 +196,12 @@ impl DynamoStore {
 
 /// The amount check of a write setting `status` from `result`, as a condition suffix. It
 /// lives in the condition, so a pending write that lands between our guess and this write
-/// cannot slip a wrong amount past it.
+/// cannot slip a wrong amount past it. A success that cannot be checked needs review whatever
+/// was asked: no condition.
 fn amount_check(update: &mut Expr, status: PaymentStatus, result: &PaymentResult) -> String {
+    if !result.is_checkable() {
+        return String::new();
+    }
     match (status, result.amount_paid_whole) {
         (PaymentStatus::Completed, Some(paid)) => {
             let amount = update.name(item::AMOUNT);
@@ -296,7 +300,7 @@ impl PaymentStore for DynamoStore {
                         .await?
                         .map(PendingWrite::Created)
                 }
-                PendingPlan::AddDetails(target) => {
+                plan @ (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview) => {
                     let mut update = details_update(payment, self.now());
                     update.remove(item::ORPHAN_PK);
                     update.remove(item::ORPHAN_SK);
@@ -309,7 +313,7 @@ impl PaymentStore for DynamoStore {
                     let mismatch = format!(
                         "{status} = {completed} AND attribute_exists({paid}) AND {paid} <> {asked}"
                     );
-                    if target == PaymentStatus::NeedsReview {
+                    if plan == PendingPlan::FlagForReview {
                         update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
                         update.condition(mismatch);
                     } else {

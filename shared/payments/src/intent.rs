@@ -25,7 +25,7 @@ use daraja::Charge;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::payment::{timestamp, NewPayment};
+use crate::payment::{timestamp, NewPayment, PaymentStatus};
 use crate::store::StoreError;
 
 /// How long an Idempotency-Key is remembered (Stripe's rule).
@@ -245,13 +245,14 @@ pub trait PushLedger: Send + Sync {
 
     /// Daraja accepted the push: records the pending payment (with
     /// [`PaymentStore::record_pending`]'s rules, so it commutes with the callback), completes
-    /// the intent with `answer` and tags the phone lock with the checkout id.
+    /// the intent with `answer` and tags the phone lock with the checkout id. Returns the final
+    /// status when the result had come first (`None`: the payment is pending).
     async fn accepted(
         &self,
         intent: &NewIntent,
         payment: &NewPayment,
         answer: &StoredAnswer,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<PaymentStatus>, StoreError>;
 
     /// Daraja did not accept the push; `at` is when that became known.
     async fn failed(

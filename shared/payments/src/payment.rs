@@ -157,11 +157,25 @@ pub struct PaymentResult {
     pub transaction_date: Option<String>,
     /// The body as received, kept for audit.
     pub raw: Option<String>,
+    /// The body holds an item twice with different values (two amounts, two receipts).
+    pub contradictory: bool,
     pub source: ResultSource,
     pub received_at: DateTime<Utc>,
 }
 
 impl PaymentResult {
+    /// Whether a success can be checked. A callback's must carry one M-Pesa receipt and one
+    /// amount in whole shillings. A query's reports neither: it is about the push we sent, for
+    /// the amount we asked, and its receipt comes with the callback later.
+    pub fn is_checkable(&self) -> bool {
+        match self.source {
+            ResultSource::Query => true,
+            ResultSource::Callback => {
+                self.receipt.is_some() && self.amount_paid_whole.is_some() && !self.contradictory
+            }
+        }
+    }
+
     /// Whether Daraja reported the payment made.
     pub fn is_success(&self) -> bool {
         self.result_code.is_success()
@@ -174,11 +188,14 @@ impl PaymentResult {
 
     /// The status this result gives a payment for which `requested` KES were asked.
     ///
-    /// A success whose paid amount is unknown (an STK query reports none) completes:
-    /// the query is about the transaction we started, for the amount we asked.
+    /// A success that cannot be checked ([`is_checkable`](Self::is_checkable)) is not a
+    /// success: the customer may have paid, but nothing says how much, so a person looks.
     pub fn final_status(&self, requested: Option<u32>) -> PaymentStatus {
         if !self.is_success() {
             return PaymentStatus::Failed;
+        }
+        if !self.is_checkable() {
+            return PaymentStatus::NeedsReview;
         }
         match (requested, self.amount_paid_whole) {
             (Some(asked), Some(paid)) if u64::from(asked) != paid => PaymentStatus::NeedsReview,
@@ -286,8 +303,11 @@ pub struct PaymentRecord {
 pub enum PendingPlan {
     /// Nothing stored yet, or still pending: (re)write it as pending.
     Open,
-    /// A result arrived first: add the details, keep (or set) this final status.
+    /// A result arrived first: add the details and keep its final status.
     AddDetails(PaymentStatus),
+    /// A success arrived first for another amount than this one: add the details and turn the
+    /// record `NEEDS_REVIEW`.
+    FlagForReview,
 }
 
 /// Decides what [`NewPayment`] does given the stored record.
@@ -302,7 +322,7 @@ pub fn plan_pending(payment: &NewPayment, stored: Option<&PaymentRecord>) -> Pen
                 .amount_paid_whole
                 .is_some_and(|paid| paid != u64::from(payment.amount())) =>
         {
-            PendingPlan::AddDetails(PaymentStatus::NeedsReview)
+            PendingPlan::FlagForReview
         }
         status => PendingPlan::AddDetails(status),
     }
@@ -360,12 +380,13 @@ mod tests {
             merchant_request_id: "m-1".into(),
             result_code: ResultCode::from_text(if success { "0" } else { "1032" }),
             result_desc: String::new(),
-            receipt: None,
+            receipt: success.then(|| "NLJ7RT61SV".to_owned()),
             amount_paid: paid.map(|p| p.to_string()),
             amount_paid_whole: paid,
             paying_phone: None,
             transaction_date: None,
             raw: None,
+            contradictory: false,
             source: ResultSource::Callback,
             received_at: Utc::now(),
         }
@@ -382,11 +403,44 @@ mod tests {
             PaymentStatus::Completed
         );
         assert_eq!(
-            result(true, None).final_status(Some(100)),
-            PaymentStatus::Completed
-        );
-        assert_eq!(
             result(false, Some(1)).final_status(Some(100)),
+            PaymentStatus::Failed
+        );
+    }
+
+    /// A success callback that cannot be checked is not a success, whatever was asked; a query
+    /// reports no receipt or amount and completes.
+    #[test]
+    fn a_success_callback_that_cannot_be_checked_needs_review() {
+        let no_amount = result(true, None);
+        assert_eq!(
+            no_amount.final_status(Some(100)),
+            PaymentStatus::NeedsReview
+        );
+        let mut fractional = result(true, None);
+        fractional.amount_paid = Some("9.99".into());
+        assert_eq!(
+            fractional.final_status(Some(10)),
+            PaymentStatus::NeedsReview
+        );
+        let mut no_receipt = result(true, Some(100));
+        no_receipt.receipt = None;
+        assert_eq!(
+            no_receipt.final_status(Some(100)),
+            PaymentStatus::NeedsReview
+        );
+        let mut two_receipts = result(true, Some(100));
+        two_receipts.contradictory = true;
+        assert_eq!(
+            two_receipts.final_status(Some(100)),
+            PaymentStatus::NeedsReview
+        );
+        let mut queried = result(true, None);
+        queried.source = ResultSource::Query;
+        queried.receipt = None;
+        assert_eq!(queried.final_status(Some(100)), PaymentStatus::Completed);
+        assert_eq!(
+            result(false, None).final_status(Some(100)),
             PaymentStatus::Failed
         );
     }

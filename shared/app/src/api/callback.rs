@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, ErrorCode, SourceAllowList};
 use crate::metrics::{self, Metric};
 use daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
-use payments::payment::{PaymentResult, ResultSource};
+use payments::payment::{PaymentResult, PaymentStatus, ResultSource};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
 use payments::{Applied, PaymentStore};
 
@@ -210,10 +210,14 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
     let id = mask_id(&result.checkout_request_id);
     match applied {
         // A success callback for a payment a query already completed only fills in the receipt:
-        // the payment became final earlier and was counted then.
+        // the payment became final earlier and was counted then, unless the receipt's amount
+        // turns it NEEDS_REVIEW now.
         Applied::Transitioned { record, .. }
             if record.reconciled_by == Some(ResultSource::Query) =>
         {
+            if record.status == PaymentStatus::NeedsReview {
+                metrics::count(Metric::PaymentNeedsReview);
+            }
             tracing::info!(decision = "receipt_added", checkout_request_id = %id, status = record.status.as_str(), "receipt added to a payment completed by query");
         }
         Applied::Transitioned { record, orphan } => {
@@ -258,6 +262,7 @@ pub fn payment_result(
         paying_phone: meta.phone.clone(),
         transaction_date: meta.transaction_date.clone(),
         raw: Some(String::from_utf8_lossy(raw).into_owned()),
+        contradictory: !meta.contradictions.is_empty(),
         source,
         received_at,
     }

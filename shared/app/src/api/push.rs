@@ -265,7 +265,18 @@ impl PushService {
             body: accepted_body(&answer),
         };
         match self.ledger.accepted(intent, &pending, &stored).await {
-            Ok(()) => tracing::info!(
+            // The callback came first with a success for another amount, or one that cannot be
+            // checked: counted here, where the record turned NEEDS_REVIEW.
+            Ok(Some(PaymentStatus::NeedsReview)) => {
+                metrics::count(Metric::PaymentNeedsReview);
+                tracing::warn!(
+                    intent = %intent.key.log_id(),
+                    checkout_request_id = %mask_id(&pending.checkout_request_id),
+                    amount = pending.amount(),
+                    "push accepted after its result; the payment needs review"
+                );
+            }
+            Ok(_) => tracing::info!(
                 intent = %intent.key.log_id(),
                 checkout_request_id = %mask_id(&pending.checkout_request_id),
                 phone = %intent.charge.phone.masked(),

@@ -34,6 +34,7 @@ macro_rules! push_ledger_conformance {
             concurrent_begins_with_one_key_start_once,
             concurrent_begins_on_one_phone_start_once,
             accepted_after_the_callback_keeps_the_result,
+            accepted_after_a_short_callback_needs_review,
         );
     };
     (@rules $make:path; $($rule:ident),* $(,)?) => {
@@ -106,10 +107,11 @@ pub async fn accepted_answer_is_replayed_with_its_records(ledger: Ledger, paymen
     let first = intent(Some("k1"), "254708000002", now());
     assert_eq!(begin(&ledger, &first).await, Begin::Started);
     let accepted = answer(202, "ok");
-    ledger
+    let known = ledger
         .accepted(&first, &payment("ws_CO_A1", &first), &accepted)
         .await
         .unwrap();
+    assert_eq!(known, None, "no result yet: the payment is pending");
     assert_eq!(
         begin(&ledger, &first).await,
         Begin::Replay(accepted.clone())
@@ -350,10 +352,11 @@ pub async fn accepted_after_the_callback_keeps_the_result(ledger: Ledger, paymen
         .await
         .unwrap();
     let accepted = answer(202, "ok");
-    ledger
+    let known = ledger
         .accepted(&first, &payment("ws_CO_D1", &first), &accepted)
         .await
         .unwrap();
+    assert_eq!(known, Some(PaymentStatus::Completed));
     let record = payments.get("ws_CO_D1").await.unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::Completed);
     assert_eq!(record.amount, Some(100));
@@ -366,4 +369,24 @@ pub async fn accepted_after_the_callback_keeps_the_result(ledger: Ledger, paymen
         .unwrap()
         .unwrap();
     assert_eq!(lock.checkout_request_id.as_deref(), Some("ws_CO_D1"));
+}
+
+/// The push accepted after a success callback for another amount: the record turns
+/// `NEEDS_REVIEW`, and `accepted` says so (the push service counts it).
+pub async fn accepted_after_a_short_callback_needs_review(ledger: Ledger, payments: Payments) {
+    let first = intent(Some("k1"), "254708000015", now());
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    payments
+        .apply_result(&success("ws_CO_F1", "1.00", Some(1)))
+        .await
+        .unwrap();
+    let known = ledger
+        .accepted(&first, &payment("ws_CO_F1", &first), &answer(202, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(known, Some(PaymentStatus::NeedsReview));
+    let record = payments.get("ws_CO_F1").await.unwrap().unwrap();
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.amount, Some(100));
+    assert_eq!(record.amount_paid_whole, Some(1));
 }

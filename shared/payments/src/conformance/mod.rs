@@ -47,6 +47,7 @@ macro_rules! payment_store_conformance {
             callback_after_query_and_pending_write_converge,
             amount_mismatch_needs_review_with_both_amounts,
             amount_mismatch_result_first_needs_review,
+            unverifiable_success_needs_review_in_either_order,
             orphan_listed_until_pending_write,
             pending_index_lists_only_old_pending,
             query_attempts_counted_only_while_pending,
@@ -111,6 +112,7 @@ pub fn success(id: &str, paid: &str, paid_whole: Option<u64>) -> PaymentResult {
         paying_phone: Some("254708374149".to_owned()),
         transaction_date: Some("20240501100030".to_owned()),
         raw: Some(r#"{"Body":{"stkCallback":{"ResultCode":0}}}"#.to_owned()),
+        contradictory: false,
         source: ResultSource::Callback,
         received_at: at(30),
     }
@@ -131,6 +133,7 @@ pub fn failure(id: &str, code: &str, desc: &str) -> PaymentResult {
         raw: Some(format!(
             r#"{{"Body":{{"stkCallback":{{"ResultCode":"{code}"}}}}}}"#
         )),
+        contradictory: false,
         source: ResultSource::Callback,
         received_at: at(30),
     }

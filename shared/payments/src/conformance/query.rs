@@ -132,7 +132,8 @@ pub async fn callback_after_query_never_changes_failed_or_mismatched(store: &dyn
     assert_eq!(record.result_code.as_deref(), Some("0"));
     assert_eq!(record.receipt, None);
 
-    // A success the callback itself completed is never enriched by another success.
+    // A success callback is never enriched by another success: one without a receipt cannot
+    // be checked (it needs review), and a second success only goes to history.
     pending(store, &payment("ws_CO_cb_ok", 100)).await;
     let mut no_receipt = success("ws_CO_cb_ok", "100", Some(100));
     no_receipt.receipt = None;
@@ -140,7 +141,7 @@ pub async fn callback_after_query_never_changes_failed_or_mismatched(store: &dyn
     let applied = apply(store, &success("ws_CO_cb_ok", "1.00", Some(1))).await;
     assert!(matches!(applied, Applied::Conflict(_)), "{applied:?}");
     let record = stored(store, "ws_CO_cb_ok").await;
-    assert_eq!(record.status, PaymentStatus::Completed);
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
     assert_eq!(record.receipt, None);
     assert_eq!(record.amount_paid_whole, Some(100));
 }
@@ -241,4 +242,48 @@ pub async fn amount_mismatch_result_first_needs_review(store: &dyn PaymentStore)
     apply(store, &success("ws_CO_exact_rev", "100", Some(100))).await;
     let matched = pending(store, &payment("ws_CO_exact_rev", 100)).await;
     assert_eq!(matched.record().status, PaymentStatus::Completed);
+}
+
+/// A success callback that cannot be checked (no receipt, no whole-shilling amount, two
+/// different receipts) needs review, in either order with the pending write, and a pending
+/// write repeated on a record under review keeps it under review.
+pub async fn unverifiable_success_needs_review_in_either_order(store: &dyn PaymentStore) {
+    let mut no_receipt = success("ws_CO_unv_1", "100", Some(100));
+    no_receipt.receipt = None;
+    let mut fractional = success("ws_CO_unv_2", "9.99", None);
+    fractional.amount_paid = Some("9.99".to_owned());
+    let mut no_amount = success("ws_CO_unv_3", "", None);
+    no_amount.amount_paid = None;
+    let mut two_receipts = success("ws_CO_unv_4", "100", Some(100));
+    two_receipts.contradictory = true;
+    for result in [no_receipt, fractional, no_amount, two_receipts] {
+        let id = result.checkout_request_id.clone();
+        // Pending first.
+        pending(store, &payment(&id, 100)).await;
+        let (record, orphan) = transitioned(apply(store, &result).await);
+        assert!(!orphan);
+        assert_eq!(record.status, PaymentStatus::NeedsReview, "{id}");
+        assert_eq!(record.amount, Some(100));
+        // The result first, as an orphan, then the pending write: the same record.
+        let later = format!("{id}_later");
+        let mut first = result.clone();
+        first.checkout_request_id = later.clone();
+        let (early, orphan) = transitioned(apply(store, &first).await);
+        assert!(orphan);
+        assert_eq!(early.status, PaymentStatus::NeedsReview, "{later}");
+        let PendingWrite::ResultAlreadyKnown(joined) = pending(store, &payment(&later, 100)).await
+        else {
+            panic!("the pending write must see the earlier result");
+        };
+        assert_eq!(joined.status, PaymentStatus::NeedsReview, "{later}");
+        assert!(joined.details_recorded);
+        // A repeated pending write keeps it under review (it cannot end in contention).
+        let again = pending(store, &payment(&later, 100)).await;
+        assert_eq!(again.record().status, PaymentStatus::NeedsReview, "{later}");
+        assert_eq!(
+            comparable(stored(store, &id).await).status,
+            comparable(stored(store, &later).await).status
+        );
+    }
+    assert!(orphan_ids(store).await.is_empty());
 }

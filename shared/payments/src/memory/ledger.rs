@@ -11,8 +11,8 @@ use crate::intent::{
     begin_on_existing, new_record, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
     NewIntent, PhoneLock, PushLedger, StoredAnswer,
 };
-use crate::payment::{timestamp, NewPayment};
-use crate::store::{PaymentStore, StoreError};
+use crate::payment::{timestamp, NewPayment, PaymentStatus};
+use crate::store::{PaymentStore, PendingWrite, StoreError};
 
 /// The in-memory ledger, with the payments in a [`MemoryStore`]. One lock over both maps
 /// gives the all-or-nothing of a DynamoDB transaction.
@@ -107,8 +107,8 @@ impl PushLedger for MemoryLedger {
         intent: &NewIntent,
         payment: &NewPayment,
         answer: &StoredAnswer,
-    ) -> Result<(), StoreError> {
-        self.payments.record_pending(payment).await?;
+    ) -> Result<Option<PaymentStatus>, StoreError> {
+        let written = self.payments.record_pending(payment).await?;
         let mut state = self.state();
         state.settle(intent, IntentStatus::Accepted, answer, payment.created_at);
         let pk = intent.key.pk();
@@ -122,7 +122,10 @@ impl PushLedger for MemoryLedger {
                 lock.locked_until = (payment.created_at + intent.phone_lock).timestamp();
             }
         }
-        Ok(())
+        Ok(match written {
+            PendingWrite::Created(_) => None,
+            PendingWrite::ResultAlreadyKnown(record) => Some(record.status),
+        })
     }
 
     async fn failed(

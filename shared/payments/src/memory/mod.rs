@@ -206,7 +206,11 @@ impl PaymentStore for MemoryStore {
                 record.status = status;
                 PendingWrite::ResultAlreadyKnown(record)
             }
-            (PendingPlan::AddDetails(_), None) => {
+            (PendingPlan::FlagForReview, Some(mut record)) => {
+                record.status = PaymentStatus::NeedsReview;
+                PendingWrite::ResultAlreadyKnown(record)
+            }
+            (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview, None) => {
                 return Err(unplanned(&payment.checkout_request_id))
             }
         };
