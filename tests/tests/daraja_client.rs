@@ -389,6 +389,7 @@ async fn injected_gateway_faults_map_to_typed_errors() {
                     ..
                 }
             ) && e.error_code() == Some("500.003.1001")
+                && e.is_outcome_unknown()
         }),
         (Fault::RateLimited, |e| {
             matches!(e, DarajaError::RateLimited)

@@ -544,6 +544,46 @@ async fn spike_arrest_is_503_and_a_retry_may_push() {
     s.shutdown().await;
 }
 
+/// A 5xx to the push itself without a Daraja error code, or `500.003.1001` after forwarding:
+/// Daraja may have sent the prompt, so the outcome is unknown and nothing is pushed again.
+/// (Before, both were "503, safe to retry", and a retry could prompt the customer twice.)
+#[tokio::test]
+async fn a_server_error_after_sending_is_504_outcome_unknown_and_never_retried() {
+    let s = start(1, &[]).await;
+    let faults = [
+        ("order-1020", "0708374149", Fault::InternalError),
+        (
+            "order-1021",
+            "0708374150",
+            Fault::Status {
+                http: 503,
+                error_code: String::new(),
+                error_message: String::new(),
+            },
+        ),
+    ];
+    for (key, phone, fault) in faults {
+        s.stack.sim().fault(Endpoint::StkPush, fault, 1);
+        let pushes = s.pushes();
+        let failed = s.pay(payment(phone, 100), Some(key)).await;
+        assert_eq!(failed.status, 504, "{key}: {}", failed.body);
+        assert_eq!(code(&failed), "daraja_timeout", "{key}");
+        assert_eq!(failed.body["error"]["outcome"], "unknown", "{key}");
+        assert_eq!(
+            s.intent_status(key).await,
+            Some(IntentStatus::OutcomeUnknown),
+            "{key}"
+        );
+        // The same key replays the answer; another key for the phone is held off.
+        let again = s.pay(payment(phone, 100), Some(key)).await;
+        assert_eq!((again.status, &again.body), (504, &failed.body), "{key}");
+        let other = s.pay(payment(phone, 100), None).await;
+        assert_eq!((other.status, code(&other)), (409, "phone_busy"), "{key}");
+        assert_eq!(s.pushes(), pushes + 1, "{key}: one push, never a second");
+    }
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_garbage_answer_is_502_with_the_outcome_unknown() {
     let s = start(1, &[]).await;

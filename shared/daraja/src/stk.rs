@@ -14,6 +14,9 @@ use crate::wire::StkPushResponse;
 /// subscriber", "The transaction is being processed") arrive as HTTP 500 with this code.
 pub(crate) const BUSINESS_ERROR: &str = "500.001.1001";
 
+/// "Internal server error" after the request was forwarded: it may have been acted on.
+const INTERNAL_ERROR: &str = "500.003.1001";
+
 /// Sends STK pushes and queries. Implementations are shared by every request of a process.
 #[async_trait]
 pub trait Daraja: Send + Sync {
@@ -105,8 +108,10 @@ pub enum DarajaError {
         error_message: String,
         request_id: Option<String>,
     },
-    /// Daraja could not take the request: connection refused, or a 5xx such as `500.003.02`
-    /// (system busy / spike arrest) or `500.003.1001`. Safe to try again later.
+    /// Daraja could not take the request, or failed with it: connection refused or no token
+    /// (`http_status` is `None`: nothing reached the API), or a 5xx to the request itself such
+    /// as `500.003.02` (system busy / spike arrest). Safe to try again later unless
+    /// [`is_outcome_unknown`](Self::is_outcome_unknown) says otherwise.
     #[error("Daraja is unavailable{}: {message}", .http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
     Unavailable {
         http_status: Option<u16>,
@@ -143,18 +148,21 @@ impl DarajaError {
     }
 
     /// True when Daraja may have acted on the request although we saw no usable answer: a
-    /// timeout or broken connection after sending, an unreadable 2xx, or a gateway timeout
-    /// (502/504 without a Daraja error code). Such a push must not be sent again; find its
-    /// outcome by callback or query.
+    /// timeout or broken connection after sending, an unreadable 2xx, any 5xx to the request
+    /// itself without a Daraja error code (the gateway or the backend failed after receiving
+    /// it), or `500.003.1001` (an internal error after the request was forwarded). Such a push
+    /// must not be sent again; find its outcome by callback or query. Only the refusals Daraja
+    /// gives before forwarding (`500.003.02` spike arrest, `500.003.03` quota) and failures to
+    /// connect or to get a token are safe to retry.
     pub fn is_outcome_unknown(&self) -> bool {
         match self {
             Self::TimedOut => true,
             Self::BadResponse { http_status, .. } => (200..300).contains(http_status),
             Self::Unavailable {
-                http_status: Some(502 | 504),
-                error_code: None,
+                http_status: Some(500..=599),
+                error_code,
                 ..
-            } => true,
+            } => matches!(error_code.as_deref(), None | Some(INTERNAL_ERROR)),
             _ => false,
         }
     }

@@ -234,7 +234,8 @@ fn opt_string_or_number<'de, D: Deserializer<'de>>(
             Ok(None)
         }
         fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            string_or_number(d).map(Some)
+            // A blank value says nothing: the same as an absent one.
+            string_or_number(d).map(|text| Some(text).filter(|t| !t.trim().is_empty()))
         }
     }
     deserializer.deserialize_option(OptVisitor)

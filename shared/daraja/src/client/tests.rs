@@ -427,6 +427,35 @@ async fn daraja_errors_map_to_typed_errors() {
                 }
             ) && e.is_outcome_unknown()
         }),
+        // A 5xx to the push itself without a Daraja code, or an internal error after
+        // forwarding: Daraja may have acted.
+        ((500, json!("internal")), |e| {
+            matches!(
+                e,
+                DarajaError::Unavailable {
+                    http_status: Some(500),
+                    error_code: None,
+                    ..
+                }
+            ) && e.is_outcome_unknown()
+        }),
+        ((503, json!({"errorCode": "", "errorMessage": ""})), |e| {
+            matches!(
+                e,
+                DarajaError::Unavailable {
+                    http_status: Some(503),
+                    error_code: None,
+                    ..
+                }
+            ) && e.is_outcome_unknown()
+        }),
+        (
+            (
+                500,
+                json!({"errorCode": "500.003.1001", "errorMessage": "Internal Server Error"}),
+            ),
+            |e| e.error_code() == Some("500.003.1001") && e.is_outcome_unknown(),
+        ),
         ((403, json!("forbidden")), |e| {
             matches!(
                 e,
@@ -707,6 +736,9 @@ async fn a_failed_fetch_gives_the_lease_back() {
         matches!(refused, Err(DarajaError::Unavailable { .. })),
         "{refused:?}"
     );
+    // No push was sent: a token failure is never "outcome unknown", whatever its status.
+    assert!(!refused.as_ref().unwrap_err().is_outcome_unknown());
+    assert_eq!(stub.push_calls.load(Ordering::SeqCst), 0);
     assert!(!*store.leased.lock().unwrap());
 
     *stub.token_answer.lock().unwrap() = None;

@@ -172,12 +172,15 @@ fn read_token(
         }
         429 => Err(DarajaError::RateLimited),
         500..=599 => {
+            // No status: the push or query itself was never sent, so this is never "outcome
+            // unknown" (a 5xx to the request itself can be).
             let error: DarajaErrorBody = serde_json::from_slice(body).unwrap_or_default();
             Err(DarajaError::Unavailable {
-                http_status: Some(status),
-                message: error
-                    .error_message
-                    .unwrap_or_else(|| format!("token endpoint answered HTTP {status}")),
+                http_status: None,
+                message: match error.error_message {
+                    Some(message) => format!("token endpoint answered HTTP {status}: {message}"),
+                    None => format!("token endpoint answered HTTP {status}"),
+                },
                 error_code: error.error_code,
             })
         }
