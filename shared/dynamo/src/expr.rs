@@ -44,7 +44,11 @@ impl Expr {
     /// Registers `value` as `:key`.
     pub fn value(&mut self, key: &str, value: AttributeValue) -> String {
         let placeholder = format!(":{key}");
-        self.values.insert(placeholder.clone(), value);
+        let earlier = self.values.insert(placeholder.clone(), value.clone());
+        debug_assert!(
+            earlier.is_none_or(|earlier| earlier == value),
+            "{placeholder} registered twice with different values"
+        );
         placeholder
     }
 

@@ -13,10 +13,10 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use payments::intent::{
     begin_on_existing, new_record, phone_pk, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
-    NewIntent, PhoneLock, PushLedger, StoredAnswer,
+    NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer,
 };
-use payments::payment::{NewPayment, PaymentStatus};
-use payments::{PaymentStore, PendingWrite, StoreError};
+use payments::payment::NewPayment;
+use payments::{PaymentStore, StoreError};
 
 use crate::error::{cancelled, codes, condition_failed, CONDITION_FAILED, TRANSACTION_CONFLICT};
 use crate::expr::Expr;
@@ -71,32 +71,27 @@ impl DynamoLedger {
         Ok(())
     }
 
-    /// Writes `items` in one transaction; `payment`, when given, is the first of them. Returns
-    /// the payment's final status when a result had come first (`None`: it is pending, or there
-    /// is no payment).
+    /// Writes `items` in one transaction; `payment`, when given, is the first of them. Says what
+    /// the pending write found (`Pending` too when there is no payment).
     async fn settle(
         &self,
         items: Vec<TransactWriteItem>,
         payment: Option<&NewPayment>,
-    ) -> Result<Option<PaymentStatus>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         match self.table.transact(items.clone()).await? {
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(Recorded::Pending),
             Err(reasons) => {
                 tracing::warn!(
                     reasons = %codes(&reasons),
                     "push ledger transaction cancelled; writing its parts one by one"
                 );
                 let mut rest = items;
-                let mut known = None;
+                let mut known = Recorded::Pending;
                 if let Some(payment) = payment {
                     // The payment is the first item; the store's own rules handle a callback
                     // that came first.
                     rest.remove(0);
-                    if let PendingWrite::ResultAlreadyKnown(record) =
-                        self.payments.record_pending(payment).await?
-                    {
-                        known = Some(record.status);
-                    }
+                    known = Recorded::from(&self.payments.record_pending(payment).await?);
                 }
                 self.each(rest).await?;
                 Ok(known)
@@ -249,7 +244,7 @@ impl PushLedger for DynamoLedger {
         intent: &NewIntent,
         payment: &NewPayment,
         answer: &StoredAnswer,
-    ) -> Result<Option<PaymentStatus>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let items = vec![
             self.pending_payment(payment),
             self.settle_intent(

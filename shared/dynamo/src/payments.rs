@@ -323,9 +323,16 @@ impl PaymentStore for DynamoStore {
                             "attribute_exists({pk}) AND {status} <> {pending} AND NOT ({mismatch})"
                         ));
                     }
+                    let flagged = plan == PendingPlan::FlagForReview;
                     self.update(&payment.checkout_request_id, update)
                         .await?
-                        .map(PendingWrite::ResultAlreadyKnown)
+                        .map(|record| {
+                            if flagged {
+                                PendingWrite::FlaggedForReview(record)
+                            } else {
+                                PendingWrite::ResultAlreadyKnown(record)
+                            }
+                        })
                 }
             };
             match written {

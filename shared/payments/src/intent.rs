@@ -26,7 +26,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::payment::{timestamp, NewPayment, PaymentStatus};
-use crate::store::StoreError;
+use crate::store::{PendingWrite, StoreError};
 
 /// How long an Idempotency-Key is remembered (Stripe's rule).
 pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
@@ -245,14 +245,14 @@ pub trait PushLedger: Send + Sync {
 
     /// Daraja accepted the push: records the pending payment (with
     /// [`PaymentStore::record_pending`]'s rules, so it commutes with the callback), completes
-    /// the intent with `answer` and tags the phone lock with the checkout id. Returns the final
-    /// status when the result had come first (`None`: the payment is pending).
+    /// the intent with `answer` and tags the phone lock with the checkout id. Says what the
+    /// pending write found.
     async fn accepted(
         &self,
         intent: &NewIntent,
         payment: &NewPayment,
         answer: &StoredAnswer,
-    ) -> Result<Option<PaymentStatus>, StoreError>;
+    ) -> Result<Recorded, StoreError>;
 
     /// Daraja did not accept the push; `at` is when that became known.
     async fn failed(
@@ -275,6 +275,27 @@ pub trait PushLedger: Send + Sync {
         phone: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<PhoneLock>, StoreError>;
+}
+
+/// What [`PushLedger::accepted`] found when it wrote the pending payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// No result yet: the payment is pending.
+    Pending,
+    /// The result had come first; the record keeps this final status.
+    ResultKnown(PaymentStatus),
+    /// A success for another amount had come first: this write turned it `NEEDS_REVIEW`.
+    FlaggedForReview,
+}
+
+impl From<&PendingWrite> for Recorded {
+    fn from(written: &PendingWrite) -> Self {
+        match written {
+            PendingWrite::Created(_) => Recorded::Pending,
+            PendingWrite::ResultAlreadyKnown(record) => Recorded::ResultKnown(record.status),
+            PendingWrite::FlaggedForReview(_) => Recorded::FlaggedForReview,
+        }
+    }
 }
 
 /// How long an intent may stay `IN_PROGRESS` before its push is taken for dead: the push

@@ -217,11 +217,12 @@ impl PaymentResult {
     /// Whether this result is the success callback of a payment an STK query already
     /// completed: same result code, and the record still lacks the receipt, amount paid
     /// and paying phone that only a callback carries. A record holding a receipt is never
-    /// enriched (another receipt would be a second payment), nor is a failed one.
+    /// enriched (another receipt would be a second payment), nor is a failed one. A success
+    /// callback without a receipt enriches too: it cannot be checked, so the record turns
+    /// `NEEDS_REVIEW` rather than taking it for a repeat of the query's success.
     pub fn enriches(&self, record: &PaymentRecord) -> bool {
         self.source == ResultSource::Callback
             && self.is_success()
-            && self.receipt.is_some()
             && record.status == PaymentStatus::Completed
             && record.reconciled_by == Some(ResultSource::Query)
             && record.receipt.is_none()

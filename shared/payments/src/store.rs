@@ -37,14 +37,20 @@ impl StoreError {
 pub enum PendingWrite {
     /// The record is pending (created now, or already pending from an earlier write).
     Created(PaymentRecord),
-    /// The result had arrived first: the details were added to the final record.
+    /// The result had arrived first: the details were added to the final record, whose
+    /// status stays.
     ResultAlreadyKnown(PaymentRecord),
+    /// A success for another amount had arrived first: the details were added and this write
+    /// turned the record `NEEDS_REVIEW`.
+    FlaggedForReview(PaymentRecord),
 }
 
 impl PendingWrite {
     pub fn record(&self) -> &PaymentRecord {
         match self {
-            PendingWrite::Created(record) | PendingWrite::ResultAlreadyKnown(record) => record,
+            PendingWrite::Created(record)
+            | PendingWrite::ResultAlreadyKnown(record)
+            | PendingWrite::FlaggedForReview(record) => record,
         }
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
 use daraja::wire::StkPushResponse;
 use daraja::{mask_id, Charge, Clock, Daraja, DarajaError, FailureKind, PushRequest, Secret};
-use payments::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, StoredAnswer};
+use payments::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, Recorded, StoredAnswer};
 use payments::payment::{NewPayment, PaymentStatus};
 
 use super::{ApiError, ErrorCode};
@@ -265,9 +265,10 @@ impl PushService {
             body: accepted_body(&answer),
         };
         match self.ledger.accepted(intent, &pending, &stored).await {
-            // The callback came first with a success for another amount, or one that cannot be
-            // checked: counted here, where the record turned NEEDS_REVIEW.
-            Ok(Some(PaymentStatus::NeedsReview)) => {
+            // The callback came first with a success for another amount: this write turned the
+            // record NEEDS_REVIEW, and is where it is counted (a callback that cannot be checked
+            // was counted when it arrived).
+            Ok(Recorded::FlaggedForReview) => {
                 metrics::count(Metric::PaymentNeedsReview);
                 tracing::warn!(
                     intent = %intent.key.log_id(),

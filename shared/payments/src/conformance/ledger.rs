@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::{charge, success};
 use crate::intent::{
-    Begin, Failure, IntentKey, IntentStatus, NewIntent, PushLedger, StoredAnswer, ABANDONED_AFTER,
+    Begin, Failure, IntentKey, IntentStatus, NewIntent, PushLedger, Recorded, StoredAnswer,
+    ABANDONED_AFTER,
 };
 use crate::payment::{timestamp, NewPayment, PaymentStatus};
 use crate::store::PaymentStore;
@@ -111,7 +112,11 @@ pub async fn accepted_answer_is_replayed_with_its_records(ledger: Ledger, paymen
         .accepted(&first, &payment("ws_CO_A1", &first), &accepted)
         .await
         .unwrap();
-    assert_eq!(known, None, "no result yet: the payment is pending");
+    assert_eq!(
+        known,
+        Recorded::Pending,
+        "no result yet: the payment is pending"
+    );
     assert_eq!(
         begin(&ledger, &first).await,
         Begin::Replay(accepted.clone())
@@ -356,7 +361,7 @@ pub async fn accepted_after_the_callback_keeps_the_result(ledger: Ledger, paymen
         .accepted(&first, &payment("ws_CO_D1", &first), &accepted)
         .await
         .unwrap();
-    assert_eq!(known, Some(PaymentStatus::Completed));
+    assert_eq!(known, Recorded::ResultKnown(PaymentStatus::Completed));
     let record = payments.get("ws_CO_D1").await.unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::Completed);
     assert_eq!(record.amount, Some(100));
@@ -384,9 +389,22 @@ pub async fn accepted_after_a_short_callback_needs_review(ledger: Ledger, paymen
         .accepted(&first, &payment("ws_CO_F1", &first), &answer(202, "ok"))
         .await
         .unwrap();
-    assert_eq!(known, Some(PaymentStatus::NeedsReview));
+    assert_eq!(known, Recorded::FlaggedForReview);
     let record = payments.get("ws_CO_F1").await.unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::NeedsReview);
     assert_eq!(record.amount, Some(100));
     assert_eq!(record.amount_paid_whole, Some(1));
+
+    // A success that cannot be checked was under review before the push was recorded: the
+    // push finds it so (and does not count it a second time).
+    let second = intent(Some("k2"), "254708000016", now());
+    assert_eq!(begin(&ledger, &second).await, Begin::Started);
+    let mut no_receipt = success("ws_CO_F2", "100", Some(100));
+    no_receipt.receipt = None;
+    payments.apply_result(&no_receipt).await.unwrap();
+    let known = ledger
+        .accepted(&second, &payment("ws_CO_F2", &second), &answer(202, "ok"))
+        .await
+        .unwrap();
+    assert_eq!(known, Recorded::ResultKnown(PaymentStatus::NeedsReview));
 }

@@ -222,10 +222,10 @@ pub async fn amount_mismatch_result_first_needs_review(store: &dyn PaymentStore)
         PaymentStatus::Completed,
         "nothing to compare with yet"
     );
-    let PendingWrite::ResultAlreadyKnown(record) =
+    let PendingWrite::FlaggedForReview(record) =
         pending(store, &payment("ws_CO_short_rev", 100)).await
     else {
-        panic!("the pending write must see the earlier result");
+        panic!("the pending write must see the earlier result and flag it");
     };
     assert_eq!(record.status, PaymentStatus::NeedsReview);
     assert_eq!(record.amount, Some(100));
@@ -283,6 +283,19 @@ pub async fn unverifiable_success_needs_review_in_either_order(store: &dyn Payme
         assert_eq!(
             comparable(stored(store, &id).await).status,
             comparable(stored(store, &later).await).status
+        );
+        // After an STK query completed the payment: the callback that cannot be checked still
+        // turns it NEEDS_REVIEW (it is never taken for a repeat of the query's success).
+        let queried_first = format!("{id}_queried");
+        pending(store, &payment(&queried_first, 100)).await;
+        apply(store, &queried(success(&queried_first, "100", Some(100)))).await;
+        let mut after_query = result.clone();
+        after_query.checkout_request_id = queried_first.clone();
+        let (enriched, _) = transitioned(apply(store, &after_query).await);
+        assert_eq!(
+            enriched.status,
+            PaymentStatus::NeedsReview,
+            "{queried_first}"
         );
     }
     assert!(orphan_ids(store).await.is_empty());

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use super::MemoryStore;
 use crate::intent::{
     begin_on_existing, new_record, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
-    NewIntent, PhoneLock, PushLedger, StoredAnswer,
+    NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer,
 };
-use crate::payment::{timestamp, NewPayment, PaymentStatus};
-use crate::store::{PaymentStore, PendingWrite, StoreError};
+use crate::payment::{timestamp, NewPayment};
+use crate::store::{PaymentStore, StoreError};
 
 /// The in-memory ledger, with the payments in a [`MemoryStore`]. One lock over both maps
 /// gives the all-or-nothing of a DynamoDB transaction.
@@ -107,7 +107,7 @@ impl PushLedger for MemoryLedger {
         intent: &NewIntent,
         payment: &NewPayment,
         answer: &StoredAnswer,
-    ) -> Result<Option<PaymentStatus>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         let written = self.payments.record_pending(payment).await?;
         let mut state = self.state();
         state.settle(intent, IntentStatus::Accepted, answer, payment.created_at);
@@ -122,10 +122,7 @@ impl PushLedger for MemoryLedger {
                 lock.locked_until = (payment.created_at + intent.phone_lock).timestamp();
             }
         }
-        Ok(match written {
-            PendingWrite::Created(_) => None,
-            PendingWrite::ResultAlreadyKnown(record) => Some(record.status),
-        })
+        Ok(Recorded::from(&written))
     }
 
     async fn failed(

@@ -208,7 +208,7 @@ impl PaymentStore for MemoryStore {
             }
             (PendingPlan::FlagForReview, Some(mut record)) => {
                 record.status = PaymentStatus::NeedsReview;
-                PendingWrite::ResultAlreadyKnown(record)
+                PendingWrite::FlaggedForReview(record)
             }
             (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview, None) => {
                 return Err(unplanned(&payment.checkout_request_id))

@@ -59,7 +59,7 @@ impl PushLedger for StoreDown {
         _: &NewIntent,
         _: &NewPayment,
         _: &StoredAnswer,
-    ) -> Result<Option<PaymentStatus>, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         unreachable!("nothing is accepted without an intent")
     }
     async fn failed(&self, _: &NewIntent, _: &Failure, _: DateTime<Utc>) -> Result<(), StoreError> {
