@@ -62,7 +62,7 @@ mod tests {
     const SCHEDULE: &str = include_str!("../../../events/reconcile-schedule.json");
 
     fn deps(store: Arc<MemoryStore>, clock: Arc<FixedClock>, settings: ReconcileSettings) -> Deps {
-        // Nothing scripted: every query fails as unavailable, nothing sent.
+        // The fake sends nothing: every query fails as unavailable.
         Deps {
             daraja: Arc::new(FakeDaraja::new()),
             store,

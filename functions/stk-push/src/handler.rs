@@ -45,7 +45,7 @@ mod tests {
     use payments::intent::IntentKey;
     use payments::{MemoryLedger, MemoryStore, PaymentStore};
 
-    /// A service over a counting fake Daraja with nothing scripted: a push that reaches it is
+    /// A service over the counting fake Daraja, which sends nothing: a push that reaches it is
     /// counted and answered "unavailable" (503, nothing sent).
     fn service(store: Arc<MemoryStore>) -> (PushService, Arc<FakeDaraja>) {
         let daraja = Arc::new(FakeDaraja::new());

@@ -18,7 +18,7 @@ fn now() -> DateTime<Utc> {
     timestamp::truncate(Utc::now())
 }
 
-/// A service over a counting fake Daraja with nothing scripted: a push that gets as far as
+/// A service over the counting fake Daraja, which sends nothing: a push that gets as far as
 /// Daraja is counted and answered "unavailable" (a 503), so `daraja.pushes() == 0` proves
 /// Daraja was never called.
 fn service(ledger: Arc<dyn PushLedger>) -> (PushService, Arc<FakeDaraja>) {
