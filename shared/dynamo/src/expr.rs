@@ -44,11 +44,13 @@ impl Expr {
     /// Registers `value` as `:key`.
     pub fn value(&mut self, key: &str, value: AttributeValue) -> String {
         let placeholder = format!(":{key}");
-        let earlier = self.values.insert(placeholder.clone(), value.clone());
         debug_assert!(
-            earlier.is_none_or(|earlier| earlier == value),
+            self.values
+                .get(&placeholder)
+                .is_none_or(|earlier| *earlier == value),
             "{placeholder} registered twice with different values"
         );
+        self.values.insert(placeholder.clone(), value);
         placeholder
     }
 

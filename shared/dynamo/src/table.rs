@@ -4,6 +4,7 @@
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Delete, Put, ReturnValue,
@@ -42,16 +43,8 @@ impl Table {
     /// One conditional `UpdateItem` on `pk`, returning the item as it is after the write, or as
     /// it was when the condition failed.
     pub async fn update(&self, pk: String, expr: Expr) -> Result<Conditional, StoreError> {
-        let parts = expr.finish();
         let answer = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .key(PK, s(pk))
-            .set_update_expression(parts.update)
-            .set_condition_expression(parts.condition)
-            .set_expression_attribute_names(parts.names)
-            .set_expression_attribute_values(parts.values)
+            .update_request(pk, expr)
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -71,18 +64,7 @@ impl Table {
     /// One conditional `UpdateItem` on `pk` that returns nothing: `Ok(false)` when the
     /// condition failed.
     pub async fn write(&self, pk: String, expr: Expr) -> Result<bool, StoreError> {
-        let parts = expr.finish();
-        let answer = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .key(PK, s(pk))
-            .set_update_expression(parts.update)
-            .set_condition_expression(parts.condition)
-            .set_expression_attribute_names(parts.names)
-            .set_expression_attribute_values(parts.values)
-            .send()
-            .await;
+        let answer = self.update_request(pk, expr).send().await;
         match answer {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(failure))
@@ -92,6 +74,19 @@ impl Table {
             }
             Err(other) => Err(unavailable(other)),
         }
+    }
+
+    /// The `UpdateItem` of `expr` on `pk`, before its return values are chosen.
+    fn update_request(&self, pk: String, expr: Expr) -> UpdateItemFluentBuilder {
+        let parts = expr.finish();
+        self.client
+            .update_item()
+            .table_name(&self.name)
+            .key(PK, s(pk))
+            .set_update_expression(parts.update)
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
     }
 
     /// A strongly consistent read of `pk`, of the `only` attributes when given.
