@@ -92,6 +92,7 @@ fn push(phone: &str, amount: u64) -> PushRequest {
             description: TransactionDesc::default(),
         },
         callback_url: CALLBACK_URL.to_owned(),
+        deadline: daraja::Deadline::after(std::time::Duration::from_secs(30)),
     }
 }
 

@@ -13,6 +13,7 @@
 //! `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
 
 mod common;
+mod wait;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +38,7 @@ use payments::PaymentStore;
 use serde_json::{json, Value};
 
 use common::{fresh_table, moto_endpoint};
+use wait::Deadline;
 
 async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
     let (client, table) = fresh_table("push").await;
@@ -140,7 +142,12 @@ async fn an_accepted_push_costs_two_dynamodb_requests() {
     let p = in_process().await;
     let answer = p
         .service
-        .start(&body("0708374149", 100), None, Some(b"order-1"))
+        .start(
+            &body("0708374149", 100),
+            None,
+            Some(b"order-1"),
+            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+        )
         .await
         .expect("accepted");
     assert_eq!(answer.status(), 202);
@@ -153,7 +160,12 @@ async fn an_accepted_push_costs_two_dynamodb_requests() {
     assert_eq!(record.status, PaymentStatus::Pending);
     // Without a key the intent is still written first: same cost.
     p.service
-        .start(&body("0708374150", 100), None, None)
+        .start(
+            &body("0708374150", 100),
+            None,
+            None,
+            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+        )
         .await
         .expect("accepted");
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 4);
@@ -174,7 +186,12 @@ async fn a_refused_push_costs_two_dynamodb_requests_and_is_replayed() {
     );
     let error = p
         .service
-        .start(&body("0708374149", 100), None, Some(b"order-1"))
+        .start(
+            &body("0708374149", 100),
+            None,
+            Some(b"order-1"),
+            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+        )
         .await
         .expect_err("refused");
     assert_eq!(
@@ -184,7 +201,12 @@ async fn a_refused_push_costs_two_dynamodb_requests_and_is_replayed() {
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
     let again = p
         .service
-        .start(&body("0708374149", 100), None, Some(b"order-1"))
+        .start(
+            &body("0708374149", 100),
+            None,
+            Some(b"order-1"),
+            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+        )
         .await
         .expect("replayed");
     assert_eq!((again.status(), again.body()), (502, error.body()));
@@ -206,7 +228,12 @@ async fn ledger_pending_write_is_the_store_s_own() {
     let p = in_process().await;
     let answer = p
         .service
-        .start(&body("0708374149", 100), None, None)
+        .start(
+            &body("0708374149", 100),
+            None,
+            None,
+            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+        )
         .await
         .expect("accepted");
     let id = answer.body()["checkout_request_id"]
@@ -491,8 +518,9 @@ async fn dynamodb_down_before_the_push_is_503_and_nothing_is_sent() {
     let answer = s.pay(payment("0708374149", 100), Some("order-1006")).await;
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(code(&answer), "storage_unavailable");
-    let counts = s.stack.sim().counts();
-    assert_eq!((counts.stk_push, counts.oauth), (0, 0));
+    // The token is got before the intent is written (so that an unsettled intent means a push
+    // was sent); no push is sent without the intent.
+    assert_eq!(s.stack.sim().counts().stk_push, 0);
     assert!(s.items().await.is_empty());
     s.shutdown().await;
 }
@@ -619,5 +647,200 @@ async fn an_expired_token_is_refreshed_once_and_the_push_accepted() {
         Some(IntentStatus::Accepted)
     );
     assert_eq!(with_prefix(&s.items().await, "PAY#").len(), 2);
+    s.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The function's deadline, and a store that fails after Daraja accepted.
+
+/// Between the functions and moto: forwards every request, and answers the transactions
+/// whose number (1-based, counted across all callers) is in `fail` with a 500
+/// `InternalServerError`, which the SDK and the push function both retry.
+#[derive(Default)]
+struct FaultyDynamo {
+    target: String,
+    transactions: AtomicUsize,
+    fail: std::sync::Mutex<std::ops::Range<usize>>,
+    failed: AtomicUsize,
+}
+
+impl FaultyDynamo {
+    async fn start(target: String, fail: std::ops::Range<usize>) -> (Arc<Self>, String) {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use axum::response::IntoResponse;
+
+        let faults = Arc::new(Self {
+            target,
+            fail: std::sync::Mutex::new(fail),
+            ..Self::default()
+        });
+        async fn forward(
+            State((faults, http)): State<(Arc<FaultyDynamo>, reqwest::Client)>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> axum::response::Response {
+            let is_transaction = headers
+                .get("x-amz-target")
+                .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
+            if is_transaction {
+                let n = faults.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+                if faults.fail.lock().unwrap().contains(&n) {
+                    faults.failed.fetch_add(1, Ordering::SeqCst);
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        [("content-type", "application/x-amz-json-1.0")],
+                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault"}"#,
+                    )
+                        .into_response();
+                }
+            }
+            let mut request = http.request(method, format!("{}{}", faults.target, uri.path()));
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    request = request.header(name, value);
+                }
+            }
+            match request.body(body).send().await {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let headers = answer.headers().clone();
+                    let body = answer.bytes().await.unwrap_or_default();
+                    let mut response = (status, body).into_response();
+                    for (name, value) in &headers {
+                        if name != "content-length" && name != "transfer-encoding" {
+                            response.headers_mut().insert(name, value.clone());
+                        }
+                    }
+                    response
+                }
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state((faults.clone(), reqwest::Client::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (faults, url)
+    }
+
+    fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// No more faults from now on.
+    fn heal(&self) {
+        *self.fail.lock().unwrap() = 0..0;
+    }
+}
+
+/// A stack whose functions reach moto through a [`FaultyDynamo`].
+async fn start_faulty(
+    fail: std::ops::Range<usize>,
+    extra_env: &[(&str, &str)],
+) -> (Stack, Arc<FaultyDynamo>) {
+    let (faults, url) = FaultyDynamo::start(moto_endpoint().await, fail).await;
+    let mut env = vec![("AWS_ENDPOINT_URL_DYNAMODB", url.as_str())];
+    env.extend_from_slice(extra_env);
+    (start(1, &env).await, faults)
+}
+
+#[tokio::test]
+async fn a_daraja_answer_held_past_the_function_timeout_is_recorded_as_unknown_before_the_end() {
+    // Before deadlines, the 15 s push outlived the 10 s function: Lambda stopped it with the
+    // intent unsettled and no answer recorded. Now the push is cut off in time to record it.
+    let s = start(1, &[("AWS_LAMBDA_FUNCTION_TIMEOUT", "10")]).await;
+    s.stack.sim().fault(Endpoint::StkPush, Fault::Hang, 1);
+    let hung = s.pay(payment("0708374149", 100), Some("order-2001")).await;
+    assert_eq!(hung.status, 504, "{}", hung.body);
+    assert_eq!(code(&hung), "daraja_timeout");
+    assert_eq!(hung.body["error"]["outcome"], "unknown");
+    assert_eq!(
+        s.intent_status("order-2001").await,
+        Some(IntentStatus::OutcomeUnknown)
+    );
+    let again = s.pay(payment("0708374149", 100), Some("order-2001")).await;
+    assert_eq!((again.status, &again.body), (504, &hung.body));
+    assert!(again.replayed);
+    assert_eq!(s.pushes(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_accepted_write_that_fails_for_a_while_is_retried_and_lands() {
+    // Transaction 1 is the intent; 2 to 5 (the SDK's three attempts and one more) fail.
+    let (s, faults) = start_faulty(2..6, &[]).await;
+    let answer = s.pay(payment("0708374149", 100), Some("order-2002")).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert_eq!(faults.failed(), 4);
+    let id = answer.body["checkout_request_id"].as_str().expect("id");
+    let record = s.store.get(id).await.unwrap().expect("pending record");
+    assert_eq!(record.status, PaymentStatus::Pending);
+    assert_eq!(
+        s.intent_status("order-2002").await,
+        Some(IntentStatus::Accepted)
+    );
+    let again = s.pay(payment("0708374149", 100), Some("order-2002")).await;
+    assert_eq!((again.status, &again.body), (202, &answer.body));
+    assert_eq!(s.pushes(), 1);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_accepted_push_the_store_never_records_is_in_doubt_counted_and_never_contradicted() {
+    // Every transaction after the intent fails: Daraja's acceptance cannot be recorded.
+    let (s, faults) = start_faulty(2..usize::MAX, &[("AWS_LAMBDA_FUNCTION_TIMEOUT", "10")]).await;
+    let first = s.pay(payment("0708374149", 100), Some("order-2003")).await;
+    assert_eq!(first.status, 504, "{}", first.body);
+    assert_eq!(code(&first), "push_in_doubt");
+    assert_eq!(first.body["error"]["outcome"], "unknown");
+    let id = first.body["error"]["checkout_request_id"]
+        .as_str()
+        .expect("the checkout id is in the answer")
+        .to_owned();
+    assert!(faults.failed() >= 4, "retried: {}", faults.failed());
+    assert_eq!(s.pushes(), 1);
+    // Counted for the alarm, and the full checkout id is in the one log line that says so.
+    let logs = s.stack.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("\"PushInDoubt\":1")),
+        "no PushInDoubt metric"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("push in doubt") && l.contains(&id)),
+        "no in-doubt line with the checkout id"
+    );
+    // The store recovers. The intent is unsettled and the phone locked: another key for the
+    // phone is refused.
+    faults.heal();
+    assert_eq!(
+        s.intent_status("order-2003").await,
+        Some(IntentStatus::InProgress)
+    );
+    let other = s.pay(payment("0708374149", 100), Some("order-2004")).await;
+    assert_eq!((other.status, code(&other)), (409, "phone_busy"));
+    // The key says "in progress" until the function's deadline (and the clock margin) has
+    // passed, then the same code as the first answer: never a 202, never a second push.
+    let wait = Deadline::after(Duration::from_secs(30), "the key to leave in progress");
+    loop {
+        let answer = s.pay(payment("0708374149", 100), Some("order-2003")).await;
+        if answer.status != 409 {
+            break;
+        }
+        assert_eq!(code(&answer), "idempotency_in_progress");
+        wait.not_yet(answer.body).await;
+    }
+    let again = s.pay(payment("0708374149", 100), Some("order-2003")).await;
+    assert_eq!((again.status, code(&again)), (504, "push_in_doubt"));
+    assert!(again.replayed);
+    assert_eq!(s.pushes(), 1);
     s.shutdown().await;
 }

@@ -366,6 +366,7 @@ fn push(n: u32) -> PushRequest {
             description: TransactionDesc::default(),
         },
         callback_url: "http://127.0.0.1:9/hooks/stk".to_owned(),
+        deadline: daraja::Deadline::after(std::time::Duration::from_secs(30)),
     }
 }
 

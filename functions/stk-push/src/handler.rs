@@ -1,7 +1,7 @@
 //! HTTP in, HTTP out: the payment logic lives in `app::api::PushService`.
 
-use app::api::PushService;
-use app::lambda::{body_bytes, error_response, json_response, request_base_url};
+use app::api::{PushService, DEFAULT_INVOCATION_TIME};
+use app::lambda::{body_bytes, deadline, error_response, json_response, request_base_url};
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Error, Request, Response};
 
@@ -17,7 +17,12 @@ pub async fn handle(service: &PushService, request: Request) -> Result<Response<
         .map(HeaderValue::as_bytes);
     Ok(
         match service
-            .start(body_bytes(&request), base_url.as_deref(), key)
+            .start(
+                body_bytes(&request),
+                base_url.as_deref(),
+                key,
+                deadline(&request, DEFAULT_INVOCATION_TIME),
+            )
             .await
         {
             Ok(answer) => {

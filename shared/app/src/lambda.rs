@@ -27,6 +27,15 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
     json_response(error.status(), &error.body())
 }
 
+/// The invocation's deadline, as the Lambda runtime gives it; `otherwise` from now when the
+/// request carries no Lambda context (a test building a request by hand).
+pub fn deadline(request: &Request, otherwise: std::time::Duration) -> daraja::Deadline {
+    match request.lambda_context_ref() {
+        Some(context) => daraja::Deadline::at_system_time(context.deadline()),
+        None => daraja::Deadline::after(otherwise),
+    }
+}
+
 /// The request body as bytes (API Gateway may base64-encode it; lambda_http decodes it).
 pub fn body_bytes(request: &Request) -> &[u8] {
     request.body().as_ref()

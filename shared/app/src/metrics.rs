@@ -26,6 +26,9 @@ pub enum Metric {
     PushAccepted,
     /// `POST /payments` refused; dimension `ErrorCode` is the API error code.
     PushRejected,
+    /// A push whose outcome could not be recorded (Daraja accepted it or may have, and the store
+    /// failed until the function's deadline), or a key found unsettled past its deadline.
+    PushInDoubt,
     /// A callback with a valid token reached the function.
     CallbackReceived,
     /// A callback repeating a result already applied.
@@ -57,6 +60,7 @@ impl Metric {
         match self {
             Metric::PushAccepted => "PushAccepted",
             Metric::PushRejected => "PushRejected",
+            Metric::PushInDoubt => "PushInDoubt",
             Metric::CallbackReceived => "CallbackReceived",
             Metric::CallbackDuplicate => "CallbackDuplicate",
             Metric::CallbackConflict => "CallbackConflict",

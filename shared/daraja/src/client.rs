@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::deadline::Deadline;
 use crate::mask::mask_id;
 use crate::observe::{CallObserver, Endpoint, Unobserved};
 use crate::result_code::OutcomeCategory;
 use crate::secret::Secret;
-use crate::stk::{Daraja, DarajaError, PushRequest, QueryAnswer, BUSINESS_ERROR};
+use crate::stk::{Daraja, DarajaError, PushRequest, QueryAnswer, BUSINESS_ERROR, INVALID_TOKEN};
 use crate::time::{daraja_timestamp, password, Clock};
 use crate::token::{AccessToken, TokenStore};
 use crate::values::{ShortCode, TransactionKind};
@@ -31,8 +32,13 @@ const LEASE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// store's lease, so a holder that died is replaced by one new holder, not by every waiter.
 const LEASE_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
-/// Daraja's "Invalid Access Token": fetch a new token once and retry once.
-const INVALID_TOKEN: &str = "404.001.03";
+/// The least time a request is started with: a call that could only be cut off before Daraja
+/// answers is not made at all (for a push, a cut-off call would leave its outcome unknown).
+pub const MIN_CALL_TIME: Duration = Duration::from_secs(2);
+
+/// The deadline of a query, which no caller bounds yet: room for a lease wait, a token fetch and
+/// the query, as before deadlines existed.
+const QUERY_TIME: Duration = Duration::from_secs(40);
 
 /// Everything the client needs, read once at start. `Debug` shows the secrets as
 /// `<redacted>`, through their own `Debug`.
@@ -218,11 +224,14 @@ impl DarajaClient {
 
     /// Sends the push. `Ok` means Daraja accepted it and will call back; nothing is paid yet.
     /// Sent at most once, except for one retry after `404.001.03` (the gateway refused the
-    /// token, so the first attempt never reached M-Pesa).
+    /// token, so the first attempt never reached M-Pesa). Every request ends by
+    /// `req.deadline`; one that would have less than [`MIN_CALL_TIME`] is not sent.
     pub async fn stk_push(&self, req: &PushRequest) -> Result<StkPushResponse, DarajaError> {
         let body = self.push_body(req);
         let phone = req.charge.phone.masked();
-        let answer = self.call(Endpoint::StkPush, &body, &phone).await?;
+        let answer = self
+            .call(Endpoint::StkPush, &body, &phone, req.deadline)
+            .await?;
         if !answer.is_success() {
             return Err(api_error(&answer));
         }
@@ -247,7 +256,12 @@ impl DarajaClient {
     pub async fn stk_query(&self, checkout_request_id: &str) -> Result<QueryAnswer, DarajaError> {
         let body = self.query_body(checkout_request_id);
         let answer = self
-            .call(Endpoint::StkQuery, &body, &mask_id(checkout_request_id))
+            .call(
+                Endpoint::StkQuery,
+                &body,
+                &mask_id(checkout_request_id),
+                Deadline::after(QUERY_TIME),
+            )
             .await?;
         if !answer.is_success() {
             if is_still_processing(&answer) {
@@ -284,21 +298,23 @@ impl DarajaClient {
         }
     }
 
-    /// One API call with a valid token, retried once with a new token on `404.001.03`.
+    /// One API call with a valid token, retried once with a new token on `404.001.03`, all of
+    /// it over by `by`. The token is got while leaving the call itself [`MIN_CALL_TIME`].
     async fn call<B: Serialize + Sync>(
         &self,
         endpoint: Endpoint,
         body: &B,
         subject: &str,
+        by: Deadline,
     ) -> Result<Answer, DarajaError> {
-        let token = self.token().await?;
-        let answer = self.post(endpoint, &token, body, subject).await?;
+        let token = self.token(by.earlier_by(MIN_CALL_TIME)).await?;
+        let answer = self.post(endpoint, &token, body, subject, by).await?;
         if answer.error_code() != Some(INVALID_TOKEN) {
             return Ok(answer);
         }
         self.forget(&token).await;
-        let token = self.token().await?;
-        self.post(endpoint, &token, body, subject).await
+        let token = self.token(by.earlier_by(MIN_CALL_TIME)).await?;
+        self.post(endpoint, &token, body, subject, by).await
     }
 
     async fn post<B: Serialize + Sync>(
@@ -307,7 +323,17 @@ impl DarajaClient {
         token: &AccessToken,
         body: &B,
         subject: &str,
+        by: Deadline,
     ) -> Result<Answer, DarajaError> {
+        let Some(timeout) = by.clip(self.config.request_timeout, MIN_CALL_TIME) else {
+            tracing::warn!(
+                endpoint = endpoint.name(),
+                subject,
+                left_ms = by.remaining().as_millis() as u64,
+                "daraja call not sent: too little time left before the deadline"
+            );
+            return Err(out_of_time(endpoint.name()));
+        };
         let url = match endpoint {
             Endpoint::StkPush => &self.push_url,
             Endpoint::StkQuery => &self.query_url,
@@ -318,6 +344,7 @@ impl DarajaClient {
             .http
             .post(url)
             .bearer_auth(token.value.expose())
+            .timeout(timeout)
             .json(body)
             .send()
             .await;
@@ -379,12 +406,26 @@ impl DarajaClient {
 /// The trait's calls are the client's own `stk_push` and `stk_query`.
 #[async_trait]
 impl Daraja for DarajaClient {
+    /// Makes sure a token is in hand (from memory, the shared store, or one fetch), by `by`.
+    async fn prepare(&self, by: Deadline) -> Result<(), DarajaError> {
+        self.token(by).await.map(drop)
+    }
+
     async fn stk_push(&self, req: &PushRequest) -> Result<StkPushResponse, DarajaError> {
         DarajaClient::stk_push(self, req).await
     }
 
     async fn stk_query(&self, checkout_request_id: &str) -> Result<QueryAnswer, DarajaError> {
         DarajaClient::stk_query(self, checkout_request_id).await
+    }
+}
+
+/// A call not made for want of time: nothing was sent, so a retry is safe.
+pub(crate) fn out_of_time(what: &str) -> DarajaError {
+    DarajaError::Unavailable {
+        http_status: None,
+        error_code: None,
+        message: format!("{what} not sent: too little time left before the function's deadline"),
     }
 }
 
@@ -419,6 +460,15 @@ fn api_error(answer: &Answer) -> DarajaError {
         .filter(|e| e.error_code.is_some() || e.error_message.is_some());
     match (status, error) {
         (429, _) => DarajaError::RateLimited,
+        // The gateway's own refusal (an HTML page, no Daraja error): the request went no
+        // further, so nothing can have reached the phone.
+        (401 | 403, None) => DarajaError::Unavailable {
+            http_status: Some(status),
+            error_code: None,
+            message: format!(
+                "the gateway refused the request (HTTP {status}) without a Daraja error"
+            ),
+        },
         (400..=499, Some(e)) => rejected(status, e),
         (500..=599, Some(e))
             if e.error_code

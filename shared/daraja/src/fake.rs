@@ -1,5 +1,6 @@
 //! A [`Daraja`] that counts every call and sends nothing, for tests of the code that calls
-//! Daraja: "Daraja was not called" is `fake.pushes() == 0`, not a closed port.
+//! Daraja: "Daraja was not called" is `fake.pushes() == 0`, not a closed port. In its
+//! accepting mode every push is acknowledged, for tests of what happens after.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -9,16 +10,25 @@ use crate::stk::{Daraja, DarajaError, PushRequest, QueryAnswer};
 use crate::wire::StkPushResponse;
 
 /// Answers every push and query [`DarajaError::Unavailable`] with no HTTP status (nothing was
-/// sent, so a retry is safe), and counts them.
+/// sent, so a retry is safe), and counts them; [`FakeDaraja::accepting`] acknowledges pushes.
 #[derive(Debug, Default)]
 pub struct FakeDaraja {
     pushes: AtomicUsize,
     queries: AtomicUsize,
+    accepts: bool,
 }
 
 impl FakeDaraja {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Acknowledges every push, with checkout ids `ws_CO_FAKE_1`, `ws_CO_FAKE_2`, …
+    pub fn accepting() -> Self {
+        Self {
+            accepts: true,
+            ..Self::default()
+        }
     }
 
     /// How many pushes were asked for.
@@ -43,8 +53,17 @@ fn unavailable(call: &str) -> DarajaError {
 #[async_trait]
 impl Daraja for FakeDaraja {
     async fn stk_push(&self, _req: &PushRequest) -> Result<StkPushResponse, DarajaError> {
-        self.pushes.fetch_add(1, Ordering::SeqCst);
-        Err(unavailable("push"))
+        let n = self.pushes.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.accepts {
+            return Err(unavailable("push"));
+        }
+        Ok(StkPushResponse {
+            merchant_request_id: format!("fake-{n}"),
+            checkout_request_id: format!("ws_CO_FAKE_{n}"),
+            response_code: "0".into(),
+            response_description: "Success. Request accepted for processing".into(),
+            customer_message: "Success. Request accepted for processing".into(),
+        })
     }
 
     async fn stk_query(&self, _checkout_request_id: &str) -> Result<QueryAnswer, DarajaError> {

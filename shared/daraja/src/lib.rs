@@ -3,6 +3,7 @@
 //!
 //! - [`values`]: the inputs Daraja accepts, validated before anything is sent.
 //! - [`secret`]: a string that never prints.
+//! - [`deadline`]: the instant a call must be over by.
 //! - [`time`]: the clock, the Nairobi timestamp and the request password.
 //! - [`wire`]: request and response bodies exactly as they travel.
 //! - [`callback`]: a lenient parser for the result Safaricom posts back.
@@ -18,6 +19,7 @@
 pub mod callback;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod deadline;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod mask;
@@ -33,6 +35,7 @@ pub mod wire;
 pub use callback::{parse_callback, AmountPaid, CallbackMetadata, CallbackParseError, StkCallback};
 #[cfg(feature = "client")]
 pub use client::{DarajaClient, DarajaConfig};
+pub use deadline::Deadline;
 pub use mask::mask_id;
 pub use observe::{CallObserver, Endpoint};
 pub use result_code::{OutcomeCategory, ResultCode};

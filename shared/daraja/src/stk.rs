@@ -6,6 +6,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+use crate::deadline::Deadline;
 use crate::result_code::ResultCode;
 use crate::values::{AccountReference, Amount, PhoneNumber, TransactionDesc, ValidationError};
 use crate::wire::StkPushResponse;
@@ -17,10 +18,21 @@ pub(crate) const BUSINESS_ERROR: &str = "500.001.1001";
 /// "Internal server error" after the request was forwarded: it may have been acted on.
 const INTERNAL_ERROR: &str = "500.003.1001";
 
+/// "Invalid Access Token": the gateway refused the bearer token; the request went no further.
+pub(crate) const INVALID_TOKEN: &str = "404.001.03";
+
 /// Sends STK pushes and queries. Implementations are shared by every request of a process.
 #[async_trait]
 pub trait Daraja: Send + Sync {
-    /// Sends the push. `Ok` means Daraja accepted it and will call back; nothing is paid yet.
+    /// Gets ready to push by `by`: an implementation that needs an access token fetches it
+    /// now, so that nothing but the push itself is left to do once the intent is written.
+    async fn prepare(&self, by: Deadline) -> Result<(), DarajaError> {
+        let _ = by;
+        Ok(())
+    }
+
+    /// Sends the push, over by `req.deadline`. `Ok` means Daraja accepted it and will call
+    /// back; nothing is paid yet.
     async fn stk_push(&self, req: &PushRequest) -> Result<StkPushResponse, DarajaError>;
 
     /// Asks Daraja for the outcome of a push.
@@ -65,11 +77,13 @@ impl Charge {
     }
 }
 
-/// One charge to send, and where Daraja calls back.
+/// One charge to send, where Daraja calls back, and by when the call must be over.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PushRequest {
     pub charge: Charge,
     pub callback_url: String,
+    /// No request is started that could end after it; with too little left, nothing is sent.
+    pub deadline: Deadline,
 }
 
 /// The callback URL may carry a secret path segment, so it is not printed.
@@ -78,6 +92,7 @@ impl fmt::Debug for PushRequest {
         f.debug_struct("PushRequest")
             .field("charge", &self.charge)
             .field("callback_url", &"<redacted>")
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
@@ -167,6 +182,15 @@ impl DarajaError {
         }
     }
 
+    /// `404.001.03` "Invalid Access Token" on the call itself, after the client's one refresh
+    /// and retry: the gateway refused our token, so nothing reached M-Pesa.
+    pub fn is_token_refused(&self) -> bool {
+        matches!(
+            self,
+            Self::Rejected { error_code: Some(code), .. } if code == INVALID_TOKEN
+        )
+    }
+
     /// `500.001.1001` "Unable to lock subscriber": another STK prompt is open on that phone.
     /// Wait at least a minute before pushing to it again.
     pub fn is_subscriber_busy(&self) -> bool {
@@ -192,7 +216,9 @@ impl DarajaError {
             return FailureKind::OutcomeUnknown;
         }
         match self {
-            Self::Rejected { .. } if self.is_subscriber_busy() => FailureKind::Retryable,
+            Self::Rejected { .. } if self.is_subscriber_busy() || self.is_token_refused() => {
+                FailureKind::Retryable
+            }
             Self::Rejected { .. } | Self::BadResponse { .. } => FailureKind::Refused,
             Self::Unavailable { .. } | Self::RateLimited | Self::Auth { .. } => {
                 FailureKind::Retryable

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use payments::intent::{
     begin_on_existing, new_record, phone_pk, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
-    NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer,
+    NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer, DEFAULT_SETTLE_TIME,
 };
 use payments::payment::NewPayment;
 use payments::{PaymentStore, StoreError};
@@ -33,6 +33,7 @@ const ANSWER_STATUS: &str = "answer_status";
 const ANSWER_BODY: &str = "answer_body";
 const INTENT_PK: &str = "intent_pk";
 const LOCKED_UNTIL: &str = "locked_until";
+const SETTLE_BY: &str = "settle_by";
 
 /// The DynamoDB ledger, in the payments table.
 #[derive(Debug, Clone)]
@@ -337,6 +338,7 @@ fn intent_item(record: &IntentRecord) -> Item {
         (item::CREATED_AT.to_owned(), time(record.created_at)),
         (item::UPDATED_AT.to_owned(), time(record.updated_at)),
         (EXPIRES_AT.to_owned(), n(record.expires_at)),
+        (SETTLE_BY.to_owned(), time(record.settle_by)),
     ]);
     if let Some(description) = &record.description {
         item.insert(item::DESCRIPTION.to_owned(), s(description));
@@ -359,6 +361,7 @@ fn intent_from_item(found: &Item) -> Result<IntentRecord, StoreError> {
         }),
         _ => None,
     };
+    let created_at = reader.required_time(item::CREATED_AT)?;
     Ok(IntentRecord {
         pk: reader.pk().to_owned(),
         status,
@@ -367,9 +370,13 @@ fn intent_from_item(found: &Item) -> Result<IntentRecord, StoreError> {
         amount: reader.required_number(item::AMOUNT)?,
         reference: reader.required(item::REFERENCE)?,
         description: reader.string(item::DESCRIPTION)?,
-        created_at: reader.required_time(item::CREATED_AT)?,
+        created_at,
         updated_at: reader.required_time(item::UPDATED_AT)?,
         expires_at: reader.required_number(EXPIRES_AT)?,
+        // Intents written before deadlines were recorded.
+        settle_by: reader
+            .time(SETTLE_BY)?
+            .unwrap_or(created_at + DEFAULT_SETTLE_TIME),
         answer,
         checkout_request_id: reader.string(item::CHECKOUT_REQUEST_ID)?,
         merchant_request_id: reader.string(item::MERCHANT_REQUEST_ID)?,

@@ -101,6 +101,9 @@ pub struct NewIntent {
     pub at: DateTime<Utc>,
     /// How long the phone stays locked after a push that may have reached it.
     pub phone_lock: Duration,
+    /// The push function's deadline: by then the intent is settled, or its function was
+    /// stopped and the push is in doubt.
+    pub settle_by: DateTime<Utc>,
 }
 
 /// SHA-256 of the normalised charge: two requests that ask for the same payment (the phone in
@@ -123,7 +126,15 @@ impl NewIntent {
             charge,
             at,
             phone_lock,
+            settle_by: at + DEFAULT_SETTLE_TIME,
         }
+    }
+
+    /// The intent of a push whose function must be done by `settle_by`.
+    #[must_use]
+    pub fn settled_by(mut self, settle_by: DateTime<Utc>) -> Self {
+        self.settle_by = settle_by;
+        self
     }
 
     /// The normalised MSISDN the phone lock is on.
@@ -153,10 +164,10 @@ pub enum Begin {
     Replay(StoredAnswer),
     /// The same key and request are being handled by another call right now.
     InProgress,
-    /// The same key and request were started more than [`ABANDONED_AFTER`] ago and never
-    /// settled: the push was stopped mid-flight. Daraja may have been called, so the answer is
-    /// "outcome unknown", and it is never retried: a second call could prompt the customer
-    /// twice.
+    /// The same key and request were never settled, and their function's deadline has passed
+    /// (plus [`CLOCK_SKEW`]): the push is in doubt. The intent is written only once the push
+    /// is ready to go, so Daraja was most likely called: the answer is "outcome unknown", and
+    /// the push is never retried, as a second call could prompt the customer twice.
     Abandoned,
     /// The key was used with a different request.
     KeyReused,
@@ -223,6 +234,8 @@ pub struct IntentRecord {
     pub updated_at: DateTime<Utc>,
     /// Epoch seconds (the TTL attribute).
     pub expires_at: i64,
+    /// The push function's deadline ([`NewIntent::settle_by`]).
+    pub settle_by: DateTime<Utc>,
     pub answer: Option<StoredAnswer>,
     pub checkout_request_id: Option<String>,
     pub merchant_request_id: Option<String>,
@@ -298,12 +311,19 @@ impl From<&PendingWrite> for Recorded {
     }
 }
 
-/// How long an intent may stay `IN_PROGRESS` before its push is taken for dead: the push
-/// function's timeout (25 s in `template.yaml`) plus a margin for clock skew between
-/// containers. A push running longer than its timeout was stopped by Lambda between
-/// writing the intent and settling it, so nothing will ever settle it; without this bound
-/// its key would answer `idempotency_in_progress` for the whole 24 h.
+/// How far apart two containers' clocks are taken to be at most.
+pub const CLOCK_SKEW: Duration = Duration::seconds(5);
+
+/// The deadline of an intent written without one (`settle_by` absent): well past the push
+/// function's timeout (25 s in `template.yaml`).
+pub const DEFAULT_SETTLE_TIME: Duration = Duration::seconds(55);
+
+/// How long after its start an intent without an explicit deadline is in doubt. A push still
+/// unsettled past its function's deadline was stopped by Lambda between writing the intent and
+/// settling it, so nothing will ever settle it; without this bound its key would answer
+/// `idempotency_in_progress` for the whole 24 h.
 pub const ABANDONED_AFTER: Duration = Duration::seconds(60);
+const _: () = assert!(DEFAULT_SETTLE_TIME.num_seconds() + CLOCK_SKEW.num_seconds() == 60);
 
 /// What an existing intent means for a new `begin` with the same key.
 ///
@@ -314,7 +334,7 @@ pub fn begin_on_existing(existing: &IntentRecord, intent: &NewIntent) -> Result<
         return Ok(Begin::KeyReused);
     }
     match (existing.status, &existing.answer) {
-        (IntentStatus::InProgress, _) if intent.at - existing.created_at >= ABANDONED_AFTER => {
+        (IntentStatus::InProgress, _) if intent.at >= existing.settle_by + CLOCK_SKEW => {
             Ok(Begin::Abandoned)
         }
         (IntentStatus::InProgress, _) => Ok(Begin::InProgress),
@@ -339,6 +359,7 @@ pub fn new_record(intent: &NewIntent) -> IntentRecord {
         created_at: timestamp::truncate(intent.at),
         updated_at: timestamp::truncate(intent.at),
         expires_at: intent.expires_at(),
+        settle_by: timestamp::truncate(intent.settle_by),
         answer: None,
         checkout_request_id: None,
         merchant_request_id: None,

@@ -131,8 +131,13 @@ fn service(c: &mut Criterion) {
         events::push_body(&format!("07{n:08}"), 100)
     };
     // The token is fetched once, here, as in a warm container.
-    rt.block_on(push.start(next_body().as_bytes(), None, None))
-        .expect("the stub accepts the push");
+    rt.block_on(push.start(
+        next_body().as_bytes(),
+        None,
+        None,
+        daraja::Deadline::after(std::time::Duration::from_secs(25)),
+    ))
+    .expect("the stub accepts the push");
 
     let mut group = c.benchmark_group("service");
     group.bench_function(
@@ -143,9 +148,14 @@ fn service(c: &mut Criterion) {
                 let push = &push;
                 async move {
                     black_box(
-                        push.start(body.as_bytes(), None, None)
-                            .await
-                            .expect("accepted"),
+                        push.start(
+                            body.as_bytes(),
+                            None,
+                            None,
+                            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+                        )
+                        .await
+                        .expect("accepted"),
                     )
                 }
             })
@@ -170,6 +180,7 @@ fn service(c: &mut Criterion) {
         callback_url: format!(
             "https://abc123.execute-api.us-east-1.amazonaws.com/callbacks/stk/{TOKEN}"
         ),
+        deadline: daraja::Deadline::after(std::time::Duration::from_secs(25)),
     }))
     .expect("serialisable");
     group.bench_function(

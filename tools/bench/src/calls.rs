@@ -60,7 +60,15 @@ impl World {
 
 async fn push(service: &PushService, phone: &str) -> Result<String, String> {
     let body = events::push_body(phone, 100);
-    match service.start(body.as_bytes(), None, None).await {
+    match service
+        .start(
+            body.as_bytes(),
+            None,
+            None,
+            daraja::Deadline::after(std::time::Duration::from_secs(25)),
+        )
+        .await
+    {
         Ok(PushAnswer::Accepted(accepted)) => Ok(accepted.checkout_request_id),
         Ok(other) => Err(format!("push: unexpected answer {}", other.body())),
         Err(e) => Err(format!("push refused: {} {}", e.status(), e.body())),

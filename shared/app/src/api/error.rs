@@ -31,6 +31,9 @@ pub enum ErrorCode {
     DarajaAuthFailed,
     /// Daraja may have acted: the outcome is unknown.
     DarajaTimeout,
+    /// The push may have reached the phone but its outcome could not be recorded, or its
+    /// function was stopped before it could be: the outcome is unknown.
+    PushInDoubt,
     DarajaUnavailable,
     DarajaRateLimited,
     DarajaBadResponse,
@@ -44,7 +47,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::InvalidJson,
         Self::PayloadTooLarge,
         Self::MissingField,
@@ -60,6 +63,7 @@ impl ErrorCode {
         Self::DarajaRejected,
         Self::DarajaAuthFailed,
         Self::DarajaTimeout,
+        Self::PushInDoubt,
         Self::DarajaUnavailable,
         Self::DarajaRateLimited,
         Self::DarajaBadResponse,
@@ -88,6 +92,7 @@ impl ErrorCode {
             Self::DarajaRejected => "daraja_rejected",
             Self::DarajaAuthFailed => "daraja_auth_failed",
             Self::DarajaTimeout => "daraja_timeout",
+            Self::PushInDoubt => "push_in_doubt",
             Self::DarajaUnavailable => "daraja_unavailable",
             Self::DarajaRateLimited => "daraja_rate_limited",
             Self::DarajaBadResponse => "daraja_bad_response",
@@ -119,7 +124,7 @@ impl ErrorCode {
             Self::CallbackUrlUnknown => 500,
             Self::DarajaRejected | Self::DarajaAuthFailed | Self::DarajaBadResponse => 502,
             Self::DarajaUnavailable | Self::DarajaRateLimited | Self::StorageUnavailable => 503,
-            Self::DarajaTimeout => 504,
+            Self::DarajaTimeout | Self::PushInDoubt => 504,
         }
     }
 
@@ -243,14 +248,29 @@ impl ApiError {
     }
 
     /// A key whose push stopped before Daraja's answer was recorded: Daraja may have been
-    /// called, so this is the outcome-unknown timeout, replayed and never retried.
+    /// called, so the outcome is unknown; replayed and never retried.
     #[cfg(feature = "push")]
     pub(crate) fn abandoned() -> Self {
         Self {
             outcome_unknown: true,
             ..Self::new(
-                ErrorCode::DarajaTimeout,
+                ErrorCode::PushInDoubt,
                 format!("The request with this key stopped before Daraja's answer was recorded. {OUTCOME_UNKNOWN}"),
+            )
+        }
+    }
+
+    /// Daraja accepted the push (`checkout_request_id`) but the store failed until the
+    /// function's deadline: the prompt is on the phone and nothing records it yet. The same
+    /// code as [`Self::abandoned`], which is what a retry with the key will answer.
+    #[cfg(feature = "push")]
+    pub(crate) fn accepted_but_unrecorded(checkout_request_id: String) -> Self {
+        Self {
+            outcome_unknown: true,
+            checkout_request_id: Some(checkout_request_id),
+            ..Self::new(
+                ErrorCode::PushInDoubt,
+                "Daraja sent the prompt (see checkout_request_id) but the payment store could not record it. The outcome is unknown until Safaricom's callback arrives: poll GET /payments/{checkout_request_id}, and do not push again to this phone before its prompt window has passed.",
             )
         }
     }

@@ -22,7 +22,7 @@ pub use error::{ApiError, ErrorCode};
 #[cfg(feature = "push")]
 pub use push::{
     parse_idempotency_key, parse_payment_request, PushAccepted, PushAnswer, PushService,
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_PUSH_BYTES,
+    DEFAULT_INVOCATION_TIME, MAX_IDEMPOTENCY_KEY_LEN, MAX_PUSH_BYTES, RECORDING_TIME,
 };
 pub use status::get_payment;
 

@@ -3,9 +3,11 @@
 //!
 //! Money rules held here: a retry with the same `Idempotency-Key` never sends a second prompt;
 //! a phone with a prompt still open is not prompted again; nothing is sent to Daraja before
-//! the intent is durable; and a push Daraja accepted is answered 202 even if the store fails
-//! afterwards (the callback still creates the record).
+//! the intent is durable; the whole push works to the invocation's deadline, keeping
+//! [`RECORDING_TIME`] to record Daraja's answer (retried until then); and a push whose answer
+//! could not be recorded is answered `504 push_in_doubt`, which is also what its key replays.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +16,40 @@ use serde_json::{json, Value};
 
 use daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
 use daraja::wire::StkPushResponse;
-use daraja::{mask_id, Charge, Clock, Daraja, DarajaError, FailureKind, PushRequest, Secret};
+use daraja::{
+    mask_id, Charge, Clock, Daraja, DarajaError, Deadline, FailureKind, PushRequest, Secret,
+};
 use payments::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, Recorded, StoredAnswer};
 use payments::payment::{NewPayment, PaymentStatus};
+use payments::StoreError;
 
 use super::{ApiError, ErrorCode};
 use crate::metrics::{self, Metric};
+
+/// What a push keeps, at the end of its invocation, to record Daraja's answer (a write retried
+/// with back-off) and reply. Nothing is sent to Daraja that could end later than this before
+/// the deadline.
+pub const RECORDING_TIME: Duration = Duration::from_secs(3);
+
+/// The least time left for writing the intent and sending the push once a token is in hand:
+/// the client's [`daraja::client::MIN_CALL_TIME`] and a moment for the intent write.
+const PUSH_TIME: Duration = Duration::from_millis(2_500);
+
+/// The last moments of an invocation: for the answer itself, never for another write.
+const REPLY_TIME: Duration = Duration::from_millis(300);
+
+/// How long the one try to take back an intent write that failed may last.
+const UNDO_TIME: Duration = Duration::from_secs(1);
+
+/// The longest pause between two tries of a write.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// The first pause between two tries of a write; it doubles after each, up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The invocation time assumed when the runtime gives no deadline (the template's timeout).
+pub const DEFAULT_INVOCATION_TIME: Duration = Duration::from_secs(25);
 
 /// The longest `Idempotency-Key` accepted (Stripe's limit).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
@@ -166,14 +196,18 @@ impl PushService {
     }
 
     /// Validates, writes the intent and takes the phone lock, sends the STK push, and records
-    /// the outcome. `idempotency_key` is the raw `Idempotency-Key` header, if sent.
+    /// the outcome, all by `deadline` (the invocation's). `idempotency_key` is the raw
+    /// `Idempotency-Key` header, if sent.
     pub async fn start(
         &self,
         body: &[u8],
         request_base_url: Option<&str>,
         idempotency_key: Option<&[u8]>,
+        deadline: Deadline,
     ) -> Result<PushAnswer, ApiError> {
-        let answer = self.attempt(body, request_base_url, idempotency_key).await;
+        let answer = self
+            .attempt(body, request_base_url, idempotency_key, deadline)
+            .await;
         // One metric per request; a replay is the first answer again, not a new decision.
         match &answer {
             Ok(PushAnswer::Accepted(_)) => metrics::count(Metric::PushAccepted),
@@ -188,6 +222,7 @@ impl PushService {
         body: &[u8],
         request_base_url: Option<&str>,
         idempotency_key: Option<&[u8]>,
+        deadline: Deadline,
     ) -> Result<PushAnswer, ApiError> {
         let charge = parse_payment_request(body)?;
         let key = match idempotency_key {
@@ -197,9 +232,19 @@ impl PushService {
         let callback_url = self.callback_url(request_base_url)?;
         let phone_lock = chrono::Duration::from_std(self.phone_lock)
             .expect("PHONE_LOCK_SECONDS is at most an hour");
-        let intent = NewIntent::new(key, charge, self.clock.now(), phone_lock);
+        let daraja_by = deadline.earlier_by(RECORDING_TIME);
+        // The token first (from memory on a warm container), so that once the intent is written
+        // only the push itself is left: an intent left unsettled means a push was sent. A
+        // failure here is answered after `begin`, so a replay never depends on Daraja.
+        let ready = self.daraja.prepare(daraja_by.earlier_by(PUSH_TIME)).await;
+        let now = self.clock.now();
+        let intent = NewIntent::new(key, charge, now, phone_lock)
+            .settled_by(now + chrono::Duration::from_std(deadline.remaining()).unwrap_or_default());
         let intent_id = intent.key.log_id();
-        match self.ledger.begin(&intent).await {
+        let begun = tokio::time::timeout(daraja_by.remaining(), self.ledger.begin(&intent))
+            .await
+            .unwrap_or_else(|_| Err(no_answer_in_time()));
+        match begun {
             Ok(Begin::Started) => {}
             Ok(Begin::Replay(answer)) => {
                 tracing::info!(intent = %intent_id, status = answer.status, "idempotent replay");
@@ -207,7 +252,12 @@ impl PushService {
             }
             Ok(Begin::Abandoned) => {
                 let answer = ApiError::abandoned();
-                tracing::warn!(intent = %intent_id, "key of an abandoned push: outcome unknown");
+                metrics::count(Metric::PushInDoubt);
+                tracing::error!(
+                    intent = %intent_id,
+                    phone = %intent.charge.phone.masked(),
+                    "push in doubt: this key's push stopped before Daraja's answer was recorded"
+                );
                 return Ok(PushAnswer::Replayed(StoredAnswer {
                     status: answer.status(),
                     body: answer.body(),
@@ -232,22 +282,64 @@ impl PushService {
                     error = %e,
                     "intent write failed; no prompt sent"
                 );
+                // A write without an answer may still have landed: take it back (one try, the
+                // store is failing), or its key would read as in doubt although nothing was sent.
+                let undo = self
+                    .ledger
+                    .failed(&intent, &Failure::Retryable, self.clock.now());
+                let _ = tokio::time::timeout(UNDO_TIME.min(deadline.remaining()), undo).await;
                 return Err(ApiError::storage_unavailable_before_push(&e));
             }
+        }
+        if let Err(e) = ready {
+            return Err(self.failed(&intent, &e, deadline).await);
         }
         let push = PushRequest {
             charge: intent.charge.clone(),
             callback_url,
+            deadline: daraja_by,
         };
         match self.daraja.stk_push(&push).await {
-            Ok(accepted) => Ok(self.accepted(&intent, accepted).await),
-            Err(e) => Err(self.failed(&intent, &e).await),
+            Ok(accepted) => self.accepted(&intent, accepted, deadline).await,
+            Err(e) => Err(self.failed(&intent, &e, deadline).await),
         }
     }
 
-    /// Records an accepted push. The prompt is on the phone whatever the store says, so the
-    /// answer is 202 either way.
-    async fn accepted(&self, intent: &NewIntent, accepted: StkPushResponse) -> PushAnswer {
+    /// Runs `write` until it succeeds, fails for good, or the deadline (less [`REPLY_TIME`])
+    /// leaves no time for another try; each try is cut off at that point too.
+    async fn record<T, F, Fut>(&self, deadline: Deadline, write: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let by = deadline.earlier_by(REPLY_TIME);
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            let error = match tokio::time::timeout(by.remaining(), write()).await {
+                Ok(Ok(done)) => return Ok(done),
+                Ok(Err(e)) if !e.is_retryable() => return Err(e),
+                Ok(Err(e)) => e,
+                Err(_) => no_answer_in_time(),
+            };
+            if by.remaining() <= pause {
+                return Err(error);
+            }
+            tracing::warn!(error = %error, retry_in_ms = pause.as_millis() as u64, "store write failed; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_RETRY_PAUSE);
+        }
+    }
+
+    /// Records an accepted push: the pending payment, the intent's answer and the lock, in one
+    /// write retried until the deadline. The prompt is on the phone whatever the store says;
+    /// when nothing could be recorded the answer is `504 push_in_doubt` with the checkout id,
+    /// the same code the key replays, and the one log line holding the full checkout id.
+    async fn accepted(
+        &self,
+        intent: &NewIntent,
+        accepted: StkPushResponse,
+        deadline: Deadline,
+    ) -> Result<PushAnswer, ApiError> {
         let answer = PushAccepted {
             checkout_request_id: accepted.checkout_request_id,
             merchant_request_id: accepted.merchant_request_id,
@@ -264,7 +356,10 @@ impl PushService {
             status: 202,
             body: accepted_body(&answer),
         };
-        match self.ledger.accepted(intent, &pending, &stored).await {
+        let recorded = self
+            .record(deadline, || self.ledger.accepted(intent, &pending, &stored))
+            .await;
+        match recorded {
             // The callback came first with a success for another amount: this write turned the
             // record NEEDS_REVIEW, and is where it is counted (a callback that cannot be checked
             // was counted when it arrived).
@@ -284,24 +379,32 @@ impl PushService {
                 amount = pending.amount(),
                 "push accepted"
             ),
-            // The callback will still create the record (as an orphan, with the result);
-            // this line has everything needed to reconcile it by hand.
-            Err(e) => tracing::error!(
-                intent = %intent.key.log_id(),
-                checkout_request_id = %mask_id(&pending.checkout_request_id),
-                merchant_request_id = %pending.merchant_request_id,
-                amount = pending.amount(),
-                phone = %intent.charge.phone.masked(),
-                reference = %pending.charge.reference.as_str(),
-                error = %e,
-                "pending write failed after Daraja accepted the push; the callback will create the record"
-            ),
+            Err(e) => {
+                metrics::count(Metric::PushInDoubt);
+                // The callback will still create the record (as an orphan, with the result).
+                // The checkout id is logged in full here, once: it is what an STK query or the
+                // M-Pesa portal needs, and nothing else holds it.
+                tracing::error!(
+                    intent = %intent.key.log_id(),
+                    checkout_request_id = %pending.checkout_request_id,
+                    merchant_request_id = %pending.merchant_request_id,
+                    amount = pending.amount(),
+                    phone = %intent.charge.phone.masked(),
+                    reference = %pending.charge.reference.as_str(),
+                    error = %e,
+                    "push in doubt: Daraja accepted the push but it could not be recorded before the deadline"
+                );
+                return Err(ApiError::accepted_but_unrecorded(
+                    pending.checkout_request_id,
+                ));
+            }
         }
-        PushAnswer::Accepted(answer)
+        Ok(PushAnswer::Accepted(answer))
     }
 
-    /// Records a push Daraja did not accept and returns the answer for it.
-    async fn failed(&self, intent: &NewIntent, e: &DarajaError) -> ApiError {
+    /// Records a push Daraja did not accept (retried until the deadline) and returns the
+    /// answer for it.
+    async fn failed(&self, intent: &NewIntent, e: &DarajaError, deadline: Deadline) -> ApiError {
         metrics::daraja_error(e);
         let error = ApiError::from_daraja(e);
         let stored = StoredAnswer {
@@ -314,7 +417,11 @@ impl PushService {
             FailureKind::Refused => Failure::Refused(stored),
         };
         let outcome_unknown = matches!(failure, Failure::OutcomeUnknown(_));
-        let written = self.ledger.failed(intent, &failure, self.clock.now()).await;
+        let written = self
+            .record(deadline, || {
+                self.ledger.failed(intent, &failure, self.clock.now())
+            })
+            .await;
         if outcome_unknown {
             tracing::error!(
                 intent = %intent.key.log_id(),
@@ -335,8 +442,11 @@ impl PushService {
             );
         }
         if let Err(store) = written {
-            // The intent stays IN_PROGRESS and the phone locked until they expire: a retry
-            // is told to wait, never prompted twice.
+            // The intent stays IN_PROGRESS and the phone locked until they expire: a retry is
+            // told to wait, then that the push is in doubt; never prompted twice.
+            if outcome_unknown {
+                metrics::count(Metric::PushInDoubt);
+            }
             tracing::error!(
                 intent = %intent.key.log_id(),
                 phone = %intent.charge.phone.masked(),
@@ -346,6 +456,11 @@ impl PushService {
         }
         error
     }
+}
+
+/// A store request cut off at the deadline: it may or may not have been applied.
+fn no_answer_in_time() -> StoreError {
+    StoreError::Unavailable("no answer from the store before the function's deadline".into())
 }
 
 #[cfg(test)]

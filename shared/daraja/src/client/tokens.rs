@@ -5,40 +5,49 @@ use std::sync::MutexGuard;
 use std::time::Instant;
 
 use super::{
-    describe_json_error, DarajaClient, LEASE_POLL_INTERVAL, LEASE_WAIT_LIMIT, TOKEN_REFRESH_MARGIN,
+    describe_json_error, out_of_time, DarajaClient, LEASE_POLL_INTERVAL, LEASE_WAIT_LIMIT,
+    MIN_CALL_TIME, TOKEN_REFRESH_MARGIN,
 };
+use crate::deadline::Deadline;
 use crate::observe::Endpoint;
 use crate::stk::DarajaError;
 use crate::token::{AccessToken, Lease};
 use crate::wire::{DarajaErrorBody, TokenResponse};
 
 impl DarajaClient {
-    /// A fresh token: from memory, else the shared store, else Daraja (one fetch at a time).
-    pub(super) async fn token(&self) -> Result<AccessToken, DarajaError> {
+    /// A fresh token: from memory, else the shared store, else Daraja (one fetch at a time),
+    /// by `by`.
+    pub(super) async fn token(&self, by: Deadline) -> Result<AccessToken, DarajaError> {
         if let Some(token) = self.cached_fresh() {
             return Ok(token);
         }
-        let _refreshing = self.refresh.lock().await;
+        let Ok(_refreshing) = tokio::time::timeout(by.remaining(), self.refresh.lock()).await
+        else {
+            return Err(out_of_time("token request"));
+        };
         // Whoever held the lock before us may have refreshed already.
         if let Some(token) = self.cached_fresh() {
             return Ok(token);
         }
-        let token = self.shared_or_fetched().await?;
+        let token = self.shared_or_fetched(by).await?;
         *self.cache() = Some(token.clone());
         Ok(token)
     }
 
     /// The shared token if it is fresh; otherwise one fetch across all containers: the lease
     /// holder fetches and saves, the others wait and read what it saved.
-    async fn shared_or_fetched(&self) -> Result<AccessToken, DarajaError> {
-        let give_up_waiting = Instant::now() + LEASE_WAIT_LIMIT;
+    async fn shared_or_fetched(&self, by: Deadline) -> Result<AccessToken, DarajaError> {
+        // Waiting may not use the time our own fetch would need (less one poll: the read).
+        let give_up_waiting = (Instant::now() + LEASE_WAIT_LIMIT)
+            .min(by.earlier_by(MIN_CALL_TIME + LEASE_POLL_INTERVAL).instant());
         loop {
             if let Some(token) = self.shared_fresh().await {
                 return Ok(token);
             }
             let lease = self.tokens.try_lease().await;
             if lease == Lease::Busy && Instant::now() < give_up_waiting {
-                tokio::time::sleep(LEASE_POLL_INTERVAL).await;
+                let until_give_up = give_up_waiting.saturating_duration_since(Instant::now());
+                tokio::time::sleep(LEASE_POLL_INTERVAL.min(until_give_up)).await;
                 continue;
             }
             if lease == Lease::Granted {
@@ -51,7 +60,7 @@ impl DarajaClient {
                 // The holder is taking too long (or is gone): fetch our own rather than stall.
                 tracing::warn!("shared token lease still held; fetching a token without it");
             }
-            return match self.fetch_token().await {
+            return match self.fetch_token(by).await {
                 Ok(token) => {
                     self.tokens.save(&token).await;
                     Ok(token)
@@ -95,11 +104,20 @@ impl DarajaClient {
         self.cached.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn fetch_token(&self) -> Result<AccessToken, DarajaError> {
+    async fn fetch_token(&self, by: Deadline) -> Result<AccessToken, DarajaError> {
+        let Some(timeout) = by.clip(self.config.request_timeout, MIN_CALL_TIME) else {
+            tracing::warn!(
+                endpoint = "oauth",
+                left_ms = by.remaining().as_millis() as u64,
+                "daraja token not fetched: too little time left before the deadline"
+            );
+            return Err(out_of_time("token request"));
+        };
         let started = Instant::now();
         let sent = self
             .http
             .get(&self.token_url)
+            .timeout(timeout)
             .basic_auth(
                 self.config.consumer_key.expose(),
                 Some(self.config.consumer_secret.expose()),

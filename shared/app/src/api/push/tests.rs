@@ -8,7 +8,7 @@ use super::*;
 use crate::api::DEFAULT_PHONE_LOCK;
 use daraja::fake::FakeDaraja;
 use daraja::time::FixedClock;
-use payments::intent::{IntentRecord, PhoneLock, ABANDONED_AFTER};
+use payments::intent::{IntentRecord, PhoneLock, CLOCK_SKEW};
 use payments::timestamp;
 use payments::{MemoryLedger, MemoryStore, StoreError};
 
@@ -32,6 +32,11 @@ fn service(ledger: Arc<dyn PushLedger>) -> (PushService, Arc<FakeDaraja>) {
         phone_lock: DEFAULT_PHONE_LOCK,
     };
     (service, daraja)
+}
+
+/// A whole invocation, as the template's timeout gives it.
+fn invocation() -> Deadline {
+    Deadline::after(DEFAULT_INVOCATION_TIME)
 }
 
 fn memory() -> Arc<MemoryLedger> {
@@ -63,7 +68,7 @@ impl PushLedger for StoreDown {
         unreachable!("nothing is accepted without an intent")
     }
     async fn failed(&self, _: &NewIntent, _: &Failure, _: DateTime<Utc>) -> Result<(), StoreError> {
-        unreachable!("nothing fails without an intent")
+        Err(StoreError::Unavailable("connection refused".into()))
     }
     async fn intent(
         &self,
@@ -115,7 +120,10 @@ fn the_same_payment_in_another_spelling_has_the_same_fingerprint() {
 #[tokio::test]
 async fn store_down_before_the_push_is_a_503_and_nothing_is_sent() {
     let (service, daraja) = service(Arc::new(StoreDown));
-    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    let error = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap_err();
     assert_eq!(
         (error.status(), error.code.as_str()),
         (503, "storage_unavailable")
@@ -142,7 +150,10 @@ async fn a_settled_key_replays_its_first_answer_without_calling_daraja() {
         .failed(&first, &Failure::Refused(refused.clone()), now())
         .await
         .unwrap();
-    let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+    let answer = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap();
     assert_eq!(answer, PushAnswer::Replayed(refused.clone()));
     assert_eq!((answer.status(), answer.body()), (502, refused.body));
     assert_eq!(daraja.pushes(), 0);
@@ -154,13 +165,19 @@ async fn a_key_with_another_body_or_still_running_is_refused_without_calling_dar
     let (service, daraja) = service(ledger.clone());
     let first = intent_for(&service, BODY, Some("k1"));
     assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
-    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    let error = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap_err();
     assert_eq!(
         (error.status(), error.code.as_str()),
         (409, "idempotency_in_progress")
     );
     let other = br#"{"phone":"0708374149","amount":5,"reference":"INV-1"}"#;
-    let error = service.start(other, None, Some(b"k1")).await.unwrap_err();
+    let error = service
+        .start(other, None, Some(b"k1"), invocation())
+        .await
+        .unwrap_err();
     assert_eq!(
         (error.status(), error.code.as_str()),
         (422, "idempotency_key_reused")
@@ -185,7 +202,10 @@ async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
         body: json!({}),
     };
     ledger.accepted(&first, &payment, &accepted).await.unwrap();
-    let error = service.start(BODY, None, Some(b"k2")).await.unwrap_err();
+    let error = service
+        .start(BODY, None, Some(b"k2"), invocation())
+        .await
+        .unwrap_err();
     assert_eq!((error.status(), error.code.as_str()), (409, "phone_busy"));
     assert_eq!(error.body()["error"]["checkout_request_id"], "ws_CO_OPEN");
     assert_eq!(daraja.pushes(), 0);
@@ -198,7 +218,10 @@ async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
 async fn daraja_unreachable_frees_the_key_and_the_phone() {
     let ledger = memory();
     let (service, daraja) = service(ledger.clone());
-    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    let error = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap_err();
     assert_eq!(
         (error.status(), error.code.as_str()),
         (503, "daraja_unavailable")
@@ -215,36 +238,238 @@ async fn daraja_unreachable_frees_the_key_and_the_phone() {
         None
     );
     // A retry with the same key tries Daraja again.
-    let error = service.start(BODY, None, Some(b"k1")).await.unwrap_err();
+    let error = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap_err();
     assert_eq!(error.code, ErrorCode::DarajaUnavailable);
     assert_eq!(daraja.pushes(), 2);
 }
 
-/// A key whose push stopped mid-flight is answered as the outcome-unknown timeout and
-/// never pushed again.
+/// A key whose push stopped mid-flight is answered "in doubt" once its function's deadline has
+/// passed, and never pushed again.
 #[tokio::test]
-async fn an_abandoned_key_replays_the_outcome_unknown_timeout_without_calling_daraja() {
+async fn an_abandoned_key_replays_push_in_doubt_without_calling_daraja() {
     let ledger = memory();
     let (service, daraja) = service(ledger.clone());
-    let mut first = intent_for(&service, BODY, Some("k1"));
-    first.at = service.clock.now() - ABANDONED_AFTER;
+    let (service, clock) = with_clock(service);
+    let first = intent_for(&service, BODY, Some("k1"))
+        .settled_by(service.clock.now() + chrono::Duration::seconds(20));
     assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
-    let answer = service.start(BODY, None, Some(b"k1")).await.unwrap();
+    // Before its deadline (and the clock skew) it is still in progress.
+    let error = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::IdempotencyInProgress);
+    clock.advance(chrono::Duration::seconds(20) + CLOCK_SKEW);
+    let answer = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap();
     assert!(answer.is_replay());
     assert_eq!(answer.status(), 504);
-    assert_eq!(answer.body()["error"]["code"], "daraja_timeout");
+    assert_eq!(answer.body()["error"]["code"], "push_in_doubt");
     assert_eq!(answer.body()["error"]["outcome"], "unknown");
     assert_eq!(daraja.pushes(), 0);
-    // The same answer as a push that timed out.
-    let timeout = ApiError::from_daraja(&DarajaError::TimedOut);
-    assert_eq!(answer.status(), timeout.status());
+}
+
+/// Fails `accepted` the first `failures` times (every time with `usize::MAX`).
+struct FlakyAccept {
+    inner: MemoryLedger,
+    failures: usize,
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+impl FlakyAccept {
+    fn new(failures: usize) -> Self {
+        Self {
+            inner: MemoryLedger::new(Arc::new(MemoryStore::new())),
+            failures,
+            attempts: Default::default(),
+        }
+    }
+
+    fn attempts(&self) -> usize {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl PushLedger for FlakyAccept {
+    async fn begin(&self, intent: &NewIntent) -> Result<Begin, StoreError> {
+        self.inner.begin(intent).await
+    }
+    async fn accepted(
+        &self,
+        intent: &NewIntent,
+        payment: &NewPayment,
+        answer: &StoredAnswer,
+    ) -> Result<Recorded, StoreError> {
+        let n = self
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n < self.failures {
+            return Err(StoreError::Unavailable("throttled".into()));
+        }
+        self.inner.accepted(intent, payment, answer).await
+    }
+    async fn failed(
+        &self,
+        i: &NewIntent,
+        f: &Failure,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.failed(i, f, at).await
+    }
+    async fn intent(
+        &self,
+        k: &IntentKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        self.inner.intent(k, now).await
+    }
+    async fn phone_lock(
+        &self,
+        p: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<PhoneLock>, StoreError> {
+        self.inner.phone_lock(p, now).await
+    }
+}
+
+/// `service` on a clock the test moves.
+fn with_clock(service: PushService) -> (PushService, Arc<FixedClock>) {
+    let clock = Arc::new(FixedClock::new(service.clock.now()));
+    (
+        PushService {
+            clock: clock.clone(),
+            ..service
+        },
+        clock,
+    )
+}
+
+fn accepting(ledger: Arc<dyn PushLedger>) -> (PushService, Arc<FakeDaraja>) {
+    let daraja = Arc::new(FakeDaraja::accepting());
+    let (service, _) = service(ledger);
+    (
+        PushService {
+            daraja: daraja.clone(),
+            ..service
+        },
+        daraja,
+    )
+}
+
+#[tokio::test]
+async fn a_failing_accepted_write_is_retried_until_it_lands() {
+    let ledger = Arc::new(FlakyAccept::new(3));
+    let (service, daraja) = accepting(ledger.clone());
+    let answer = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    assert_eq!(answer.body()["checkout_request_id"], "ws_CO_FAKE_1");
+    assert_eq!(ledger.attempts(), 4);
+    assert_eq!(daraja.pushes(), 1);
+    let intent = ledger
+        .intent(&IntentKey::idempotency("k1"), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(intent.checkout_request_id.as_deref(), Some("ws_CO_FAKE_1"));
+    // The retry replays the 202.
+    let again = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap();
+    assert!(again.is_replay());
+    assert_eq!((again.status(), again.body()), (202, answer.body()));
+}
+
+#[tokio::test]
+async fn an_accepted_push_that_cannot_be_recorded_is_in_doubt_and_its_key_never_says_otherwise() {
+    let ledger = Arc::new(FlakyAccept::new(usize::MAX));
+    let (service, daraja) = accepting(ledger.clone());
+    let (service, clock) = with_clock(service);
+    let deadline = Deadline::after(REPLY_TIME + std::time::Duration::from_millis(700));
+    let error = service
+        .start(BODY, None, Some(b"k1"), deadline)
+        .await
+        .unwrap_err();
     assert_eq!(
-        answer.body()["error"]["code"],
-        timeout.body()["error"]["code"]
+        (error.status(), error.code.as_str()),
+        (504, "push_in_doubt")
     );
+    let body = error.body();
+    assert_eq!(body["error"]["outcome"], "unknown");
+    assert_eq!(body["error"]["checkout_request_id"], "ws_CO_FAKE_1");
+    assert!(ledger.attempts() >= 2, "retried: {}", ledger.attempts());
+    // The intent is written and unsettled, the phone stays locked.
+    let intent = ledger
+        .intent(&IntentKey::idempotency("k1"), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(intent.status, payments::intent::IntentStatus::InProgress);
+    assert!(ledger
+        .phone_lock("254708374149", now())
+        .await
+        .unwrap()
+        .is_some());
+    // Past the invocation's deadline the key answers the same code, and pushes nothing.
+    clock.advance(chrono::Duration::seconds(1) + CLOCK_SKEW);
+    let replay = service
+        .start(BODY, None, Some(b"k1"), invocation())
+        .await
+        .unwrap();
+    assert!(replay.is_replay());
+    assert_eq!(replay.status(), error.status());
+    assert_eq!(replay.body()["error"]["code"], "push_in_doubt");
+    assert_eq!(daraja.pushes(), 1);
+}
+
+#[tokio::test]
+async fn an_intent_records_its_function_s_deadline() {
+    let ledger = memory();
+    let (service, _) = service(ledger.clone());
+    let _ = service
+        .start(
+            BODY,
+            None,
+            Some(b"k1"),
+            Deadline::after(std::time::Duration::from_secs(10)),
+        )
+        .await;
+    // Daraja was unavailable: the key is free again, nothing left behind.
     assert_eq!(
-        answer.body()["error"]["outcome"],
-        timeout.body()["error"]["outcome"]
+        ledger
+            .intent(&IntentKey::idempotency("k1"), now())
+            .await
+            .unwrap(),
+        None
+    );
+    let (accepting_service, _) = accepting(ledger.clone());
+    accepting_service
+        .start(
+            BODY,
+            None,
+            Some(b"k2"),
+            Deadline::after(std::time::Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    let intent = ledger
+        .intent(&IntentKey::idempotency("k2"), now())
+        .await
+        .unwrap()
+        .unwrap();
+    let settle_in = intent.settle_by - intent.created_at;
+    assert!(
+        (9..=10).contains(&settle_in.num_seconds()),
+        "settle_by {settle_in} after the start"
     );
 }
 
