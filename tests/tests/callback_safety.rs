@@ -13,7 +13,7 @@ use daraja::mask_id;
 use daraja_sim::{Outcome, SimConfig};
 use dynamo::DynamoStore;
 use local_stack::{env_vars, LocalStack, StackOptions};
-use payments::payment::{PaymentRecord, PaymentStatus};
+use payments::payment::{PaymentRecord, PaymentStatus, ReviewReason};
 use payments::PaymentStore;
 use serde_json::{json, Value};
 
@@ -293,7 +293,7 @@ async fn duplicate_callbacks_change_the_record_once() {
 }
 
 #[tokio::test]
-async fn different_second_callback_is_kept_not_applied() {
+async fn different_second_callback_is_kept_and_a_second_receipt_needs_review() {
     let stack = start(2, &[]).await;
     let phone = "0712345601";
     let id = stack
@@ -304,31 +304,94 @@ async fn different_second_callback_is_kept_not_applied() {
     assert_eq!(first.status, PaymentStatus::Completed);
 
     let token = stack.stack.callback_token().to_string();
-    // A cancellation, then a success with another receipt, for the same payment.
-    for (n, body) in [
-        callback_body(&id, 1032, "", 100, 254712345601),
-        callback_body(&id, 0, "ZZZ9999999", 100, 254712345601),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (status, answer) = stack.callback(&token, "196.201.214.200", body).await;
-        assert_eq!(status, 200, "{answer}");
-        let record = stack.record(&id).await;
-        assert_eq!(record.status, PaymentStatus::Completed);
-        assert_eq!(record.receipt, first.receipt);
-        assert_eq!(record.result_code.as_deref(), Some("0"));
-        assert_eq!(record.amount_paid, first.amount_paid);
-        assert_eq!(record.updated_at, first.updated_at);
-        assert_eq!(record.conflicting_callbacks as usize, n + 1);
-        assert_eq!(record.history.len(), n + 1);
-    }
+    // A cancellation after the success says nothing about money: kept in history only.
+    let (status, answer) = stack
+        .callback(
+            &token,
+            "196.201.214.200",
+            callback_body(&id, 1032, "", 100, 254712345601),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
     let record = stack.record(&id).await;
+    assert_eq!(record.status, PaymentStatus::Completed);
+    assert_eq!(record.receipt, first.receipt);
+    assert_eq!(record.updated_at, first.updated_at);
+    assert_eq!(record.conflicting_callbacks, 1);
+    assert_eq!(record.review_reason, None);
+    // A success with another receipt: the customer may have paid twice. The first result
+    // stays, the record turns NEEDS_REVIEW with its reason, the new receipt goes to history.
+    let (status, answer) = stack
+        .callback(
+            &token,
+            "196.201.214.200",
+            callback_body(&id, 0, "ZZZ9999999", 100, 254712345601),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let record = stack.record(&id).await;
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.review_reason, Some(ReviewReason::SecondReceipt));
+    assert_eq!(record.receipt, first.receipt);
+    assert_eq!(record.result_code.as_deref(), Some("0"));
+    assert_eq!(record.amount_paid, first.amount_paid);
+    assert_eq!(record.conflicting_callbacks, 2);
     assert_eq!(record.history[0].result_code, "1032");
     assert_eq!(record.history[1].receipt.as_deref(), Some("ZZZ9999999"));
     assert_eq!(record.duplicate_callbacks, 0);
     assert_eq!(stack.transitions(&id), 1);
-    assert_eq!(stack.decisions("conflict").len(), 2);
+    assert_eq!(stack.decisions("conflict").len(), 1);
+    assert_eq!(stack.decisions("flagged").len(), 1);
+    assert!(
+        stack
+            .stack
+            .logs()
+            .iter()
+            .any(|l| l.contains("\"PaymentNeedsReview\":1")),
+        "no PaymentNeedsReview metric"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receipt_after_a_cancellation_needs_review() {
+    // Safaricom said cancelled, then sent a success with a receipt: the customer may have
+    // paid. Before, the first result stuck and the payment stayed FAILED.
+    let stack = start(1, &[]).await;
+    let id = stack
+        .accepted_with("0712345602", Outcome::code(1032), "LATEPAID")
+        .await;
+    stack.delivered(&id, 1).await;
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Failed);
+    let token = stack.stack.callback_token().to_string();
+    let (status, answer) = stack
+        .callback(
+            &token,
+            "196.201.214.200",
+            callback_body(&id, 0, "LATE123456", 100, 254712345602),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let record = stack.record(&id).await;
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(
+        record.review_reason,
+        Some(ReviewReason::SuccessAfterFailure)
+    );
+    assert_eq!(record.result_code.as_deref(), Some("1032"));
+    assert_eq!(record.history.len(), 1);
+    assert_eq!(record.history[0].receipt.as_deref(), Some("LATE123456"));
+    // The status API says why.
+    let response = stack
+        .http
+        .get(format!("{}/payments/{id}", stack.stack.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "NEEDS_REVIEW");
+    assert_eq!(body["review_reason"], "success_after_failure");
     stack.shutdown().await;
 }
 
@@ -708,6 +771,7 @@ async fn amount_mismatch_needs_review() {
     assert_eq!(response.status().as_u16(), 200);
     let shown: Value = response.json().await.unwrap();
     assert_eq!(shown["status"], "NEEDS_REVIEW");
+    assert_eq!(shown["review_reason"], "amount_mismatch");
     assert_eq!(shown["amount"], 100);
     assert_eq!(shown["amount_paid"], "99");
     assert!(shown["receipt"].is_string());

@@ -360,7 +360,8 @@ async fn late_callback_adds_receipt_to_a_query_completed_item_in_one_write() {
         assert!(!after.contains_key(absent), "{absent}");
     }
 
-    // A failed item keeps its outcome: the success callback is only history.
+    // A failed item keeps its outcome, the success callback goes to history, and its receipt
+    // turns the item NEEDS_REVIEW (the customer may have paid).
     store
         .record_pending(&payment("ws_CO_enrich_failed", 100))
         .await
@@ -374,7 +375,12 @@ async fn late_callback_adds_receipt_to_a_query_completed_item_in_one_write() {
         .await
         .expect("callback");
     let failed = raw_item(&store, &client, "ws_CO_enrich_failed").await;
-    assert_eq!(text(&failed, "status").as_deref(), Some("FAILED"));
+    assert_eq!(text(&failed, "status").as_deref(), Some("NEEDS_REVIEW"));
+    assert_eq!(
+        text(&failed, "review_reason").as_deref(),
+        Some("success_after_failure")
+    );
+    assert_eq!(text(&failed, "result_code").as_deref(), Some("1032"));
     assert!(!failed.contains_key("receipt"));
     assert!(failed.contains_key("history"));
 }

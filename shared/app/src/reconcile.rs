@@ -291,6 +291,17 @@ impl Reconciler {
                 );
                 (Step::Resolved, None)
             }
+            // A query carries no receipt, so it never flags a final payment; were it to, the
+            // record is under review and counted like any other.
+            Ok(Applied::Flagged(record)) => {
+                metrics::count(Metric::PaymentNeedsReview);
+                tracing::warn!(
+                    checkout_request_id = %masked,
+                    review_reason = record.review_reason.map(|r| r.as_str()),
+                    "query result contradicts a final payment; it needs review"
+                );
+                (Step::Resolved, None)
+            }
             Ok(Applied::Duplicate(record) | Applied::Conflict(record)) => {
                 // The callback won the race; its result stands.
                 tracing::info!(

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use payments::payment::{
-    timestamp, PaymentRecord, PaymentStatus, ResultHistoryEntry, ResultSource,
+    timestamp, PaymentRecord, PaymentStatus, ResultHistoryEntry, ResultSource, ReviewReason,
 };
 use payments::StoreError;
 
@@ -37,6 +37,7 @@ pub const PAYING_PHONE: &str = "paying_phone";
 pub const TRANSACTION_DATE: &str = "transaction_date";
 pub const RAW_CALLBACK: &str = "raw_callback";
 pub const RECONCILED_BY: &str = "reconciled_by";
+pub const REVIEW_REASON: &str = "review_reason";
 pub const QUERY_ATTEMPTS: &str = "query_attempts";
 pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
 pub const CONFLICTING_CALLBACKS: &str = "conflicting_callbacks";
@@ -128,6 +129,7 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         paying_phone: reader.string(PAYING_PHONE)?,
         transaction_date: reader.string(TRANSACTION_DATE)?,
         reconciled_by: reader.parsed::<ResultSource>(RECONCILED_BY)?,
+        review_reason: reader.parsed::<ReviewReason>(REVIEW_REASON)?,
         query_attempts: reader.number(QUERY_ATTEMPTS)?.unwrap_or(0),
         duplicate_callbacks: reader.number(DUPLICATE_CALLBACKS)?.unwrap_or(0),
         conflicting_callbacks: reader.number(CONFLICTING_CALLBACKS)?.unwrap_or(0),

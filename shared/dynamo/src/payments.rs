@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use daraja::{Clock, SystemClock};
 use payments::payment::{
     plan_pending, plan_result, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource,
+    PendingPlan, ResultPlan, ResultSource, ReviewReason,
 };
 use payments::{Applied, PaymentStore, PendingWrite, StoreError};
 
@@ -115,6 +115,10 @@ impl DynamoStore {
     ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
         let mut update = Expr::new();
         update.set(item::STATUS, s(status.as_str()));
+        update.set_some(
+            item::REVIEW_REASON,
+            result.review_reason(status).map(ReviewReason::as_str),
+        );
         update.set(item::UPDATED_AT, time(self.now()));
         set_result_details(&mut update, result);
         let condition = format!(
@@ -148,6 +152,48 @@ impl DynamoStore {
         );
         let pk = update.name(item::PK);
         update.condition(format!("attribute_not_exists({pk})"));
+        self.update(&result.checkout_request_id, update).await
+    }
+
+    /// Turns the final `stored` record `NEEDS_REVIEW` for `reason`, keeping `result` in its
+    /// history, on condition that it is still as read (status, result code and receipt).
+    async fn flag(
+        &self,
+        result: &PaymentResult,
+        reason: ReviewReason,
+        stored: &PaymentRecord,
+    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        let mut update = Expr::new();
+        update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
+        update.set(item::REVIEW_REASON, s(reason.as_str()));
+        update.set(item::UPDATED_AT, time(self.now()));
+        update.append(
+            item::HISTORY,
+            vec![item::history_entry(&result.history_entry())],
+        );
+        if result.source == ResultSource::Callback {
+            update.add(item::CONFLICTING_CALLBACKS, 1);
+        }
+        let status = update.name(item::STATUS);
+        let was = update.value("was", s(stored.status.as_str()));
+        let code = update.name(item::RESULT_CODE);
+        let receipt = update.name(item::RECEIPT);
+        let mut condition = format!("{status} = {was}");
+        match &stored.result_code {
+            Some(stored_code) => {
+                let same = update.value("stored_code", s(stored_code));
+                condition.push_str(&format!(" AND {code} = {same}"));
+            }
+            None => condition.push_str(&format!(" AND attribute_not_exists({code})")),
+        }
+        match &stored.receipt {
+            Some(stored_receipt) => {
+                let same = update.value("stored_receipt", s(stored_receipt));
+                condition.push_str(&format!(" AND {receipt} = {same}"));
+            }
+            None => condition.push_str(&format!(" AND attribute_not_exists({receipt})")),
+        }
+        update.condition(condition);
         self.update(&result.checkout_request_id, update).await
     }
 
@@ -244,6 +290,10 @@ fn result_update(result: &PaymentResult, status: PaymentStatus, now: DateTime<Ut
     update.set(item::OUTCOME, s(result.outcome()));
     set_result_details(&mut update, result);
     update.set(item::RECONCILED_BY, s(result.source.as_str()));
+    update.set_some(
+        item::REVIEW_REASON,
+        result.review_reason(status).map(ReviewReason::as_str),
+    );
     update.set_if_absent(item::DETAILS_RECORDED, AttributeValue::Bool(false));
     update.remove(item::PENDING_PK);
     update.remove(item::PENDING_SK);
@@ -315,6 +365,10 @@ impl PaymentStore for DynamoStore {
                     );
                     if plan == PendingPlan::FlagForReview {
                         update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
+                        update.set(
+                            item::REVIEW_REASON,
+                            s(ReviewReason::AmountMismatch.as_str()),
+                        );
                         update.condition(mismatch);
                     } else {
                         let pk = update.name(item::PK);
@@ -346,23 +400,35 @@ impl PaymentStore for DynamoStore {
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError> {
         // Common path first: the pending write is there and the amount matches.
         let mut plan = ResultPlan::Transition(result.final_status(None));
+        let mut stored: Option<PaymentRecord> = None;
         for _ in 0..MAX_ROUNDS {
-            let (written, orphan) = match plan {
-                ResultPlan::Transition(status) => (self.transition(result, status).await?, false),
-                ResultPlan::CreateOrphan(status) => {
+            let (written, orphan) = match (plan, &stored) {
+                (ResultPlan::Transition(status), _) => {
+                    (self.transition(result, status).await?, false)
+                }
+                (ResultPlan::CreateOrphan(status), _) => {
                     (self.create_orphan(result, status).await?, true)
                 }
-                ResultPlan::Enrich(status) => (self.enrich(result, status).await?, false),
+                (ResultPlan::Enrich(status), _) => (self.enrich(result, status).await?, false),
+                (ResultPlan::Review(reason), Some(final_record)) => {
+                    match self.flag(result, reason, final_record).await? {
+                        Ok(record) => return Ok(Applied::Flagged(record)),
+                        Err(found) => (Err(found), false),
+                    }
+                }
                 // Planned below, from a stored record, and answered there.
-                ResultPlan::Duplicate | ResultPlan::Conflict => break,
+                (ResultPlan::Review(_) | ResultPlan::Duplicate | ResultPlan::Conflict, _) => break,
             };
-            let stored = match written {
+            let found = match written {
                 Ok(record) => return Ok(Applied::Transitioned { record, orphan }),
-                Err(stored) => stored,
+                Err(found) => found,
             };
-            plan = plan_result(result, stored.as_ref());
-            if let (ResultPlan::Duplicate | ResultPlan::Conflict, Some(stored)) = (plan, stored) {
-                return self.note_repeat(result, plan, stored).await;
+            plan = plan_result(result, found.as_ref());
+            match (plan, found) {
+                (ResultPlan::Duplicate | ResultPlan::Conflict, Some(found)) => {
+                    return self.note_repeat(result, plan, found).await;
+                }
+                (_, found) => stored = found,
             }
         }
         Err(contention(&result.checkout_request_id))

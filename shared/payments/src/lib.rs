@@ -23,7 +23,7 @@ pub mod store;
 pub use intent::PushLedger;
 pub use memory::{MemoryLedger, MemoryRawStore, MemoryStore};
 pub use payment::{
-    timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource,
+    timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
 };
 pub use raw::{RawCallbackStore, UnreadableCallback};
 pub use store::{Applied, PaymentStore, PendingWrite, StoreError};

@@ -82,6 +82,53 @@ impl FromStr for PaymentStatus {
     }
 }
 
+/// Why a payment needs review: what the person looking at it should check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewReason {
+    /// Safaricom reports another amount paid than the amount asked.
+    AmountMismatch,
+    /// A success that cannot be checked: no receipt, no amount in whole shillings, or two
+    /// different receipts or amounts in one callback.
+    Unverifiable,
+    /// A success with an M-Pesa receipt after the payment was recorded failed: the customer
+    /// may have paid.
+    SuccessAfterFailure,
+    /// A success with another receipt for a payment already completed with one: the customer
+    /// may have paid twice.
+    SecondReceipt,
+}
+
+impl ReviewReason {
+    pub const ALL: [ReviewReason; 4] = [
+        ReviewReason::AmountMismatch,
+        ReviewReason::Unverifiable,
+        ReviewReason::SuccessAfterFailure,
+        ReviewReason::SecondReceipt,
+    ];
+
+    /// The stored and serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewReason::AmountMismatch => "amount_mismatch",
+            ReviewReason::Unverifiable => "unverifiable",
+            ReviewReason::SuccessAfterFailure => "success_after_failure",
+            ReviewReason::SecondReceipt => "second_receipt",
+        }
+    }
+}
+
+impl FromStr for ReviewReason {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ReviewReason::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
 /// How a result reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +250,36 @@ impl PaymentResult {
         }
     }
 
+    /// Why a payment this result gives `status` needs review (`None` unless `status` is
+    /// `NEEDS_REVIEW`): a success that cannot be checked, else the amount.
+    pub fn review_reason(&self, status: PaymentStatus) -> Option<ReviewReason> {
+        (status == PaymentStatus::NeedsReview).then(|| {
+            if self.is_checkable() {
+                ReviewReason::AmountMismatch
+            } else {
+                ReviewReason::Unverifiable
+            }
+        })
+    }
+
+    /// Whether this result, arriving for the final `record`, says money may have moved where
+    /// the record says otherwise: a success with a receipt for a failed payment, or with
+    /// another receipt for a completed one. Only a callback carries a receipt.
+    pub fn contradicts(&self, record: &PaymentRecord) -> Option<ReviewReason> {
+        if !self.is_success() || self.receipt.is_none() {
+            return None;
+        }
+        match record.status {
+            PaymentStatus::Failed => Some(ReviewReason::SuccessAfterFailure),
+            PaymentStatus::Completed
+                if record.receipt.is_some() && record.receipt != self.receipt =>
+            {
+                Some(ReviewReason::SecondReceipt)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this result says the same as the one already stored in `record`.
     ///
     /// A query reports no receipt, so for a query only the result code is compared.
@@ -285,6 +362,8 @@ pub struct PaymentRecord {
     pub paying_phone: Option<String>,
     pub transaction_date: Option<String>,
     pub reconciled_by: Option<ResultSource>,
+    /// Why the payment is `NEEDS_REVIEW`, when it is.
+    pub review_reason: Option<ReviewReason>,
     pub query_attempts: u32,
     /// Identical results delivered again by callback.
     pub duplicate_callbacks: u32,
@@ -340,6 +419,10 @@ pub enum ResultPlan {
     /// amount paid, paying phone and raw body, and set this status (`NEEDS_REVIEW` when
     /// the amount paid differs from the amount requested).
     Enrich(PaymentStatus),
+    /// Already final, and this result says money may have moved where the record says
+    /// otherwise ([`PaymentResult::contradicts`]): keep it in history and turn the record
+    /// `NEEDS_REVIEW` for this reason.
+    Review(ReviewReason),
     /// Already final with the same result.
     Duplicate,
     /// Already final with a different result: keep it in history only.
@@ -357,7 +440,9 @@ pub fn plan_result(result: &PaymentResult, stored: Option<&PaymentRecord>) -> Re
             ResultPlan::Enrich(result.final_status(record.amount))
         }
         Some(record) if result.repeats(record) => ResultPlan::Duplicate,
-        Some(_) => ResultPlan::Conflict,
+        Some(record) => result
+            .contradicts(record)
+            .map_or(ResultPlan::Conflict, ResultPlan::Review),
     }
 }
 
@@ -469,16 +554,41 @@ mod tests {
             plan_result(&callback, Some(&by_callback)),
             ResultPlan::Conflict
         );
+        // Another receipt on a completed payment, or a receipt on a failed one: money may have
+        // moved, so a person looks.
         let mut with_receipt = record.clone();
         with_receipt.receipt = Some("QWE1RT2YU3".into());
         assert_eq!(
             plan_result(&callback, Some(&with_receipt)),
-            ResultPlan::Conflict
+            ResultPlan::Review(ReviewReason::SecondReceipt)
         );
         let mut failed = record.clone();
         failed.status = PaymentStatus::Failed;
         failed.result_code = Some("1032".into());
-        assert_eq!(plan_result(&callback, Some(&failed)), ResultPlan::Conflict);
+        assert_eq!(
+            plan_result(&callback, Some(&failed)),
+            ResultPlan::Review(ReviewReason::SuccessAfterFailure)
+        );
+        // The same receipt again is a duplicate; a failure after a success, or a success
+        // without a receipt after a failure, only goes to history.
+        with_receipt.reconciled_by = Some(ResultSource::Callback);
+        let mut same = callback.clone();
+        same.receipt = with_receipt.receipt.clone();
+        assert_eq!(
+            plan_result(&same, Some(&with_receipt)),
+            ResultPlan::Duplicate
+        );
+        let cancelled = result(false, None);
+        assert_eq!(
+            plan_result(&cancelled, Some(&with_receipt)),
+            ResultPlan::Conflict
+        );
+        let mut no_receipt = callback.clone();
+        no_receipt.receipt = None;
+        assert_eq!(
+            plan_result(&no_receipt, Some(&failed)),
+            ResultPlan::Conflict
+        );
         let mut queried = callback.clone();
         queried.source = ResultSource::Query;
         assert_eq!(plan_result(&queried, Some(&record)), ResultPlan::Duplicate);
@@ -505,6 +615,7 @@ mod tests {
             paying_phone: None,
             transaction_date: None,
             reconciled_by: Some(ResultSource::Callback),
+            review_reason: None,
             query_attempts: 0,
             duplicate_callbacks: 0,
             conflicting_callbacks: 1,

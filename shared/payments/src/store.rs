@@ -65,6 +65,10 @@ pub enum Applied {
     /// adds its receipt, amount paid and paying phone (and may turn it `NEEDS_REVIEW`):
     /// the record changed as a transition changes it, though its result stays the query's.
     Transitioned { record: PaymentRecord, orphan: bool },
+    /// The record was final, and this result says money may have moved where it said
+    /// otherwise: it is `NEEDS_REVIEW` now (`review_reason` says why), the result is in
+    /// history, and its first result stays.
+    Flagged(PaymentRecord),
     /// The record was already final with the same result; counted, nothing else changed.
     Duplicate(PaymentRecord),
     /// The record was already final with another result; the new one went to history.
@@ -75,6 +79,7 @@ impl Applied {
     pub fn record(&self) -> &PaymentRecord {
         match self {
             Applied::Transitioned { record, .. }
+            | Applied::Flagged(record)
             | Applied::Duplicate(record)
             | Applied::Conflict(record) => record,
         }

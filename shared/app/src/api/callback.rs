@@ -232,6 +232,11 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
                 tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = result.outcome(), result_code = %result.result_code, "payment final");
             }
         }
+        Applied::Flagged(record) => {
+            metrics::count(Metric::CallbackConflict);
+            metrics::count(Metric::PaymentNeedsReview);
+            tracing::warn!(decision = "flagged", checkout_request_id = %id, status = record.status.as_str(), review_reason = record.review_reason.map(|r| r.as_str()), result_code = %result.result_code, "a success with a receipt contradicts the final payment; it needs review");
+        }
         Applied::Duplicate(record) => {
             metrics::count(Metric::CallbackDuplicate);
             tracing::info!(decision = "duplicate", checkout_request_id = %id, duplicate_callbacks = record.duplicate_callbacks, "duplicate result ignored");

@@ -392,6 +392,10 @@ pub async fn accepted_after_a_short_callback_needs_review(ledger: Ledger, paymen
     assert_eq!(known, Recorded::FlaggedForReview);
     let record = payments.get("ws_CO_F1").await.unwrap().unwrap();
     assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(
+        record.review_reason,
+        Some(crate::payment::ReviewReason::AmountMismatch)
+    );
     assert_eq!(record.amount, Some(100));
     assert_eq!(record.amount_paid_whole, Some(1));
 

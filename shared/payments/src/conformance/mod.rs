@@ -19,7 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use daraja::{AccountReference, Amount, Charge, PhoneNumber, ResultCode, TransactionDesc};
 
 use crate::payment::{
-    timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource,
+    timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
 };
 use crate::store::{Applied, PaymentStore, PendingWrite};
 
@@ -37,6 +37,7 @@ macro_rules! payment_store_conformance {
             failure_before_pending_converges,
             duplicate_result_is_counted_and_changes_nothing,
             conflicting_result_is_kept_in_history,
+            contradicting_success_needs_review,
             query_result_never_overwrites_completed,
             query_result_never_overwrites_failed,
             query_success_completes_pending,

@@ -83,12 +83,14 @@ pub async fn success_callback_after_query_completion_adds_receipt(store: &dyn Pa
     };
     assert_eq!(record.duplicate_callbacks, 1);
 
-    // Another receipt never replaces the one stored.
+    // Another receipt never replaces the one stored: the customer may have paid twice.
     let mut other = late.clone();
     other.receipt = Some("QWE1RT2YU3".to_owned());
-    let Applied::Conflict(record) = apply(store, &other).await else {
-        panic!("a success with another receipt is a conflict");
+    let Applied::Flagged(record) = apply(store, &other).await else {
+        panic!("a success with another receipt must flag the payment");
     };
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.review_reason, Some(ReviewReason::SecondReceipt));
     assert_eq!(record.receipt.as_deref(), Some("NLJ7RT61SV"));
     assert_eq!(record.conflicting_callbacks, 1);
     assert_eq!(record.history.len(), 1);
@@ -99,6 +101,7 @@ pub async fn short_callback_after_query_completion_needs_review(store: &dyn Paym
     apply(store, &queried(success("ws_CO_q_short", "100", Some(100)))).await;
     let (record, _) = transitioned(apply(store, &success("ws_CO_q_short", "1.00", Some(1))).await);
     assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.review_reason, Some(ReviewReason::AmountMismatch));
     assert_eq!(record.amount, Some(100));
     assert_eq!(record.amount_paid.as_deref(), Some("1.00"));
     assert_eq!(record.amount_paid_whole, Some(1));
@@ -107,13 +110,19 @@ pub async fn short_callback_after_query_completion_needs_review(store: &dyn Paym
 }
 
 pub async fn callback_after_query_never_changes_failed_or_mismatched(store: &dyn PaymentStore) {
-    // A query that reported failure: a success callback contradicts it.
+    // A query that reported failure: a success callback with a receipt contradicts it, and
+    // the customer may have paid: review (the query's result stays).
     pending(store, &payment("ws_CO_q_fail", 100)).await;
     apply(store, &queried(cancelled("ws_CO_q_fail"))).await;
     let applied = apply(store, &success("ws_CO_q_fail", "100", Some(100))).await;
-    assert!(matches!(applied, Applied::Conflict(_)), "{applied:?}");
+    assert!(matches!(applied, Applied::Flagged(_)), "{applied:?}");
     let record = stored(store, "ws_CO_q_fail").await;
-    assert_eq!(record.status, PaymentStatus::Failed);
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(
+        record.review_reason,
+        Some(ReviewReason::SuccessAfterFailure)
+    );
+    assert_eq!(record.result_code.as_deref(), Some("1032"));
     assert_eq!(record.receipt, None);
     assert_eq!(record.amount_paid, None);
     assert_eq!(record.conflicting_callbacks, 1);
@@ -168,10 +177,17 @@ pub async fn concurrent_callbacks_after_query_completion_enrich_once(store: &dyn
         })
         .collect();
     assert_eq!(winners.len(), 1, "{answers:?}");
+    let flagged = answers
+        .iter()
+        .filter(|a| matches!(a, Applied::Flagged(_)))
+        .count();
     let record = stored(store, "ws_CO_q_burst").await;
     assert_eq!(record.receipt, winners[0]);
-    assert_eq!(record.status, PaymentStatus::Completed);
-    // The winner's twin is a duplicate; both deliveries of the other receipt conflict.
+    // The other receipt means a second payment may have been made: flagged once.
+    assert_eq!(flagged, 1, "{answers:?}");
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.review_reason, Some(ReviewReason::SecondReceipt));
+    // The winner's twin is a duplicate; both deliveries of the other receipt are kept.
     assert_eq!(record.duplicate_callbacks, 1);
     assert_eq!(record.conflicting_callbacks, 2);
     assert!(record.history.iter().all(|h| h.receipt != record.receipt));
@@ -263,6 +279,11 @@ pub async fn unverifiable_success_needs_review_in_either_order(store: &dyn Payme
         let (record, orphan) = transitioned(apply(store, &result).await);
         assert!(!orphan);
         assert_eq!(record.status, PaymentStatus::NeedsReview, "{id}");
+        assert_eq!(
+            record.review_reason,
+            Some(ReviewReason::Unverifiable),
+            "{id}"
+        );
         assert_eq!(record.amount, Some(100));
         // The result first, as an orphan, then the pending write: the same record.
         let later = format!("{id}_later");

@@ -184,15 +184,67 @@ pub async fn conflicting_result_is_kept_in_history(store: &dyn PaymentStore) {
     assert_eq!(record.history[0].received_at, at(60));
     assert_eq!(record.history[0].source, ResultSource::Callback);
     assert_eq!(record.history[0].raw, contradiction.raw);
+}
 
-    // Another receipt for the same id would be a second payment: never merged.
-    let mut other_receipt = success("ws_CO_conflict", "100", Some(100));
+/// Evidence that money moved where the record says otherwise: a success with another receipt
+/// for a completed payment (paid twice?), or with a receipt for a failed one (paid after
+/// all?). The record turns `NEEDS_REVIEW` with the reason; its first result stays, the new one
+/// goes to history. Without a receipt there is no such evidence: history only.
+pub async fn contradicting_success_needs_review(store: &dyn PaymentStore) {
+    pending(store, &payment("ws_CO_twice_paid", 100)).await;
+    apply(store, &success("ws_CO_twice_paid", "100", Some(100))).await;
+    let mut other_receipt = success("ws_CO_twice_paid", "100", Some(100));
     other_receipt.receipt = Some("QWE1RT2YU3".to_owned());
-    let Applied::Conflict(record) = apply(store, &other_receipt).await else {
-        panic!("a success with another receipt is a conflict");
+    other_receipt.received_at = at(90);
+    let Applied::Flagged(record) = apply(store, &other_receipt).await else {
+        panic!("a success with another receipt must flag the payment");
     };
+    assert_eq!(record, stored(store, "ws_CO_twice_paid").await);
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.review_reason, Some(ReviewReason::SecondReceipt));
     assert_eq!(record.receipt.as_deref(), Some("NLJ7RT61SV"));
+    assert_eq!(record.result_code.as_deref(), Some("0"));
+    assert_eq!(record.conflicting_callbacks, 1);
+    assert_eq!(record.history, vec![other_receipt.history_entry()]);
+    // The same evidence again is no news: counted, still under review.
+    let again = apply(store, &other_receipt).await;
+    assert!(matches!(again, Applied::Conflict(_)), "{again:?}");
+    let record = stored(store, "ws_CO_twice_paid").await;
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
     assert_eq!(record.conflicting_callbacks, 2);
-    assert_eq!(record.history.len(), 2);
-    assert_eq!(record.history[1].receipt.as_deref(), Some("QWE1RT2YU3"));
+
+    for (id, first) in [
+        (
+            "ws_CO_paid_after_cancel",
+            cancelled("ws_CO_paid_after_cancel"),
+        ),
+        (
+            "ws_CO_paid_after_query",
+            queried(cancelled("ws_CO_paid_after_query")),
+        ),
+    ] {
+        pending(store, &payment(id, 100)).await;
+        apply(store, &first).await;
+        let mut no_receipt = success(id, "100", Some(100));
+        no_receipt.receipt = None;
+        let applied = apply(store, &no_receipt).await;
+        assert!(matches!(applied, Applied::Conflict(_)), "{id}: {applied:?}");
+        assert_eq!(stored(store, id).await.status, PaymentStatus::Failed);
+        let Applied::Flagged(record) = apply(store, &success(id, "100", Some(100))).await else {
+            panic!("{id}: a success with a receipt after a failure must flag the payment");
+        };
+        assert_eq!(record, stored(store, id).await);
+        assert_eq!(record.status, PaymentStatus::NeedsReview);
+        assert_eq!(
+            record.review_reason,
+            Some(ReviewReason::SuccessAfterFailure)
+        );
+        assert_eq!(record.result_code.as_deref(), Some("1032"));
+        assert_eq!(record.receipt, None);
+        assert_eq!(record.history.len(), 2);
+        assert_eq!(record.history[1].receipt.as_deref(), Some("NLJ7RT61SV"));
+    }
+    // A failure after a success says nothing about money that moved: history only.
+    let applied = apply(store, &cancelled("ws_CO_twice_paid")).await;
+    assert!(matches!(applied, Applied::Conflict(_)), "{applied:?}");
 }

@@ -16,7 +16,7 @@ use daraja::{Clock, SystemClock};
 
 use crate::payment::{
     plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource,
+    PendingPlan, ResultPlan, ResultSource, ReviewReason,
 };
 use crate::store::{Applied, PaymentStore, PendingWrite, StoreError};
 
@@ -120,6 +120,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         paying_phone: None,
         transaction_date: None,
         reconciled_by: None,
+        review_reason: None,
         query_attempts: 0,
         duplicate_callbacks: 0,
         conflicting_callbacks: 0,
@@ -150,6 +151,7 @@ fn with_result(
         record.merchant_request_id = Some(result.merchant_request_id.clone());
     }
     record.status = status;
+    record.review_reason = result.review_reason(status);
     record.completed_at = Some(timestamp::truncate(result.received_at));
     record.updated_at = now;
     record.result_code = Some(result.result_code.code().to_owned());
@@ -181,6 +183,7 @@ fn with_receipt(
     now: DateTime<Utc>,
 ) -> PaymentRecord {
     record.status = status;
+    record.review_reason = result.review_reason(status);
     record.updated_at = now;
     record.receipt.clone_from(&result.receipt);
     record.amount_paid.clone_from(&result.amount_paid);
@@ -208,6 +211,7 @@ impl PaymentStore for MemoryStore {
             }
             (PendingPlan::FlagForReview, Some(mut record)) => {
                 record.status = PaymentStatus::NeedsReview;
+                record.review_reason = Some(ReviewReason::AmountMismatch);
                 PendingWrite::FlaggedForReview(record)
             }
             (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview, None) => {
@@ -248,9 +252,23 @@ impl PaymentStore for MemoryStore {
                 }
                 Applied::Duplicate(record)
             }
-            (ResultPlan::Enrich(_) | ResultPlan::Duplicate | ResultPlan::Conflict, None) => {
-                return Err(unplanned(&result.checkout_request_id))
+            (ResultPlan::Review(reason), Some(mut record)) => {
+                record.history.push(result.history_entry());
+                if result.source == ResultSource::Callback {
+                    record.conflicting_callbacks += 1;
+                }
+                record.status = PaymentStatus::NeedsReview;
+                record.review_reason = Some(reason);
+                record.updated_at = now;
+                Applied::Flagged(record)
             }
+            (
+                ResultPlan::Enrich(_)
+                | ResultPlan::Review(_)
+                | ResultPlan::Duplicate
+                | ResultPlan::Conflict,
+                None,
+            ) => return Err(unplanned(&result.checkout_request_id)),
             (ResultPlan::Conflict, Some(mut record)) => {
                 record.history.push(result.history_entry());
                 if result.source == ResultSource::Callback {
