@@ -113,7 +113,14 @@ async fn final_answer(client: &DarajaClient, checkout_request_id: &str) -> Query
         format!("the query of {checkout_request_id} to be final"),
     );
     loop {
-        match client.stk_query(checkout_request_id).await.expect("query") {
+        match client
+            .stk_query(
+                checkout_request_id,
+                daraja::Deadline::after(std::time::Duration::from_secs(30)),
+            )
+            .await
+            .expect("query")
+        {
             QueryAnswer::Processing => deadline.not_yet("still processing").await,
             answer => return answer,
         }
@@ -175,7 +182,10 @@ async fn query_while_prompt_open_is_processing_then_reports_cancellation() {
         .expect("push accepted");
     assert_eq!(
         client
-            .stk_query(&ack.checkout_request_id)
+            .stk_query(
+                &ack.checkout_request_id,
+                daraja::Deadline::after(std::time::Duration::from_secs(30))
+            )
             .await
             .expect("query"),
         QueryAnswer::Processing
@@ -211,7 +221,10 @@ async fn transient_4999_is_reported_as_processing() {
     let mut answers = Vec::new();
     loop {
         let answer = client
-            .stk_query(&ack.checkout_request_id)
+            .stk_query(
+                &ack.checkout_request_id,
+                daraja::Deadline::after(std::time::Duration::from_secs(30)),
+            )
             .await
             .expect("query");
         answers.push(answer.clone());
@@ -489,7 +502,13 @@ async fn refused_consumer_credentials_are_an_auth_error_and_nothing_is_pushed() 
 async fn query_for_an_unknown_checkout_id_is_rejected() {
     let sim = sim().await;
     let client = client(config(&sim));
-    let err = client.stk_query("ws_CO_000000000000").await.unwrap_err();
+    let err = client
+        .stk_query(
+            "ws_CO_000000000000",
+            daraja::Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -517,11 +536,17 @@ async fn query_rate_limit_is_rate_limited() {
         .await
         .expect("push accepted");
     client
-        .stk_query(&ack.checkout_request_id)
+        .stk_query(
+            &ack.checkout_request_id,
+            daraja::Deadline::after(std::time::Duration::from_secs(30)),
+        )
         .await
         .expect("first query");
     let err = client
-        .stk_query(&ack.checkout_request_id)
+        .stk_query(
+            &ack.checkout_request_id,
+            daraja::Deadline::after(std::time::Duration::from_secs(30)),
+        )
         .await
         .unwrap_err();
     assert_eq!(err, DarajaError::RateLimited);

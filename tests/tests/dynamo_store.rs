@@ -194,7 +194,7 @@ async fn pending_index_holds_only_pending_items() {
         .await
         .expect("apply_result");
     let expired = store
-        .expire("ws_CO_c", payments::conformance::at(900))
+        .expire("ws_CO_c", payments::conformance::at(900), None)
         .await
         .expect("expire");
     assert!(expired);

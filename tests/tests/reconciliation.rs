@@ -28,15 +28,24 @@ struct Stack {
 }
 
 async fn start(sim: SimConfig, max_queries_per_minute: u32) -> Stack {
+    start_with(sim, max_queries_per_minute, &[]).await
+}
+
+/// No back-off between the queries of a pending payment (the rounds here are a second
+/// apart, not a minute), and `extra` settings.
+async fn start_with(sim: SimConfig, max_queries_per_minute: u32, extra: &[(&str, &str)]) -> Stack {
     let max_age = MAX_AGE_SECS.to_string();
     let rate = max_queries_per_minute.to_string();
+    let mut env = vec![
+        ("RECONCILE_GRACE_SECONDS", "0"),
+        ("RECONCILE_MAX_AGE_SECONDS", max_age.as_str()),
+        ("RECONCILE_MAX_QUERIES_PER_MINUTE", rate.as_str()),
+        ("RECONCILE_RETRY_SECONDS", "0"),
+    ];
+    env.extend_from_slice(extra);
     let stack = LocalStack::start(StackOptions {
         sim,
-        extra_env: env_vars(&[
-            ("RECONCILE_GRACE_SECONDS", "0"),
-            ("RECONCILE_MAX_AGE_SECONDS", max_age.as_str()),
-            ("RECONCILE_MAX_QUERIES_PER_MINUTE", rate.as_str()),
-        ]),
+        extra_env: env_vars(&env),
         ..StackOptions::default()
     })
     .await
@@ -299,9 +308,57 @@ async fn payment_still_processing_past_the_maximum_age_ends_expired() {
         .logs()
         .iter()
         .any(|l| l.contains("outcome unknown") && l.contains("M-Pesa portal")));
-    // Nothing is left to query.
+    // Nothing is left to query now: its next look is 15 minutes away.
     let report = s.reconcile().await;
-    assert_eq!(report["due"], 0);
+    assert_eq!(
+        (report["due"].as_u64(), report["expired_due"].as_u64()),
+        (Some(0), Some(0))
+    );
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_payment_is_queried_again_and_ends_with_its_real_outcome() {
+    // The customer pays 8 s after the prompt, past the 3 s maximum age, and the callback is
+    // lost. Before, the payment stayed EXPIRED for good; now the expired queue asks again
+    // (first after 1 s here, 15 minutes by default) and the query finds the payment.
+    let s = start_with(
+        quick_sim(),
+        100,
+        &[("RECONCILE_EXPIRED_RETRY_SECONDS", "1")],
+    )
+    .await;
+    s.stack.sim().script(
+        Some("0712000006"),
+        vec![Outcome::success().lost().delay(Duration::from_secs(8))],
+    );
+    let id = s.pay("0712000006").await;
+    let wait = Deadline::after(WAIT, format!("{id} to expire")).every(Duration::from_millis(500));
+    loop {
+        s.reconcile().await;
+        let record = s.status(&id).await;
+        if record["status"] != "PENDING" {
+            assert_eq!(record["status"], "EXPIRED", "{record}");
+            break;
+        }
+        wait.not_yet(&record).await;
+    }
+    let wait = Deadline::after(WAIT, format!("{id} to be found by a later query"))
+        .every(Duration::from_millis(500));
+    let mut expired_queried = 0;
+    let record = loop {
+        let report = s.reconcile().await;
+        expired_queried += report["expired_due"].as_u64().unwrap_or(0);
+        let record = s.status(&id).await;
+        if record["status"] != "EXPIRED" {
+            break record;
+        }
+        wait.not_yet(&record).await;
+    };
+    assert_eq!(record["status"], "COMPLETED", "{record}");
+    assert_eq!(record["reconciled_by"], "query");
+    assert!(expired_queried >= 1);
+    assert_eq!(s.stack.sim().counts().callbacks_sent, 0);
     s.stack.shutdown().await;
 }
 

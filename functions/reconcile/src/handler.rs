@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use app::reconcile::{Reconciler, RoundReport};
-use daraja::{Clock, Daraja};
+use daraja::{Clock, Daraja, Deadline};
 use lambda_runtime::{Error, LambdaEvent};
 use payments::PaymentStore;
 use serde::Deserialize;
@@ -43,6 +43,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<RoundRepor
             deps.store.as_ref(),
             deps.daraja.as_ref(),
             deps.clock.as_ref(),
+            Deadline::at_system_time(event.context.deadline()),
         )
         .await?;
     Ok(report)
@@ -71,9 +72,16 @@ mod tests {
         }
     }
 
+    /// The sample event, with the 50 s the template gives an invocation.
     fn scheduled_event() -> LambdaEvent<Value> {
         let payload: Value = serde_json::from_str(SCHEDULE).expect("sample event is JSON");
-        LambdaEvent::new(payload, Context::default())
+        let mut context = Context::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        context.deadline = u64::try_from((now + std::time::Duration::from_secs(50)).as_millis())
+            .expect("a deadline in milliseconds");
+        LambdaEvent::new(payload, context)
     }
 
     #[test]
@@ -85,7 +93,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn scheduled_event_runs_a_round_that_expires_what_is_past_the_maximum_age() {
+    async fn scheduled_event_runs_a_round_and_an_unreachable_daraja_expires_nothing() {
         let clock = Arc::new(FixedClock::new(
             "2026-11-27T09:00:00Z".parse().expect("timestamp"),
         ));
@@ -104,11 +112,13 @@ mod tests {
 
         let report = handle(&deps, scheduled_event()).await.expect("round runs");
 
-        // Daraja is unreachable: the one query fails, stops the round, and the payment past
-        // the maximum age is expired anyway.
-        assert_eq!((report.due, report.queried, report.expired), (1, 1, 1));
+        // Daraja is unreachable: the one query is not sent and stops the round. The payment is
+        // past the maximum age, but nothing has said it is still open: it stays pending, in
+        // its place, for the next round.
+        assert_eq!((report.due, report.queried, report.expired), (1, 1, 0));
         let record = store.get("ws_CO_old").await.expect("read").expect("stored");
-        assert_eq!(record.status, PaymentStatus::Expired);
+        assert_eq!(record.status, PaymentStatus::Pending);
+        assert_eq!(record.query_attempts, 0);
         let json = serde_json::to_value(&report).expect("report serialises");
         assert_eq!(json["stopped"], "daraja_unavailable");
     }

@@ -1,16 +1,19 @@
 //! Reconciliation: learning the outcome of payments whose callback never came.
 //!
 //! Safaricom does not resend a callback it could not deliver; the STK query is the only way to
-//! learn such a payment's outcome. A scheduled round reads the payments still `PENDING` a grace
-//! period after they were created (the sparse pending-index, oldest first, no scan), queries each
-//! within Daraja's rate limit, and applies a final answer with the same conditional write as a
-//! callback, so a callback and a query racing for one payment make one transition, and a query
-//! never overwrites a final state. Answers that are not final ("being processed", a transient
-//! `4999`, 429, 5xx) are counted on the record and tried again next round. A payment with no
-//! final answer after the maximum age becomes `EXPIRED`: its outcome is unknown, and a result
-//! that arrives later still moves it to the real outcome.
+//! learn such a payment's outcome. A scheduled round reads three queues from the sparse
+//! pending-index (no scan): payments never queried, a grace period after their creation, oldest
+//! first; payments queried before without a final answer, whose back-off has ended, earliest
+//! first; and `EXPIRED` payments due for another look. It queries them in that order within
+//! Daraja's rate limit and before its own deadline, so the least recently queried go first and a
+//! few stuck payments cannot take every query of every minute. A final answer is applied with
+//! the same conditional write as a callback, so a callback and a query racing for one payment
+//! make one transition, and a query never overwrites a final state. A payment without a final
+//! answer waits a growing back-off; past the maximum age it becomes `EXPIRED`, but only after a
+//! "being processed" answer or a number of attempts, never for want of budget; and an `EXPIRED`
+//! payment is still queried, at growing intervals, for a day: a late answer moves it to its
+//! real outcome.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,13 +21,27 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::metrics::{self, Metric};
-use daraja::{mask_id, Clock, Daraja, DarajaError, QueryAnswer, ResultCode};
-use payments::payment::{PaymentResult, ResultSource};
-use payments::{Applied, PaymentStore, StoreError};
+use daraja::client::MIN_CALL_TIME;
+use daraja::{mask_id, Clock, Daraja, DarajaError, Deadline, QueryAnswer, ResultCode};
+use payments::payment::{PaymentRecord, PaymentResult, PaymentStatus, ResultSource};
+use payments::{Applied, PaymentStore, QueryQueue, StoreError};
 
-/// How many pending payments one round reads. Far more than the queries a round may make, so
-/// that a backlog of payments past the maximum age is expired in few rounds.
+/// How many payments one round reads from each queue: more than the queries a round may make.
 const ROUND_BATCH: u32 = 100;
+
+/// The longest back-off between two queries of a pending payment.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The longest interval between two queries of an expired payment.
+const MAX_EXPIRED_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
+
+/// How long after its creation an expired payment is still queried: a day, as long as
+/// Daraja is known to answer a query for a push.
+pub const EXPIRED_QUERIED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// What a round keeps at the end of its invocation: no query starts with less left (the
+/// query's own minimum, and time to record its answer).
+const ROUND_RESERVE: Duration = Duration::from_secs(3);
 
 /// The knobs of a round, read from the environment at cold start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +49,20 @@ pub struct ReconcileSettings {
     /// How long after its creation a payment is left to its callback before it is queried.
     /// The customer has about 90 s to answer the prompt.
     pub grace: Duration,
-    /// How long after its creation a payment with no final answer becomes `EXPIRED`.
+    /// How long after its creation a payment with no final answer may become `EXPIRED`.
     pub max_age: Duration,
     /// STK queries allowed per clock minute (the sandbox allows about 5 per 60 s).
     pub max_queries_per_minute: u32,
+    /// The first back-off after a query without a final answer; it doubles after each, up to
+    /// five minutes.
+    pub retry_after: Duration,
+    /// Queries a payment past the maximum age must have had, none of them answered "being
+    /// processed", before it becomes `EXPIRED` (one "being processed" answer is enough).
+    pub min_attempts: u32,
+    /// The first interval before an `EXPIRED` payment is queried again; then each interval is
+    /// as long as the payment has been expired (they double), up to four hours, for
+    /// [`EXPIRED_QUERIED_FOR`] after its creation.
+    pub expired_retry_after: Duration,
 }
 
 impl Default for ReconcileSettings {
@@ -44,8 +71,32 @@ impl Default for ReconcileSettings {
             grace: Duration::from_secs(90),
             max_age: Duration::from_secs(900),
             max_queries_per_minute: 5,
+            retry_after: Duration::from_secs(30),
+            min_attempts: 3,
+            expired_retry_after: Duration::from_secs(900),
         }
     }
+}
+
+impl ReconcileSettings {
+    /// The back-off after the `attempts`-th query of a pending payment.
+    fn retry_after(&self, attempts: u32) -> Duration {
+        doubled(self.retry_after, attempts, MAX_RETRY_AFTER)
+    }
+
+    /// The interval before the next query of a payment expired `since` ago: as long as it has
+    /// been expired (so the intervals double), at least the first interval, at most four hours.
+    fn expired_retry_after(&self, since: Duration) -> Duration {
+        since
+            .max(self.expired_retry_after)
+            .min(MAX_EXPIRED_RETRY_AFTER.max(self.expired_retry_after))
+    }
+}
+
+/// `first`, doubled for each attempt after the first, at most `cap` (and at least `first`).
+fn doubled(first: Duration, attempts: u32, cap: Duration) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    first.saturating_mul(1 << doublings).min(cap.max(first))
 }
 
 /// Why a round stopped querying before it had queried every due payment.
@@ -60,13 +111,18 @@ pub enum StopReason {
     DarajaUnavailable,
     /// The token endpoint refused the credentials: every query would fail.
     AuthFailed,
+    /// The invocation's deadline is near: the next round goes on.
+    DeadlineNear,
 }
 
 /// What one round did; the function returns it and logs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RoundReport {
-    /// Pending payments past the grace period that the round read.
+    /// Pending payments due for a query that the round read: never queried and past the grace
+    /// period, or queried before and past their back-off.
     pub due: u32,
+    /// `EXPIRED` payments due for another query (queried after the pending ones).
+    pub expired_due: u32,
     /// STK queries sent.
     pub queried: u32,
     /// Payments a query made final (`COMPLETED`, `FAILED` or `NEEDS_REVIEW`).
@@ -77,6 +133,8 @@ pub struct RoundReport {
     pub not_final: u32,
     /// Payments marked `EXPIRED`.
     pub expired: u32,
+    /// Payments queried without a final answer and given their next query time.
+    pub deferred: u32,
     /// Store writes that failed; the payment is tried again next round.
     pub store_errors: u32,
     pub stopped: Option<StopReason>,
@@ -117,7 +175,12 @@ pub struct Reconciler {
 enum Step {
     Resolved,
     AlreadyFinal,
+    /// No final answer; the payment keeps its place (nothing was sent or counted).
     NotFinal,
+    /// No final answer; the payment waits for its next query time.
+    Deferred,
+    /// No final answer past the maximum age: the payment is `EXPIRED` now.
+    Expired,
     StoreError,
 }
 
@@ -141,86 +204,150 @@ impl Reconciler {
             .take(now, self.settings.max_queries_per_minute)
     }
 
-    /// One round: query the due payments oldest first while the budget lasts, expire those past
-    /// the maximum age that are still not final. Fails only if the pending payments cannot be
-    /// read; a failed write for one payment is counted and left for the next round.
+    /// One round: query the due payments (never queried first, then those whose back-off has
+    /// ended, then expired ones) while the minute's budget and the invocation's `deadline`
+    /// last. Fails only if the queues cannot be read; a failed write for one payment is counted
+    /// and the payment is tried again in a later round.
     pub async fn run_round(
         &self,
         store: &dyn PaymentStore,
         daraja: &dyn Daraja,
         clock: &dyn Clock,
+        deadline: Deadline,
     ) -> Result<RoundReport, StoreError> {
         let now = clock.now();
-        let stale: HashSet<String> = store
-            .pending_older_than(before(now, self.settings.max_age), ROUND_BATCH)
-            .await?
-            .into_iter()
-            .collect();
-        let due = store
+        let new = store
             .pending_older_than(before(now, self.settings.grace), ROUND_BATCH)
             .await?;
+        let retry = store
+            .due_for_query(QueryQueue::Retry, now, ROUND_BATCH)
+            .await?;
+        let expired = store
+            .due_for_query(QueryQueue::Expired, now, ROUND_BATCH)
+            .await?;
+        let count = |ids: &[String]| u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let mut report = RoundReport {
-            due: u32::try_from(due.len()).unwrap_or(u32::MAX),
+            due: count(&new).saturating_add(count(&retry)),
+            expired_due: count(&expired),
             ..RoundReport::default()
         };
-        for id in &due {
-            let past_max_age = stale.contains(id);
-            if report.stopped.is_none() && !self.take_query(clock.now()) {
+        for id in new.iter().chain(&retry).chain(&expired) {
+            if deadline.remaining() < ROUND_RESERVE + MIN_CALL_TIME {
+                report.stopped = Some(StopReason::DeadlineNear);
+                break;
+            }
+            if !self.take_query(clock.now()) {
                 report.stopped = Some(StopReason::BudgetSpent);
                 tracing::info!(
                     max_queries_per_minute = self.settings.max_queries_per_minute,
                     "query budget for this minute spent"
                 );
-            }
-            if report.stopped.is_none() {
-                report.queried += 1;
-                let (step, stop) = self.query_one(store, daraja, clock, id).await;
-                report.stopped = stop;
-                match step {
-                    Step::Resolved => report.resolved += 1,
-                    Step::AlreadyFinal => report.already_final += 1,
-                    Step::NotFinal => report.not_final += 1,
-                    Step::StoreError => report.store_errors += 1,
-                }
-                if !matches!(step, Step::NotFinal) {
-                    continue;
-                }
-            } else if !past_max_age {
-                // Oldest first: everything after this is younger, so nothing is left to expire.
                 break;
             }
-            if past_max_age {
-                match store.expire(id, clock.now()).await {
-                    Ok(true) => {
-                        metrics::count(Metric::PaymentExpired);
-                        report.expired += 1;
-                        tracing::warn!(
-                            checkout_request_id = %mask_id(id),
-                            max_age_secs = self.settings.max_age.as_secs(),
-                            "payment expired: outcome unknown — check the M-Pesa portal"
-                        );
-                    }
-                    // A result arrived meanwhile.
-                    Ok(false) => {}
-                    Err(error) => {
-                        report.store_errors += 1;
-                        tracing::error!(checkout_request_id = %mask_id(id), error = %error, "payment could not be expired");
-                    }
+            report.queried += 1;
+            let by = deadline.earlier_by(ROUND_RESERVE);
+            let (step, stop) = self.query_one(store, daraja, clock, id, by).await;
+            match step {
+                Step::Resolved => report.resolved += 1,
+                Step::AlreadyFinal => report.already_final += 1,
+                Step::NotFinal => report.not_final += 1,
+                Step::Deferred => {
+                    report.not_final += 1;
+                    report.deferred += 1;
                 }
+                Step::Expired => {
+                    report.not_final += 1;
+                    report.expired += 1;
+                }
+                Step::StoreError => report.store_errors += 1,
+            }
+            if stop.is_some() {
+                report.stopped = stop;
+                break;
             }
         }
         tracing::info!(
             due = report.due,
+            expired_due = report.expired_due,
             queried = report.queried,
             resolved = report.resolved,
             already_final = report.already_final,
             not_final = report.not_final,
+            deferred = report.deferred,
             expired = report.expired,
             store_errors = report.store_errors,
             stopped = ?report.stopped,
             "reconciliation round"
         );
         Ok(report)
+    }
+
+    /// After a query without a final answer for `record` (as counted): its next query time, or
+    /// `EXPIRED` when it is past the maximum age and a "being processed" answer or enough
+    /// attempts say waiting longer will not help.
+    async fn reschedule(
+        &self,
+        store: &dyn PaymentStore,
+        clock: &dyn Clock,
+        record: &PaymentRecord,
+        processing: bool,
+    ) -> Step {
+        let now = clock.now();
+        let id = record.checkout_request_id.as_str();
+        let masked = mask_id(id);
+        let created = record.created_at.unwrap_or(now);
+        let age = (now - created).to_std().unwrap_or_default();
+        let attempts = record.query_attempts;
+        let written = match record.status {
+            PaymentStatus::Pending
+                if age >= self.settings.max_age
+                    && (processing || attempts >= self.settings.min_attempts) =>
+            {
+                let requery = after(now, self.settings.expired_retry_after(Duration::ZERO));
+                match store.expire(id, now, requery).await {
+                    Ok(true) => {
+                        metrics::count(Metric::PaymentExpired);
+                        tracing::warn!(
+                            checkout_request_id = %masked,
+                            max_age_secs = self.settings.max_age.as_secs(),
+                            query_attempts = attempts,
+                            "payment expired: outcome unknown — check the M-Pesa portal"
+                        );
+                        return Step::Expired;
+                    }
+                    other => other,
+                }
+            }
+            PaymentStatus::Pending => {
+                let next = after(now, self.settings.retry_after(attempts));
+                store.schedule_query(id, QueryQueue::Retry, next).await
+            }
+            PaymentStatus::Expired => {
+                // `updated_at` of an expired payment is when it expired.
+                let since = (now - record.updated_at).to_std().unwrap_or_default();
+                let next = after(now, self.settings.expired_retry_after(since))
+                    .filter(|next| *next < created + chrono_duration(EXPIRED_QUERIED_FOR));
+                if next.is_none() {
+                    tracing::warn!(
+                        checkout_request_id = %masked,
+                        query_attempts = attempts,
+                        "expired payment no longer queried: no answer within a day — check the M-Pesa portal"
+                    );
+                }
+                store.schedule_query(id, QueryQueue::Expired, next).await
+            }
+            // Final meanwhile: nothing to schedule.
+            _ => return Step::NotFinal,
+        };
+        match written {
+            Ok(true) => Step::Deferred,
+            // A result arrived meanwhile.
+            Ok(false) => Step::NotFinal,
+            Err(error) => {
+                tracing::error!(checkout_request_id = %masked, error = %error, "next query could not be scheduled");
+                Step::StoreError
+            }
+        }
     }
 
     /// Queries one payment and applies what it learns. Returns the step and, when Daraja said
@@ -231,10 +358,11 @@ impl Reconciler {
         daraja: &dyn Daraja,
         clock: &dyn Clock,
         id: &str,
+        by: Deadline,
     ) -> (Step, Option<StopReason>) {
         let masked = mask_id(id);
         metrics::count(Metric::ReconciliationQuery);
-        let answer = daraja.stk_query(id).await;
+        let answer = daraja.stk_query(id, by).await;
         let (sent, stop) = match &answer {
             Ok(_) => (true, None),
             Err(DarajaError::RateLimited) => (true, Some(StopReason::RateLimited)),
@@ -245,11 +373,25 @@ impl Reconciler {
             Err(DarajaError::TimedOut) => (true, Some(StopReason::DarajaUnavailable)),
             Err(DarajaError::Rejected { .. } | DarajaError::BadResponse { .. }) => (true, None),
         };
-        if sent {
-            if let Err(error) = store.record_query_attempt(id).await {
-                tracing::warn!(checkout_request_id = %masked, error = %error, "query attempt not counted");
+        // The record as counted: what the next query time depends on. `None` when nothing was
+        // sent, the payment is final already, or the count failed (it stays where it is).
+        let counted = if sent {
+            match store.record_query_attempt(id).await {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(checkout_request_id = %masked, error = %error, "query attempt not counted");
+                    None
+                }
             }
-        }
+        } else {
+            None
+        };
+        let not_final = |processing: bool| async move {
+            match &counted {
+                Some(record) => self.reschedule(store, clock, record, processing).await,
+                None => Step::NotFinal,
+            }
+        };
         let (result_code, result_desc, merchant_request_id) = match answer {
             Ok(QueryAnswer::Final {
                 result_code,
@@ -258,7 +400,7 @@ impl Reconciler {
             }) => (result_code, result_desc, merchant_request_id),
             Ok(QueryAnswer::Processing) => {
                 tracing::info!(checkout_request_id = %masked, "payment still being processed");
-                return (Step::NotFinal, None);
+                return (not_final(true).await, None);
             }
             Err(error) => {
                 metrics::daraja_error(&error);
@@ -269,7 +411,7 @@ impl Reconciler {
                     stops_round = stop.is_some(),
                     "query brought no answer"
                 );
-                return (Step::NotFinal, stop);
+                return (not_final(false).await, stop);
             }
         };
         let result = query_result(
@@ -350,6 +492,15 @@ pub fn query_result(
         source: ResultSource::Query,
         received_at,
     }
+}
+
+/// `now + duration`, or `None` past the end of time.
+fn after(now: DateTime<Utc>, duration: Duration) -> Option<DateTime<Utc>> {
+    now.checked_add_signed(chrono::Duration::from_std(duration).ok()?)
+}
+
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
 /// `now - duration`, or the beginning of time for a duration too long to subtract.

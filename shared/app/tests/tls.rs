@@ -174,7 +174,12 @@ async fn the_sdk_client_trusts_exactly_the_roots_it_is_given() {
 async fn the_daraja_client_trusts_exactly_the_roots_it_is_given() {
     let server = https_server().await;
 
-    let answer = daraja(&server, &test_roots()).stk_query("ws_CO_1").await;
+    let answer = daraja(&server, &test_roots())
+        .stk_query(
+            "ws_CO_1",
+            daraja::Deadline::after(std::time::Duration::from_secs(30)),
+        )
+        .await;
     assert!(
         matches!(answer, Ok(QueryAnswer::Final { ref merchant_request_id, .. }) if merchant_request_id == "m-1"),
         "{answer:?}"
@@ -186,7 +191,10 @@ async fn the_daraja_client_trusts_exactly_the_roots_it_is_given() {
     );
 
     let refused = daraja(&server, &TrustRoots::default())
-        .stk_query("ws_CO_1")
+        .stk_query(
+            "ws_CO_1",
+            daraja::Deadline::after(std::time::Duration::from_secs(30)),
+        )
         .await
         .expect_err("no root signs the server's certificate");
     assert!(!refused.is_outcome_unknown(), "{refused:?}");

@@ -36,10 +36,6 @@ const LEASE_WAIT_LIMIT: Duration = Duration::from_secs(10);
 /// answers is not made at all (for a push, a cut-off call would leave its outcome unknown).
 pub const MIN_CALL_TIME: Duration = Duration::from_secs(2);
 
-/// The deadline of a query, which no caller bounds yet: room for a lease wait, a token fetch and
-/// the query, as before deadlines existed.
-const QUERY_TIME: Duration = Duration::from_secs(40);
-
 /// Everything the client needs, read once at start. `Debug` shows the secrets as
 /// `<redacted>`, through their own `Debug`.
 #[derive(Clone, Debug)]
@@ -252,16 +248,16 @@ impl DarajaClient {
         }
     }
 
-    /// Asks Daraja for the outcome of a push. Use it when a callback is late or looks odd.
-    pub async fn stk_query(&self, checkout_request_id: &str) -> Result<QueryAnswer, DarajaError> {
+    /// Asks Daraja for the outcome of a push, by `by`. Use it when a callback is late or looks
+    /// odd.
+    pub async fn stk_query(
+        &self,
+        checkout_request_id: &str,
+        by: Deadline,
+    ) -> Result<QueryAnswer, DarajaError> {
         let body = self.query_body(checkout_request_id);
         let answer = self
-            .call(
-                Endpoint::StkQuery,
-                &body,
-                &mask_id(checkout_request_id),
-                Deadline::after(QUERY_TIME),
-            )
+            .call(Endpoint::StkQuery, &body, &mask_id(checkout_request_id), by)
             .await?;
         if !answer.is_success() {
             if is_still_processing(&answer) {
@@ -415,8 +411,12 @@ impl Daraja for DarajaClient {
         DarajaClient::stk_push(self, req).await
     }
 
-    async fn stk_query(&self, checkout_request_id: &str) -> Result<QueryAnswer, DarajaError> {
-        DarajaClient::stk_query(self, checkout_request_id).await
+    async fn stk_query(
+        &self,
+        checkout_request_id: &str,
+        by: Deadline,
+    ) -> Result<QueryAnswer, DarajaError> {
+        DarajaClient::stk_query(self, checkout_request_id, by).await
     }
 }
 

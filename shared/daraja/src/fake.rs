@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
+use crate::deadline::Deadline;
 use crate::stk::{Daraja, DarajaError, PushRequest, QueryAnswer};
 use crate::wire::StkPushResponse;
 
@@ -66,7 +67,11 @@ impl Daraja for FakeDaraja {
         })
     }
 
-    async fn stk_query(&self, _checkout_request_id: &str) -> Result<QueryAnswer, DarajaError> {
+    async fn stk_query(
+        &self,
+        _checkout_request_id: &str,
+        _by: Deadline,
+    ) -> Result<QueryAnswer, DarajaError> {
         self.queries.fetch_add(1, Ordering::SeqCst);
         Err(unavailable("query"))
     }

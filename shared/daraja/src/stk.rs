@@ -35,8 +35,12 @@ pub trait Daraja: Send + Sync {
     /// back; nothing is paid yet.
     async fn stk_push(&self, req: &PushRequest) -> Result<StkPushResponse, DarajaError>;
 
-    /// Asks Daraja for the outcome of a push.
-    async fn stk_query(&self, checkout_request_id: &str) -> Result<QueryAnswer, DarajaError>;
+    /// Asks Daraja for the outcome of a push, by `by`.
+    async fn stk_query(
+        &self,
+        checkout_request_id: &str,
+        by: Deadline,
+    ) -> Result<QueryAnswer, DarajaError>;
 }
 
 /// How a failed push ends for the money: the three cases every caller must tell apart.

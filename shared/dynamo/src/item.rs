@@ -38,6 +38,7 @@ pub const TRANSACTION_DATE: &str = "transaction_date";
 pub const RAW_CALLBACK: &str = "raw_callback";
 pub const RECONCILED_BY: &str = "reconciled_by";
 pub const REVIEW_REASON: &str = "review_reason";
+pub const LAST_QUERIED_AT: &str = "last_queried_at";
 pub const QUERY_ATTEMPTS: &str = "query_attempts";
 pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
 pub const CONFLICTING_CALLBACKS: &str = "conflicting_callbacks";
@@ -50,8 +51,6 @@ pub const PENDING_SK: &str = "pending_sk";
 pub const ORPHAN_PK: &str = "orphan_pk";
 pub const ORPHAN_SK: &str = "orphan_sk";
 
-/// The single partition of the sparse `pending-index`.
-pub const PENDING_PARTITION: &str = "PENDING";
 /// The single partition of the sparse `orphan-index`.
 pub const ORPHAN_PARTITION: &str = "ORPHAN";
 pub const PENDING_INDEX: &str = "pending-index";
@@ -131,6 +130,7 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         reconciled_by: reader.parsed::<ResultSource>(RECONCILED_BY)?,
         review_reason: reader.parsed::<ReviewReason>(REVIEW_REASON)?,
         query_attempts: reader.number(QUERY_ATTEMPTS)?.unwrap_or(0),
+        last_queried_at: reader.time(LAST_QUERIED_AT)?,
         duplicate_callbacks: reader.number(DUPLICATE_CALLBACKS)?.unwrap_or(0),
         conflicting_callbacks: reader.number(CONFLICTING_CALLBACKS)?.unwrap_or(0),
         details_recorded: reader.boolean(DETAILS_RECORDED)?.unwrap_or(false),

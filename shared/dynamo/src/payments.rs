@@ -17,7 +17,7 @@ use payments::payment::{
     plan_pending, plan_result, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
     PendingPlan, ResultPlan, ResultSource, ReviewReason,
 };
-use payments::{Applied, PaymentStore, PendingWrite, StoreError};
+use payments::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
 
 use crate::error::contention;
 use crate::expr::Expr;
@@ -197,6 +197,56 @@ impl DynamoStore {
         self.update(&result.checkout_request_id, update).await
     }
 
+    /// The checkout ids in `queue`'s partition of the pending index whose sort key (`time#id`)
+    /// is below `below`, in key order.
+    async fn queue_below(
+        &self,
+        queue: QueryQueue,
+        below: AttributeValue,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let items = self
+            .table
+            .query_partition(
+                item::PENDING_INDEX,
+                (item::PENDING_PK, queue.as_str()),
+                Some((item::PENDING_SK, below)),
+                limit,
+            )
+            .await?;
+        items
+            .iter()
+            .map(|found| match found.get(item::PK) {
+                Some(AttributeValue::S(pk)) if pk.starts_with(item::PK_PREFIX) => {
+                    Ok(pk[item::PK_PREFIX.len()..].to_owned())
+                }
+                _ => Err(StoreError::Corrupt {
+                    pk: String::from("<pending-index entry>"),
+                    detail: String::from("index entry without a payment key"),
+                }),
+            })
+            .collect()
+    }
+
+    /// Puts the payment in `queue` due at `next` (or in no queue) as part of `update`.
+    fn enqueue(
+        update: &mut Expr,
+        checkout_request_id: &str,
+        queue: QueryQueue,
+        next: Option<DateTime<Utc>>,
+    ) {
+        match next {
+            Some(at) => {
+                update.set(item::PENDING_PK, s(queue.as_str()));
+                update.set(item::PENDING_SK, s(item::index_sk(at, checkout_request_id)));
+            }
+            None => {
+                update.remove(item::PENDING_PK);
+                update.remove(item::PENDING_SK);
+            }
+        }
+    }
+
     /// Counts a repeated or contradicting result on a final record. The record's status
     /// and result fields never change once final, so no condition beyond existence.
     async fn note_repeat(
@@ -316,11 +366,13 @@ fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
 }
 
 /// A pending payment's writes (no condition): the details, the `PENDING` status and its
-/// pending-index entry. The push ledger writes the same inside its transaction.
+/// pending-index entry in the queue of payments never queried (a repeated pending write puts
+/// it back there: it is queried sooner, never later). The push ledger writes the same inside
+/// its transaction.
 pub(crate) fn open_pending(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
     let mut update = details_update(payment, now);
     update.set(item::STATUS, s(PaymentStatus::Pending.as_str()));
-    update.set(item::PENDING_PK, s(item::PENDING_PARTITION));
+    update.set(item::PENDING_PK, s(QueryQueue::New.as_str()));
     update.set(
         item::PENDING_SK,
         s(item::index_sk(
@@ -459,49 +511,64 @@ impl PaymentStore for DynamoStore {
     ) -> Result<Vec<String>, StoreError> {
         // `created_at#id` sorts after `created_at`, so a payment created exactly at the
         // cutoff is not older than it.
-        let items = self
-            .table
-            .query_partition(
-                item::PENDING_INDEX,
-                (item::PENDING_PK, item::PENDING_PARTITION),
-                Some((item::PENDING_SK, time(cutoff))),
-                limit,
-            )
-            .await?;
-        items
-            .iter()
-            .map(|found| match found.get(item::PK) {
-                Some(AttributeValue::S(pk)) if pk.starts_with(item::PK_PREFIX) => {
-                    Ok(pk[item::PK_PREFIX.len()..].to_owned())
-                }
-                _ => Err(StoreError::Corrupt {
-                    pk: String::from("<pending-index entry>"),
-                    detail: String::from("index entry without a payment key"),
-                }),
-            })
-            .collect()
+        self.queue_below(QueryQueue::New, time(cutoff), limit).await
     }
 
-    async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError> {
+    async fn due_for_query(
+        &self,
+        queue: QueryQueue,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        // `~` sorts after every character of a checkout id: a payment due exactly now is due.
+        self.queue_below(queue, s(item::index_sk(now, "~")), limit)
+            .await
+    }
+
+    async fn record_query_attempt(
+        &self,
+        checkout_request_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
         let mut update = Expr::new();
         update.add(item::QUERY_ATTEMPTS, 1);
+        update.set(item::LAST_QUERIED_AT, time(self.now()));
         let status = update.name(item::STATUS);
         let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
-        update.condition(format!("{status} = {pending}"));
+        let expired = update.value("expired", s(PaymentStatus::Expired.as_str()));
+        update.condition(format!("{status} = {pending} OR {status} = {expired}"));
         // A failed condition means the payment is final (or unknown): nothing to count.
-        self.update(checkout_request_id, update).await.map(|_| ())
+        Ok(self.update(checkout_request_id, update).await?.ok())
+    }
+
+    async fn schedule_query(
+        &self,
+        checkout_request_id: &str,
+        queue: QueryQueue,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let mut update = Expr::new();
+        Self::enqueue(&mut update, checkout_request_id, queue, next);
+        let status = update.name(item::STATUS);
+        let expected = update.value("expected", s(queue.status().as_str()));
+        update.condition(format!("{status} = {expected}"));
+        Ok(self.update(checkout_request_id, update).await?.is_ok())
     }
 
     async fn expire(
         &self,
         checkout_request_id: &str,
         at: DateTime<Utc>,
+        requery_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
         let mut update = Expr::new();
         update.set(item::STATUS, s(PaymentStatus::Expired.as_str()));
         update.set(item::UPDATED_AT, time(at));
-        update.remove(item::PENDING_PK);
-        update.remove(item::PENDING_SK);
+        Self::enqueue(
+            &mut update,
+            checkout_request_id,
+            QueryQueue::Expired,
+            requery_at,
+        );
         let status = update.name(item::STATUS);
         let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
         update.condition(format!("{status} = {pending}"));

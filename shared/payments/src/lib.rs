@@ -26,4 +26,4 @@ pub use payment::{
     timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
 };
 pub use raw::{RawCallbackStore, UnreadableCallback};
-pub use store::{Applied, PaymentStore, PendingWrite, StoreError};
+pub use store::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};

@@ -364,7 +364,10 @@ pub struct PaymentRecord {
     pub reconciled_by: Option<ResultSource>,
     /// Why the payment is `NEEDS_REVIEW`, when it is.
     pub review_reason: Option<ReviewReason>,
+    /// STK queries sent for it by reconciliation, and when the last one was.
     pub query_attempts: u32,
+    #[serde(default, with = "timestamp::serde_millis_opt")]
+    pub last_queried_at: Option<DateTime<Utc>>,
     /// Identical results delivered again by callback.
     pub duplicate_callbacks: u32,
     /// Callbacks that contradicted the final result (kept in `history`).
@@ -617,6 +620,7 @@ mod tests {
             reconciled_by: Some(ResultSource::Callback),
             review_reason: None,
             query_attempts: 0,
+            last_queried_at: None,
             duplicate_callbacks: 0,
             conflicting_callbacks: 1,
             details_recorded: true,

@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::payment::{NewPayment, PaymentRecord, PaymentResult};
+use crate::payment::{NewPayment, PaymentRecord, PaymentResult, PaymentStatus};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -107,20 +107,78 @@ pub trait PaymentStore: Send + Sync {
     /// Results that matched no pending write, oldest first.
     async fn orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError>;
 
-    /// Checkout ids still pending that were created before `cutoff`, oldest first.
+    /// Checkout ids still pending and never scheduled for a retry ([`QueryQueue::New`]) that
+    /// were created before `cutoff`, oldest first.
     async fn pending_older_than(
         &self,
         cutoff: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Counts one STK query made for a pending payment; does nothing once it is final.
-    async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError>;
+    /// Checkout ids waiting in `queue` ([`QueryQueue::Retry`] or [`QueryQueue::Expired`])
+    /// whose next query is due by `now`, earliest first. (`New` is
+    /// [`pending_older_than`](Self::pending_older_than).)
+    async fn due_for_query(
+        &self,
+        queue: QueryQueue,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
 
-    /// Marks a pending payment `EXPIRED`. Returns whether it was pending.
+    /// Counts one STK query made for a `PENDING` or `EXPIRED` payment and answers the record
+    /// as it is now; `None` (nothing counted) once it is otherwise final or unknown.
+    async fn record_query_attempt(
+        &self,
+        checkout_request_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+
+    /// Puts a payment that is still `PENDING` (for [`QueryQueue::Retry`]) or `EXPIRED` (for
+    /// [`QueryQueue::Expired`]) in that queue, due at `next`, or in no queue at all when
+    /// `next` is `None`. Returns whether the payment was in that status.
+    async fn schedule_query(
+        &self,
+        checkout_request_id: &str,
+        queue: QueryQueue,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks a pending payment `EXPIRED`, to be queried again at `requery_at` (in the
+    /// [`QueryQueue::Expired`] queue), or never when `None`. Returns whether it was pending.
     async fn expire(
         &self,
         checkout_request_id: &str,
         at: DateTime<Utc>,
+        requery_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError>;
+}
+
+/// Where a payment waits for its next STK query. Each is read in its own order, so payments
+/// never queried come first and one stuck payment cannot take every query of a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueryQueue {
+    /// `PENDING`, never queried: by creation time.
+    New,
+    /// `PENDING`, queried without a final answer: by the time its back-off ends.
+    Retry,
+    /// `EXPIRED`: queried again now and then while a late answer is still worth having.
+    Expired,
+}
+
+impl QueryQueue {
+    /// The partition of the pending index holding this queue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryQueue::New => "PENDING",
+            QueryQueue::Retry => "RETRY",
+            QueryQueue::Expired => "EXPIRED",
+        }
+    }
+
+    /// The status a payment in this queue has.
+    pub fn status(self) -> PaymentStatus {
+        match self {
+            QueryQueue::New | QueryQueue::Retry => PaymentStatus::Pending,
+            QueryQueue::Expired => PaymentStatus::Expired,
+        }
+    }
 }

@@ -45,6 +45,24 @@ impl ReconcileConfig {
                     reason: format!("{v:?} is not a whole number of at least 1"),
                 })?,
         };
+        let retry_after = seconds(vars, "RECONCILE_RETRY_SECONDS", defaults.retry_after)?;
+        let expired_retry_after = seconds(
+            vars,
+            "RECONCILE_EXPIRED_RETRY_SECONDS",
+            defaults.expired_retry_after,
+        )?;
+        let min_attempts = match vars.var("RECONCILE_MIN_ATTEMPTS") {
+            None => defaults.min_attempts,
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "RECONCILE_MIN_ATTEMPTS",
+                    reason: format!("{v:?} is not a whole number of at least 1"),
+                })?,
+        };
         let mut missing = BTreeSet::new();
         let table_name = required(vars, "TABLE_NAME", &mut missing);
         let (daraja, _) = load_daraja(vars, source, missing, &[]).await?;
@@ -55,6 +73,9 @@ impl ReconcileConfig {
                 grace,
                 max_age,
                 max_queries_per_minute,
+                retry_after,
+                min_attempts,
+                expired_retry_after,
             },
         })
     }

@@ -160,7 +160,7 @@ impl Fixture {
             DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens), no_roots).unwrap();
         Self {
             stub,
-            store: Arc::new(MemoryStore::new()),
+            store: Arc::new(MemoryStore::with_clock(clock.clone())),
             clock,
             daraja,
             reconciler: Reconciler::new(settings),
@@ -180,10 +180,24 @@ impl Fixture {
     }
 
     async fn round(&self) -> RoundReport {
+        self.round_by(Deadline::after(Duration::from_secs(50)))
+            .await
+    }
+
+    async fn round_by(&self, deadline: Deadline) -> RoundReport {
         self.reconciler
-            .run_round(self.store.as_ref(), &self.daraja, self.clock.as_ref())
+            .run_round(
+                self.store.as_ref(),
+                &self.daraja,
+                self.clock.as_ref(),
+                deadline,
+            )
             .await
             .unwrap()
+    }
+
+    async fn due(&self, queue: QueryQueue, at: DateTime<Utc>) -> Vec<String> {
+        self.store.due_for_query(queue, at, 100).await.unwrap()
     }
 
     async fn record(&self, id: &str) -> PaymentRecord {
@@ -200,6 +214,9 @@ fn settings() -> ReconcileSettings {
         grace: Duration::from_secs(90),
         max_age: Duration::from_secs(900),
         max_queries_per_minute: 5,
+        retry_after: Duration::from_secs(30),
+        min_attempts: 3,
+        expired_retry_after: Duration::from_secs(900),
     }
 }
 
@@ -307,16 +324,25 @@ async fn payment_still_processing_after_the_maximum_age_expires() {
 
     let record = f.record("ws_CO_1").await;
     assert_eq!(record.status, PaymentStatus::Expired);
-    // Created 130 s before the first round: the 14th round (910 s) is the first past the
-    // maximum age, and it still queried once more before expiring.
+    // Created 130 s before the first round, queried with a back-off of 30, 60, 120, 240 and
+    // 300 s: the round at 780 s (910 s old) is the first past the maximum age, and its query
+    // still says "being processed". Six queries instead of one a minute.
     assert_eq!(rounds, 14);
-    assert_eq!(record.query_attempts, 14);
+    assert_eq!(record.query_attempts, 6);
     assert!(f
         .store
         .pending_older_than(f.clock.now(), 10)
         .await
         .unwrap()
         .is_empty());
+    // It waits in the expired queue for another look in 15 minutes.
+    let now = f.clock.now();
+    assert!(f.due(QueryQueue::Expired, now).await.is_empty());
+    assert_eq!(
+        f.due(QueryQueue::Expired, now + chrono::Duration::seconds(900))
+            .await,
+        ["ws_CO_1"]
+    );
 
     // A result that arrives after all is still taken: EXPIRED was only our conclusion.
     let mut late = success("ws_CO_1", "100", Some(100));
@@ -325,10 +351,14 @@ async fn payment_still_processing_after_the_maximum_age_expires() {
     let record = f.record("ws_CO_1").await;
     assert_eq!(record.status, PaymentStatus::Completed);
     assert_eq!(record.receipt.as_deref(), Some("NLJ7RT61SV"));
+    assert!(f
+        .due(QueryQueue::Expired, now + chrono::Duration::days(2))
+        .await
+        .is_empty());
 }
 
 #[tokio::test]
-async fn rate_limit_answer_stops_the_round() {
+async fn rate_limit_answer_stops_the_round_and_the_next_round_starts_with_the_others() {
     let f = Fixture::new(settings()).await;
     for (i, id) in ["ws_CO_a", "ws_CO_b", "ws_CO_c"].iter().enumerate() {
         f.pending(id, 300 - i as i64).await;
@@ -343,12 +373,23 @@ async fn rate_limit_answer_stops_the_round() {
     assert_eq!(f.record("ws_CO_a").await.query_attempts, 1);
     assert_eq!(f.record("ws_CO_b").await.query_attempts, 0);
 
+    // The least recently queried go first: b and c have never been, so a waits its turn.
     f.advance(60);
     let report = f.round().await;
-    // The oldest was rate limited once and answers now; the next two still hit their 429.
-    assert_eq!(report.resolved, 1);
     assert_eq!(report.stopped, Some(StopReason::RateLimited));
-    assert_eq!(f.record("ws_CO_a").await.status, PaymentStatus::Completed);
+    assert_eq!(f.record("ws_CO_b").await.query_attempts, 1);
+    assert_eq!(f.record("ws_CO_a").await.query_attempts, 1);
+    f.advance(60);
+    f.round().await;
+    assert_eq!(f.record("ws_CO_c").await.query_attempts, 1);
+    assert_eq!(f.record("ws_CO_a").await.query_attempts, 1);
+    // Then everyone gets the answer that follows the 429.
+    f.advance(60);
+    let report = f.round().await;
+    assert_eq!((report.resolved, report.stopped), (3, None));
+    for id in ["ws_CO_a", "ws_CO_b", "ws_CO_c"] {
+        assert_eq!(f.record(id).await.status, PaymentStatus::Completed, "{id}");
+    }
 }
 
 #[tokio::test]
@@ -405,7 +446,7 @@ async fn queries_stay_within_the_budget_of_each_minute() {
 }
 
 #[tokio::test]
-async fn payments_past_the_maximum_age_expire_even_when_the_budget_is_spent() {
+async fn a_spent_budget_never_expires_a_payment_that_was_not_queried() {
     let f = Fixture::new(ReconcileSettings {
         max_queries_per_minute: 1,
         ..settings()
@@ -420,11 +461,157 @@ async fn payments_past_the_maximum_age_expire_even_when_the_budget_is_spent() {
 
     let report = f.round().await;
 
-    assert_eq!((report.queried, report.expired), (1, 2));
-    assert_eq!(f.record("ws_CO_old_1").await.query_attempts, 1);
+    // Before, both old payments were expired, one of them without any query.
+    assert_eq!((report.queried, report.expired), (1, 1));
+    assert_eq!(f.record("ws_CO_old_1").await.status, PaymentStatus::Expired);
     assert_eq!(f.record("ws_CO_old_2").await.query_attempts, 0);
-    assert_eq!(f.record("ws_CO_old_2").await.status, PaymentStatus::Expired);
+    assert_eq!(f.record("ws_CO_old_2").await.status, PaymentStatus::Pending);
     assert_eq!(f.record("ws_CO_young").await.status, PaymentStatus::Pending);
+
+    f.advance(60);
+    let report = f.round().await;
+    assert_eq!((report.queried, report.expired), (1, 1));
+    assert_eq!(f.record("ws_CO_old_2").await.status, PaymentStatus::Expired);
+    assert_eq!(f.record("ws_CO_old_2").await.query_attempts, 1);
+}
+
+#[tokio::test]
+async fn without_a_processing_answer_a_payment_expires_only_after_the_minimum_attempts() {
+    let f = Fixture::new(settings()).await;
+    f.pending("ws_CO_1", 1000).await;
+    // Refused as "invalid checkout" (too early, or not yet known): no word on the payment.
+    f.stub.script("ws_CO_1", vec![Answer::InvalidCheckout]);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let report = f.round().await;
+        assert_eq!(report.queried, 1);
+        statuses.push(f.record("ws_CO_1").await.status);
+        f.advance(300);
+    }
+    assert_eq!(
+        statuses,
+        [
+            PaymentStatus::Pending,
+            PaymentStatus::Pending,
+            PaymentStatus::Expired
+        ]
+    );
+    assert_eq!(f.record("ws_CO_1").await.query_attempts, 3);
+}
+
+#[tokio::test]
+async fn expired_payments_are_queried_again_at_growing_intervals_for_a_day() {
+    let f = Fixture::new(settings()).await;
+    f.pending("ws_CO_late", 1000).await;
+    f.pending("ws_CO_never", 1000).await;
+    f.stub.script(
+        "ws_CO_late",
+        vec![Answer::Processing, Answer::Processing, Answer::Final("0")],
+    );
+    f.stub.script("ws_CO_never", vec![Answer::Processing]);
+    let report = f.round().await;
+    assert_eq!(report.expired, 2);
+
+    // Then a round a minute for two days: the expired ones are queried again after 15, 30, 60
+    // minutes …, at most every 4 hours, until a day after their creation.
+    let mut late_completed_after = None;
+    for minute in 1..=(2 * 24 * 60) {
+        f.advance(60);
+        f.round().await;
+        if late_completed_after.is_none()
+            && f.record("ws_CO_late").await.status == PaymentStatus::Completed
+        {
+            late_completed_after = Some(minute);
+        }
+    }
+    // Queried 15 min after its expiry (processing), then 15 min later (success).
+    assert_eq!(late_completed_after, Some(30));
+    let late = f.record("ws_CO_late").await;
+    assert_eq!(late.reconciled_by, Some(ResultSource::Query));
+    assert_eq!(late.query_attempts, 3);
+    let never = f.record("ws_CO_never").await;
+    assert_eq!(never.status, PaymentStatus::Expired);
+    // At the expiry, then 15 m, 30 m, 1 h, 2 h, 4 h, 8 h, 12 h, 16 h and 20 h after it; the
+    // next (24 h) would be more than a day after its creation.
+    assert_eq!(never.query_attempts, 10);
+    assert!(f
+        .due(
+            QueryQueue::Expired,
+            f.clock.now() + chrono::Duration::days(30)
+        )
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn stuck_payments_do_not_take_every_query_of_every_minute() {
+    // Two payments that stay "being processed", a budget of two a minute, and new payments
+    // arriving: every new payment is queried within two minutes of its grace period ending.
+    let f = Fixture::new(ReconcileSettings {
+        max_queries_per_minute: 2,
+        ..settings()
+    })
+    .await;
+    f.pending("ws_CO_stuck_1", 400).await;
+    f.pending("ws_CO_stuck_2", 390).await;
+    for id in ["ws_CO_stuck_1", "ws_CO_stuck_2"] {
+        f.stub.script(id, vec![Answer::Processing]);
+    }
+    for minute in 0..10 {
+        let id = format!("ws_CO_new_{minute}");
+        f.pending(&id, 91).await;
+        f.stub.script(&id, vec![Answer::Final("0")]);
+        f.round().await;
+        f.advance(60);
+    }
+    for minute in 0..9 {
+        let id = format!("ws_CO_new_{minute}");
+        assert_eq!(f.record(&id).await.status, PaymentStatus::Completed, "{id}");
+    }
+    // The stuck ones were still asked, at their back-off.
+    assert!(f.record("ws_CO_stuck_1").await.query_attempts >= 2);
+    assert!(f.record("ws_CO_stuck_2").await.query_attempts >= 2);
+}
+
+#[tokio::test]
+async fn a_round_stops_before_its_deadline() {
+    let f = Fixture::new(settings()).await;
+    f.pending("ws_CO_1", 120).await;
+    f.stub.script("ws_CO_1", vec![Answer::Final("0")]);
+    let report = f
+        .round_by(Deadline::after(
+            ROUND_RESERVE + MIN_CALL_TIME - Duration::from_millis(500),
+        ))
+        .await;
+    assert_eq!(report.stopped, Some(StopReason::DeadlineNear));
+    assert_eq!((report.due, report.queried), (1, 0));
+    assert_eq!(f.stub.queries(), 0);
+    assert_eq!(f.record("ws_CO_1").await.status, PaymentStatus::Pending);
+}
+
+#[test]
+fn back_off_doubles_up_to_its_cap() {
+    let s = settings();
+    let secs = |attempts| s.retry_after(attempts).as_secs();
+    assert_eq!(
+        [secs(1), secs(2), secs(3), secs(4), secs(5), secs(9)],
+        [30, 60, 120, 240, 300, 300]
+    );
+    let expired = |minutes: u64| {
+        s.expired_retry_after(Duration::from_secs(minutes * 60))
+            .as_secs()
+            / 60
+    };
+    assert_eq!(
+        [
+            expired(0),
+            expired(15),
+            expired(30),
+            expired(200),
+            expired(900)
+        ],
+        [15, 15, 30, 200, 240]
+    );
 }
 
 #[tokio::test]

@@ -560,10 +560,25 @@ async fn query_reports_processing_and_final_answers() {
                      "ResultCode": "1032", "ResultDesc": "Request cancelled by user"})),
         (429, json!({})),
     ]);
-    assert_eq!(client.stk_query(id).await.unwrap(), QueryAnswer::Processing);
-    assert_eq!(client.stk_query(id).await.unwrap(), QueryAnswer::Processing);
     assert_eq!(
-        client.stk_query(id).await.unwrap(),
+        client
+            .stk_query(id, crate::Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap(),
+        QueryAnswer::Processing
+    );
+    assert_eq!(
+        client
+            .stk_query(id, crate::Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap(),
+        QueryAnswer::Processing
+    );
+    assert_eq!(
+        client
+            .stk_query(id, crate::Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap(),
         QueryAnswer::Final {
             result_code: ResultCode::from_number(1032),
             result_desc: "Request cancelled by user".to_owned(),
@@ -571,10 +586,17 @@ async fn query_reports_processing_and_final_answers() {
         }
     );
     assert_eq!(
-        client.stk_query(id).await.unwrap_err(),
+        client
+            .stk_query(id, crate::Deadline::after(Duration::from_secs(30)))
+            .await
+            .unwrap_err(),
         DarajaError::RateLimited
     );
-    match client.stk_query(id).await.unwrap() {
+    match client
+        .stk_query(id, crate::Deadline::after(Duration::from_secs(30)))
+        .await
+        .unwrap()
+    {
         QueryAnswer::Final { result_code, .. } => assert!(result_code.is_success()),
         other => panic!("expected success, got {other:?}"),
     }
@@ -792,7 +814,10 @@ async fn logs_carry_the_call_facts_but_no_secret_or_phone() {
     stub.valid.lock().unwrap().clear();
     client.stk_push(&push_request("0708374149")).await.unwrap();
     client
-        .stk_query("ws_CO_191220191020363925254708374149")
+        .stk_query(
+            "ws_CO_191220191020363925254708374149",
+            crate::Deadline::after(Duration::from_secs(30)),
+        )
         .await
         .unwrap();
 

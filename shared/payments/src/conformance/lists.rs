@@ -58,7 +58,7 @@ pub async fn pending_index_lists_only_old_pending(store: &dyn PaymentStore) {
     apply(store, &success("ws_CO_paid", "100", Some(100))).await;
     apply(store, &cancelled("ws_CO_gone")).await;
     assert!(store
-        .expire("ws_CO_lapsed", at(0))
+        .expire("ws_CO_lapsed", at(0), None)
         .await
         .unwrap_or_else(|e| panic!("{e}")));
     apply(store, &cancelled("ws_CO_orphan")).await;
@@ -106,7 +106,7 @@ pub async fn query_attempts_counted_only_while_pending(store: &dyn PaymentStore)
 pub async fn expire_moves_only_pending(store: &dyn PaymentStore) {
     let expire = |id: &'static str| async move {
         store
-            .expire(id, at(600))
+            .expire(id, at(600), None)
             .await
             .unwrap_or_else(|e| panic!("expire: {e}"))
     };
@@ -134,7 +134,7 @@ pub async fn expire_moves_only_pending(store: &dyn PaymentStore) {
 pub async fn late_result_after_expiry_applies(store: &dyn PaymentStore) {
     pending(store, &payment("ws_CO_late", 100)).await;
     assert!(store
-        .expire("ws_CO_late", at(600))
+        .expire("ws_CO_late", at(600), None)
         .await
         .unwrap_or_else(|e| panic!("{e}")));
     // Expiry is our guess; the customer's money moved, so Daraja's word wins.
@@ -244,4 +244,102 @@ pub async fn unknown_payment_is_none(store: &dyn PaymentStore) {
     }
     assert!(all_pending(store).await.is_empty());
     assert!(orphan_ids(store).await.is_empty());
+}
+
+/// The three query queues: never queried (by creation), retry (by next query time), expired
+/// (by next query time); a result, or a pending write, takes a payment out of the retry and
+/// expired queues.
+pub async fn query_queues_keep_their_order_and_their_members(store: &dyn PaymentStore) {
+    let ok = |r: Result<bool, StoreError>| r.unwrap_or_else(|e| panic!("{e}"));
+    let due = |queue: QueryQueue, now| async move {
+        store
+            .due_for_query(queue, now, 10)
+            .await
+            .unwrap_or_else(|e| panic!("due_for_query: {e}"))
+    };
+    for (id, created) in [
+        ("ws_CO_q_a", -600),
+        ("ws_CO_q_b", -300),
+        ("ws_CO_q_c", -100),
+    ] {
+        let mut p = payment(id, 100);
+        p.created_at = at(created);
+        pending(store, &p).await;
+    }
+    let new = |cutoff| async move {
+        store
+            .pending_older_than(cutoff, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(new(at(0)).await, ["ws_CO_q_a", "ws_CO_q_b", "ws_CO_q_c"]);
+
+    let counted = store
+        .record_query_attempt("ws_CO_q_a")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a pending payment is counted");
+    assert_eq!(counted.query_attempts, 1);
+    assert!(counted.last_queried_at.is_some());
+    assert!(ok(store
+        .schedule_query("ws_CO_q_a", QueryQueue::Retry, Some(at(60)))
+        .await));
+    assert_eq!(new(at(0)).await, ["ws_CO_q_b", "ws_CO_q_c"]);
+    assert!(due(QueryQueue::Retry, at(59)).await.is_empty());
+    assert_eq!(
+        due(QueryQueue::Retry, at(60)).await,
+        ["ws_CO_q_a"],
+        "due at its time"
+    );
+    assert!(ok(store
+        .schedule_query("ws_CO_q_b", QueryQueue::Retry, Some(at(30)))
+        .await));
+    assert_eq!(
+        due(QueryQueue::Retry, at(100)).await,
+        ["ws_CO_q_b", "ws_CO_q_a"],
+        "earliest first"
+    );
+    assert!(
+        !ok(store
+            .schedule_query("ws_CO_q_a", QueryQueue::Expired, Some(at(60)))
+            .await),
+        "a pending payment is not in the expired queue"
+    );
+
+    assert!(ok(store.expire("ws_CO_q_c", at(10), Some(at(900))).await));
+    assert_eq!(
+        stored(store, "ws_CO_q_c").await.status,
+        PaymentStatus::Expired
+    );
+    assert!(new(at(1000)).await.iter().all(|id| id != "ws_CO_q_c"));
+    assert!(due(QueryQueue::Expired, at(899)).await.is_empty());
+    assert_eq!(due(QueryQueue::Expired, at(900)).await, ["ws_CO_q_c"]);
+    let counted = store
+        .record_query_attempt("ws_CO_q_c")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("an expired payment is counted");
+    assert_eq!(counted.status, PaymentStatus::Expired);
+    assert!(ok(store
+        .schedule_query("ws_CO_q_c", QueryQueue::Expired, None)
+        .await));
+    assert!(due(QueryQueue::Expired, at(100_000)).await.is_empty());
+
+    // A result takes a payment out of its queue, and it is no longer counted.
+    apply(store, &success("ws_CO_q_b", "100", Some(100))).await;
+    assert_eq!(due(QueryQueue::Retry, at(100)).await, ["ws_CO_q_a"]);
+    let none = store
+        .record_query_attempt("ws_CO_q_b")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(none, None);
+    // A pending write again puts it back among those never queried: sooner, never later.
+    let mut again = payment("ws_CO_q_a", 100);
+    again.created_at = at(-600);
+    pending(store, &again).await;
+    assert!(due(QueryQueue::Retry, at(100)).await.is_empty());
+    assert_eq!(new(at(0)).await, ["ws_CO_q_a"]);
+    assert!(!ok(store
+        .schedule_query("ws_CO_q_unknown", QueryQueue::Retry, Some(at(0)))
+        .await));
 }

@@ -21,7 +21,7 @@ use daraja::{AccountReference, Amount, Charge, PhoneNumber, ResultCode, Transact
 use crate::payment::{
     timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
 };
-use crate::store::{Applied, PaymentStore, PendingWrite};
+use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
 
 /// Expands to one `#[tokio::test]` per conformance rule, each on a store from `$make`
 /// (an async fn returning a fresh store). The calling crate needs `tokio` with `macros`.
@@ -52,6 +52,7 @@ macro_rules! payment_store_conformance {
             orphan_listed_until_pending_write,
             pending_index_lists_only_old_pending,
             query_attempts_counted_only_while_pending,
+            query_queues_keep_their_order_and_their_members,
             expire_moves_only_pending,
             late_result_after_expiry_applies,
             concurrent_duplicate_results_transition_once,

@@ -18,13 +18,16 @@ use crate::payment::{
     plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
     PendingPlan, ResultPlan, ResultSource, ReviewReason,
 };
-use crate::store::{Applied, PaymentStore, PendingWrite, StoreError};
+use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
 
 #[derive(Debug, Clone)]
 struct Stored {
     record: PaymentRecord,
     /// When the result of an orphan was received; `None` once its pending write came.
     orphan_since: Option<DateTime<Utc>>,
+    /// The query queue other than [`QueryQueue::New`] the payment waits in, and when it is
+    /// due there; `None` for a new pending payment (and for every final one).
+    queued: Option<(QueryQueue, DateTime<Utc>)>,
 }
 
 /// Every write holds one lock, which gives the per-item atomicity DynamoDB gives.
@@ -83,6 +86,17 @@ fn unplanned(checkout_request_id: &str) -> StoreError {
     }
 }
 
+/// The queue a write leaves the payment in: the one it was in while it stays `PENDING` or
+/// `EXPIRED`, none once it is final (the DynamoDB writes remove the index keys alike).
+fn queue_kept(
+    items: &HashMap<String, Stored>,
+    checkout_request_id: &str,
+    record: &PaymentRecord,
+) -> Option<(QueryQueue, DateTime<Utc>)> {
+    let queued = items.get(checkout_request_id).and_then(|s| s.queued)?;
+    (record.status == queued.0.status()).then_some(queued)
+}
+
 fn with_details(
     mut record: PaymentRecord,
     payment: &NewPayment,
@@ -121,6 +135,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         transaction_date: None,
         reconciled_by: None,
         review_reason: None,
+        last_queried_at: None,
         query_attempts: 0,
         duplicate_callbacks: 0,
         conflicting_callbacks: 0,
@@ -218,11 +233,13 @@ impl PaymentStore for MemoryStore {
                 return Err(unplanned(&payment.checkout_request_id))
             }
         };
+        // Pending again (back among the payments never queried), or final: in no other queue.
         items.insert(
             payment.checkout_request_id.clone(),
             Stored {
                 record: outcome.record().clone(),
                 orphan_since: None,
+                queued: None,
             },
         );
         Ok(outcome)
@@ -285,11 +302,13 @@ impl PaymentStore for MemoryStore {
                 .get(&result.checkout_request_id)
                 .and_then(|s| s.orphan_since),
         };
+        let queued = queue_kept(&items, &result.checkout_request_id, applied.record());
         items.insert(
             result.checkout_request_id.clone(),
             Stored {
                 record: applied.record().clone(),
                 orphan_since,
+                queued,
             },
         );
         Ok(applied)
@@ -326,7 +345,7 @@ impl PaymentStore for MemoryStore {
         let items = self.items();
         let mut pending: Vec<_> = items
             .values()
-            .filter(|s| s.record.status == PaymentStatus::Pending)
+            .filter(|s| s.record.status == PaymentStatus::Pending && s.queued.is_none())
             .filter_map(|s| {
                 s.record
                     .created_at
@@ -342,24 +361,78 @@ impl PaymentStore for MemoryStore {
             .collect())
     }
 
-    async fn record_query_attempt(&self, checkout_request_id: &str) -> Result<(), StoreError> {
-        if let Some(stored) = self.items().get_mut(checkout_request_id) {
-            if stored.record.status == PaymentStatus::Pending {
+    async fn due_for_query(
+        &self,
+        queue: QueryQueue,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = timestamp::truncate(now);
+        let items = self.items();
+        let mut due: Vec<_> = items
+            .values()
+            .filter_map(|s| match s.queued {
+                Some((q, at)) if q == queue && at <= now => {
+                    Some((at, s.record.checkout_request_id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        due.sort();
+        Ok(due
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    async fn record_query_attempt(
+        &self,
+        checkout_request_id: &str,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let now = self.now();
+        Ok(match self.items().get_mut(checkout_request_id) {
+            Some(stored)
+                if matches!(
+                    stored.record.status,
+                    PaymentStatus::Pending | PaymentStatus::Expired
+                ) =>
+            {
                 stored.record.query_attempts += 1;
+                stored.record.last_queried_at = Some(now);
+                Some(stored.record.clone())
             }
-        }
-        Ok(())
+            _ => None,
+        })
+    }
+
+    async fn schedule_query(
+        &self,
+        checkout_request_id: &str,
+        queue: QueryQueue,
+        next: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        Ok(match self.items().get_mut(checkout_request_id) {
+            Some(stored) if stored.record.status == queue.status() => {
+                stored.queued = next.map(|at| (queue, timestamp::truncate(at)));
+                true
+            }
+            _ => false,
+        })
     }
 
     async fn expire(
         &self,
         checkout_request_id: &str,
         at: DateTime<Utc>,
+        requery_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
         match self.items().get_mut(checkout_request_id) {
             Some(stored) if stored.record.status == PaymentStatus::Pending => {
                 stored.record.status = PaymentStatus::Expired;
                 stored.record.updated_at = timestamp::truncate(at);
+                stored.queued =
+                    requery_at.map(|next| (QueryQueue::Expired, timestamp::truncate(next)));
                 Ok(true)
             }
             _ => Ok(false),
