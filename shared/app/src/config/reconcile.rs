@@ -33,36 +33,18 @@ impl ReconcileConfig {
                 ),
             });
         }
-        let max_queries_per_minute = match vars.var("RECONCILE_MAX_QUERIES_PER_MINUTE") {
-            None => defaults.max_queries_per_minute,
-            Some(v) => v
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "RECONCILE_MAX_QUERIES_PER_MINUTE",
-                    reason: format!("{v:?} is not a whole number of at least 1"),
-                })?,
-        };
+        let max_queries_per_minute = at_least_one(
+            vars,
+            "RECONCILE_MAX_QUERIES_PER_MINUTE",
+            defaults.max_queries_per_minute,
+        )?;
         let retry_after = seconds(vars, "RECONCILE_RETRY_SECONDS", defaults.retry_after)?;
         let expired_retry_after = seconds(
             vars,
             "RECONCILE_EXPIRED_RETRY_SECONDS",
             defaults.expired_retry_after,
         )?;
-        let min_attempts = match vars.var("RECONCILE_MIN_ATTEMPTS") {
-            None => defaults.min_attempts,
-            Some(v) => v
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ConfigError::Invalid {
-                    name: "RECONCILE_MIN_ATTEMPTS",
-                    reason: format!("{v:?} is not a whole number of at least 1"),
-                })?,
-        };
+        let min_attempts = at_least_one(vars, "RECONCILE_MIN_ATTEMPTS", defaults.min_attempts)?;
         let mut missing = BTreeSet::new();
         let table_name = required(vars, "TABLE_NAME", &mut missing);
         let (daraja, _) = load_daraja(vars, source, missing, &[]).await?;
@@ -78,5 +60,21 @@ impl ReconcileConfig {
                 expired_retry_after,
             },
         })
+    }
+}
+
+/// A whole number of at least 1 from `name`, or `default` when unset.
+fn at_least_one(vars: &dyn Vars, name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match vars.var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| ConfigError::Invalid {
+                name,
+                reason: format!("{v:?} is not a whole number of at least 1"),
+            }),
     }
 }
