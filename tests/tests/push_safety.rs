@@ -842,5 +842,38 @@ async fn an_accepted_push_the_store_never_records_is_in_doubt_counted_and_never_
     assert_eq!((again.status, code(&again)), (504, "push_in_doubt"));
     assert!(again.replayed);
     assert_eq!(s.pushes(), 1);
+
+    // Then Safaricom's callback arrives for a checkout id no record holds. Its phone's push is
+    // in doubt, so it is that push's result: linked, not left an orphan.
+    let wait = Deadline::after(
+        Duration::from_secs(40),
+        "the callback to link the push in doubt",
+    );
+    loop {
+        let status = s.intent_status("order-2003").await;
+        if status == Some(IntentStatus::Accepted) {
+            break;
+        }
+        wait.not_yet(format!("{status:?}")).await;
+    }
+    let record = s.store.get(&id).await.unwrap().expect("the payment");
+    assert_eq!(record.status, PaymentStatus::Completed);
+    assert!(record.details_recorded, "{record:?}");
+    assert_eq!(record.reference.as_deref(), Some("INV-1001"));
+    assert_eq!(record.amount, Some(100));
+    assert!(s.store.orphans(10).await.unwrap().is_empty());
+    // The key now replays the real answer: 202 with the same checkout id as the first answer.
+    let linked = s.pay(payment("0708374149", 100), Some("order-2003")).await;
+    assert_eq!(linked.status, 202, "{}", linked.body);
+    assert!(linked.replayed);
+    assert_eq!(linked.body["checkout_request_id"], id.as_str());
+    assert_eq!(s.pushes(), 1);
+    assert!(
+        s.stack
+            .logs()
+            .iter()
+            .any(|l| l.contains("\"PushInDoubtLinked\":1")),
+        "no PushInDoubtLinked metric"
+    );
     s.shutdown().await;
 }

@@ -39,6 +39,7 @@ mod tests {
         allowed_sources: SourceAllowList,
     ) -> (u16, serde_json::Value) {
         let service = CallbackService {
+            ledger: Arc::new(payments::MemoryLedger::new(store.clone())),
             store,
             raw,
             clock: Arc::new(SystemClock),

@@ -8,7 +8,7 @@ use app::api::CallbackService;
 use app::config::{CallbackConfig, ProcessEnv, SecretsManager};
 use daraja::time::SystemClock;
 use dynamo::DynamoRawStore;
-use dynamo::DynamoStore;
+use dynamo::{DynamoLedger, DynamoStore};
 use lambda_http::{run, service_fn, Error};
 
 #[tokio::main]
@@ -24,6 +24,9 @@ async fn main() -> Result<(), Error> {
     let service = CallbackService {
         store: Arc::new(
             DynamoStore::new(dynamo.clone(), &config.table_name).with_clock(clock.clone()),
+        ),
+        ledger: Arc::new(
+            DynamoLedger::new(dynamo.clone(), &config.table_name).with_clock(clock.clone()),
         ),
         raw: Arc::new(DynamoRawStore::new(dynamo, config.table_name)),
         clock,

@@ -29,6 +29,8 @@ pub enum Metric {
     /// A push whose outcome could not be recorded (Daraja accepted it or may have, and the store
     /// failed until the function's deadline), or a key found unsettled past its deadline.
     PushInDoubt,
+    /// A push in doubt found by the result Safaricom sent for it, and linked to it.
+    PushInDoubtLinked,
     /// A callback with a valid token reached the function.
     CallbackReceived,
     /// A callback repeating a result already applied.
@@ -61,6 +63,7 @@ impl Metric {
             Metric::PushAccepted => "PushAccepted",
             Metric::PushRejected => "PushRejected",
             Metric::PushInDoubt => "PushInDoubt",
+            Metric::PushInDoubtLinked => "PushInDoubtLinked",
             Metric::CallbackReceived => "CallbackReceived",
             Metric::CallbackDuplicate => "CallbackDuplicate",
             Metric::CallbackConflict => "CallbackConflict",

@@ -81,6 +81,7 @@ async fn every_callback_seen_gets_the_outcome_its_manifest_names() {
             .await
             .unwrap();
         let service = CallbackService {
+            ledger: Arc::new(payments::MemoryLedger::new(store.clone())),
             store: store.clone(),
             raw: Arc::new(MemoryRawStore::new()),
             clock: Arc::new(SystemClock),

@@ -16,7 +16,7 @@ use payments::intent::{
     NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer, DEFAULT_SETTLE_TIME,
 };
 use payments::payment::NewPayment;
-use payments::{PaymentStore, StoreError};
+use payments::{PaymentStore, PendingWrite, StoreError};
 
 use crate::error::{cancelled, codes, condition_failed, CONDITION_FAILED, TRANSACTION_CONFLICT};
 use crate::expr::Expr;
@@ -323,6 +323,58 @@ impl PushLedger for DynamoLedger {
             checkout_request_id: found.string(item::CHECKOUT_REQUEST_ID)?,
         };
         Ok(Some(lock).filter(|l| l.locked_until > now.timestamp()))
+    }
+
+    async fn in_doubt_for_phone(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        let Some(lock) = self.table.get(phone_pk(phone), &[]).await? else {
+            return Ok(None);
+        };
+        let owner: String = Reader::new(&lock).required(INTENT_PK)?;
+        let Some(found) = self.table.get(owner, &[]).await? else {
+            return Ok(None);
+        };
+        Ok(Some(intent_from_item(&found)?).filter(|intent| intent.is_in_doubt(now)))
+    }
+
+    async fn link(
+        &self,
+        intent: &IntentRecord,
+        payment: &NewPayment,
+        answer: &StoredAnswer,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PendingWrite>, StoreError> {
+        let mut expr = Expr::new();
+        expr.set(INTENT_STATUS, s(IntentStatus::Accepted.as_str()));
+        expr.set(ANSWER_STATUS, n(answer.status));
+        expr.set(ANSWER_BODY, s(answer.body.to_string()));
+        expr.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
+        expr.set(item::MERCHANT_REQUEST_ID, s(&payment.merchant_request_id));
+        expr.set(item::UPDATED_AT, time(at));
+        // Unchanged since it was read and found in doubt: a push that settles meanwhile wins.
+        let status = expr.name(INTENT_STATUS);
+        let was = expr.value("was", s(intent.status.as_str()));
+        let updated = expr.name(item::UPDATED_AT);
+        let read_at = expr.value("read_at", time(intent.updated_at));
+        let checkout = expr.name(item::CHECKOUT_REQUEST_ID);
+        expr.condition(format!(
+            "{status} = {was} AND {updated} = {read_at} AND attribute_not_exists({checkout})"
+        ));
+        if self.table.update(intent.pk.clone(), expr).await?.is_err() {
+            return Ok(None);
+        }
+        let written = self.payments.record_pending(payment).await?;
+        let mut lock = Expr::new();
+        lock.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
+        let owner = lock.name(INTENT_PK);
+        let mine = lock.value("mine", s(&intent.pk));
+        lock.condition(format!("{owner} = {mine}"));
+        // Another push owns the lock by now: it keeps its own checkout id.
+        let _ = self.table.update(phone_pk(&intent.phone), lock).await?;
+        Ok(Some(written))
     }
 }
 

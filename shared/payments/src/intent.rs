@@ -62,11 +62,15 @@ impl IntentKey {
 
     /// Short enough for a log line, and no use to anyone who reads it.
     pub fn log_id(&self) -> String {
-        let pk = self.pk();
-        pk.chars()
-            .take(pk.find('#').map_or(0, |i| i + 13))
-            .collect()
+        log_id(&self.pk())
     }
+}
+
+/// An intent's key, short enough for a log line and no use to anyone who reads it.
+pub fn log_id(pk: &str) -> String {
+    pk.chars()
+        .take(pk.find('#').map_or(0, |i| i + 13))
+        .collect()
 }
 
 /// 128 random bits from the OS-seeded keys of std's `RandomState`, plus the time: unique
@@ -241,6 +245,48 @@ pub struct IntentRecord {
     pub merchant_request_id: Option<String>,
 }
 
+impl IntentRecord {
+    /// Whether this intent's push may have reached the phone while no checkout id was
+    /// recorded for it: its outcome is unknown, or it is still in progress past its function's
+    /// deadline (plus [`CLOCK_SKEW`]). Such an intent can be linked to the result Safaricom
+    /// sends for it ([`PushLedger::link`]).
+    pub fn is_in_doubt(&self, now: DateTime<Utc>) -> bool {
+        let unsettled = match self.status {
+            IntentStatus::OutcomeUnknown => true,
+            IntentStatus::InProgress => now >= self.settle_by + CLOCK_SKEW,
+            IntentStatus::Accepted | IntentStatus::Refused => false,
+        };
+        unsettled && self.checkout_request_id.is_none() && self.expires_at > now.timestamp()
+    }
+
+    /// The charge the intent asked for, as it was validated before the push.
+    pub fn charge(&self) -> Result<Charge, daraja::ValidationError> {
+        Charge::parse(
+            &self.phone,
+            u64::from(self.amount),
+            &self.reference,
+            self.description.as_deref(),
+        )
+    }
+}
+
+/// The `202` answer of an accepted push, as kept for replay.
+pub fn accepted_answer(
+    checkout_request_id: &str,
+    merchant_request_id: &str,
+    customer_message: &str,
+) -> StoredAnswer {
+    StoredAnswer {
+        status: 202,
+        body: serde_json::json!({
+            "checkout_request_id": checkout_request_id,
+            "merchant_request_id": merchant_request_id,
+            "status": PaymentStatus::Pending.as_str(),
+            "customer_message": customer_message,
+        }),
+    }
+}
+
 /// A phone lock as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneLock {
@@ -288,6 +334,29 @@ pub trait PushLedger: Send + Sync {
         phone: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<PhoneLock>, StoreError>;
+
+    /// The intent the lock on `phone` names (even a lock past its time, while its item is
+    /// there), if that intent is in doubt at `now` ([`IntentRecord::is_in_doubt`]). One prompt
+    /// per phone at a time makes it the only push a result for that phone can belong to.
+    async fn in_doubt_for_phone(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError>;
+
+    /// Links the in-doubt `intent` (as read) to the payment a result revealed: the intent
+    /// takes `answer` (the `202` with the checkout id) and the checkout id, on condition that
+    /// it is unchanged since it was read; the pending payment is recorded with
+    /// [`PaymentStore::record_pending`]'s rules (so the orphan gains the merchant's details and
+    /// its amount check); the phone lock, while the intent owns it, names the checkout id.
+    /// `None` when the intent had changed meanwhile (nothing written).
+    async fn link(
+        &self,
+        intent: &IntentRecord,
+        payment: &NewPayment,
+        answer: &StoredAnswer,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PendingWrite>, StoreError>;
 }
 
 /// What [`PushLedger::accepted`] found when it wrote the pending payment.

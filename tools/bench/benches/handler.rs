@@ -43,6 +43,7 @@ fn pending(id: &str) -> NewPayment {
 
 fn callback_service(store: Arc<MemoryStore>) -> CallbackService {
     CallbackService {
+        ledger: Arc::new(payments::MemoryLedger::new(store.clone())),
         store,
         raw: Arc::new(MemoryRawStore::new()),
         clock: Arc::new(SystemClock),

@@ -189,6 +189,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
 
     let callbacks = CallbackService {
         store: Arc::new(DynamoStore::new(world.counted.clone(), &world.table)),
+        ledger: Arc::new(DynamoLedger::new(world.counted.clone(), &world.table)),
         raw: Arc::new(DynamoRawStore::new(world.counted.clone(), &world.table)),
         clock: world.clock.clone(),
         callback_token: Secret::from(CALLBACK_TOKEN),

@@ -8,9 +8,10 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, ErrorCode, SourceAllowList};
 use crate::metrics::{self, Metric};
 use daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
-use payments::payment::{PaymentResult, PaymentStatus, ResultSource};
+use payments::intent::{accepted_answer, log_id, PushLedger};
+use payments::payment::{NewPayment, PaymentResult, PaymentStatus, ResultSource};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
-use payments::{Applied, PaymentStore};
+use payments::{Applied, PaymentStore, PendingWrite};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
 pub const MAX_CALLBACK_BYTES: usize = payments::raw::RAW_BODY_LIMIT;
@@ -50,6 +51,8 @@ impl CallbackAnswer {
 /// What the callback function needs, built once at cold start.
 pub struct CallbackService {
     pub store: Arc<dyn PaymentStore>,
+    /// The push intents: a result for an unknown checkout id may belong to a push in doubt.
+    pub ledger: Arc<dyn PushLedger>,
     /// Where bodies that cannot be applied, and the sources of orphans, are kept.
     pub raw: Arc<dyn RawCallbackStore>,
     pub clock: Arc<dyn Clock>,
@@ -124,19 +127,21 @@ impl CallbackService {
         match self.store.apply_result(&result).await {
             Ok(applied) => {
                 log_applied(&applied, &result, source);
-                if let (Applied::Transitioned { orphan: true, .. }, Some(ip)) =
-                    (&applied, source_ip)
-                {
+                if let Applied::Transitioned { orphan: true, .. } = &applied {
                     // The result itself is stored; its origin is audit detail worth a
                     // second write only on this rare path.
-                    if let Err(e) = self.raw.note_source(&result.checkout_request_id, ip).await {
-                        tracing::warn!(
-                            checkout_request_id = %mask_id(&result.checkout_request_id),
-                            source_ip = ip,
-                            error = %e,
-                            "source of an orphan result not recorded"
-                        );
+                    if let Some(ip) = source_ip {
+                        if let Err(e) = self.raw.note_source(&result.checkout_request_id, ip).await
+                        {
+                            tracing::warn!(
+                                checkout_request_id = %mask_id(&result.checkout_request_id),
+                                source_ip = ip,
+                                error = %e,
+                                "source of an orphan result not recorded"
+                            );
+                        }
                     }
+                    self.link_orphan(&result).await;
                 }
                 CallbackAnswer::accepted()
             }
@@ -152,6 +157,62 @@ impl CallbackService {
                     "callback could not be stored"
                 );
                 CallbackAnswer::error(ApiError::from_store(&e))
+            }
+        }
+    }
+
+    /// A result for a checkout id no push recorded. If it names a phone whose push is in doubt
+    /// (Daraja's acceptance was never recorded), it is that push's result: one prompt per
+    /// phone at a time leaves no other candidate. The payment then gets the merchant's
+    /// reference and amount (and the amount check), the intent's key replays the `202` with
+    /// this checkout id, and the phone lock names it. Reads on this rare path only.
+    async fn link_orphan(&self, result: &PaymentResult) {
+        let id = mask_id(&result.checkout_request_id);
+        let Some(phone) = payer_phone(result) else {
+            return;
+        };
+        let now = self.clock.now();
+        let intent = match self.ledger.in_doubt_for_phone(&phone, now).await {
+            Ok(Some(intent)) => intent,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(checkout_request_id = %id, error = %e, "push intents not read; the orphan stays unlinked");
+                return;
+            }
+        };
+        let Ok(charge) = intent.charge() else {
+            tracing::error!(checkout_request_id = %id, intent = %log_id(&intent.pk), "an intent in doubt holds a charge that no longer validates; not linked");
+            return;
+        };
+        let payment = NewPayment {
+            checkout_request_id: result.checkout_request_id.clone(),
+            merchant_request_id: result.merchant_request_id.clone(),
+            charge,
+            created_at: intent.created_at,
+        };
+        let answer = accepted_answer(
+            &payment.checkout_request_id,
+            &payment.merchant_request_id,
+            LINKED_MESSAGE,
+        );
+        match self.ledger.link(&intent, &payment, &answer, now).await {
+            Ok(Some(written)) => {
+                metrics::count(Metric::PushInDoubtLinked);
+                if matches!(written, PendingWrite::FlaggedForReview(_)) {
+                    metrics::count(Metric::PaymentNeedsReview);
+                }
+                tracing::warn!(
+                    decision = "linked",
+                    checkout_request_id = %id,
+                    intent = %log_id(&intent.pk),
+                    status = written.record().status.as_str(),
+                    amount = intent.amount,
+                    "the result of a push in doubt, linked to its intent"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(checkout_request_id = %id, intent = %log_id(&intent.pk), error = %e, "push in doubt not linked to its result")
             }
         }
     }
@@ -195,6 +256,37 @@ impl CallbackService {
                 CallbackAnswer::error(ApiError::from_store(&e))
             }
         }
+    }
+}
+
+/// The customer message of the `202` a linked intent replays.
+const LINKED_MESSAGE: &str = "Success. Request accepted for processing";
+
+/// The payer's phone a result names. Daraja's checkout ids end with the prompted number
+/// (`ws_CO_`, a 14-digit time, 3 digits, then its last nine digits or more): that is the
+/// candidate. The callback's own `PhoneNumber`, when it has one of the same length, must agree
+/// wherever it shows a digit (it may be masked, `254708***430`); without a candidate from the id
+/// an unmasked one is used.
+fn payer_phone(result: &PaymentResult) -> Option<String> {
+    let from_id = result
+        .checkout_request_id
+        .strip_prefix("ws_CO_")
+        .filter(|digits| digits.len() >= 26 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .map(|digits| format!("254{}", &digits[digits.len() - 9..]));
+    let paid_from = result.paying_phone.as_deref();
+    let full =
+        |p: &str| p.len() == 12 && p.starts_with("254") && p.bytes().all(|b| b.is_ascii_digit());
+    match (from_id, paid_from) {
+        (Some(candidate), Some(shown)) if shown.len() == candidate.len() => {
+            let agrees = shown
+                .bytes()
+                .zip(candidate.bytes())
+                .all(|(s, c)| !s.is_ascii_digit() || s == c);
+            agrees.then_some(candidate)
+        }
+        (Some(candidate), _) => Some(candidate),
+        (None, Some(shown)) if full(shown) => Some(shown.to_owned()),
+        (None, _) => None,
     }
 }
 
@@ -270,5 +362,34 @@ pub fn payment_result(
         contradictory: !meta.contradictions.is_empty(),
         source,
         received_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payer_phone;
+    use payments::conformance::success;
+
+    #[test]
+    fn the_payer_s_phone_comes_from_the_checkout_id_and_must_agree_with_the_callback() {
+        let mut result = success("ws_CO_21072024125243250722943992", "1", Some(1));
+        result.paying_phone = None;
+        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
+        // The simulator's ids end with the whole number.
+        result.checkout_request_id = "ws_CO_21072024125243250254722943992".into();
+        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
+        // A masked number that agrees where it shows digits, and one that does not.
+        result.paying_phone = Some("254722***992".into());
+        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
+        result.paying_phone = Some("254711***992".into());
+        assert_eq!(payer_phone(&result), None);
+        // An id without the number: only an unmasked callback number will do.
+        result.checkout_request_id = "ws_CO_DMZ_123_456".into();
+        result.paying_phone = Some("254722943992".into());
+        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
+        result.paying_phone = Some("254722***992".into());
+        assert_eq!(payer_phone(&result), None);
+        result.paying_phone = None;
+        assert_eq!(payer_phone(&result), None);
     }
 }

@@ -12,14 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
 use daraja::wire::StkPushResponse;
 use daraja::{
     mask_id, Charge, Clock, Daraja, DarajaError, Deadline, FailureKind, PushRequest, Secret,
 };
-use payments::intent::{Begin, Failure, IntentKey, NewIntent, PushLedger, Recorded, StoredAnswer};
+use payments::intent::{
+    accepted_answer, Begin, Failure, IntentKey, NewIntent, PushLedger, Recorded, StoredAnswer,
+};
 use payments::payment::{NewPayment, PaymentStatus};
 use payments::StoreError;
 
@@ -154,12 +156,12 @@ impl PushAnswer {
 }
 
 fn accepted_body(accepted: &PushAccepted) -> Value {
-    json!({
-        "checkout_request_id": accepted.checkout_request_id,
-        "merchant_request_id": accepted.merchant_request_id,
-        "status": accepted.status,
-        "customer_message": accepted.customer_message,
-    })
+    accepted_answer(
+        &accepted.checkout_request_id,
+        &accepted.merchant_request_id,
+        &accepted.customer_message,
+    )
+    .body
 }
 
 /// What the push function needs, built once at cold start.

@@ -36,6 +36,7 @@ macro_rules! push_ledger_conformance {
             concurrent_begins_on_one_phone_start_once,
             accepted_after_the_callback_keeps_the_result,
             accepted_after_a_short_callback_needs_review,
+            an_orphan_result_links_to_the_push_in_doubt_on_its_phone,
         );
     };
     (@rules $make:path; $($rule:ident),* $(,)?) => {
@@ -411,4 +412,114 @@ pub async fn accepted_after_a_short_callback_needs_review(ledger: Ledger, paymen
         .await
         .unwrap();
     assert_eq!(known, Recorded::ResultKnown(PaymentStatus::NeedsReview));
+}
+
+/// A push whose acceptance was never recorded is found through its phone's lock once its
+/// function's deadline has passed (or at once when its outcome is unknown), and linked to the
+/// payment a result revealed: the orphan gains the merchant's details, the key replays the
+/// `202` with the checkout id, the lock names it. A settled or changed intent is never linked.
+pub async fn an_orphan_result_links_to_the_push_in_doubt_on_its_phone(
+    ledger: Ledger,
+    payments: Payments,
+) {
+    let t = now();
+    let first = intent(Some("k-doubt"), "254708374149", t).settled_by(t + Duration::seconds(10));
+    assert_eq!(ledger.begin(&first).await.unwrap(), Begin::Started);
+    let in_doubt = |at| {
+        let ledger = ledger.clone();
+        async move { ledger.in_doubt_for_phone("254708374149", at).await.unwrap() }
+    };
+    assert_eq!(
+        in_doubt(t + Duration::seconds(5)).await,
+        None,
+        "still running"
+    );
+    let found = in_doubt(t + Duration::seconds(16))
+        .await
+        .expect("in doubt past its deadline");
+    assert_eq!(found.pk, first.key.pk());
+    assert_eq!(found.charge().unwrap(), first.charge);
+
+    // Safaricom's result, for a checkout id nobody recorded.
+    let mut result = success("ws_CO_LINKED", "100", Some(100));
+    result.received_at = t + Duration::seconds(20);
+    payments.apply_result(&result).await.unwrap();
+    let linked = NewPayment {
+        checkout_request_id: "ws_CO_LINKED".to_owned(),
+        merchant_request_id: result.merchant_request_id.clone(),
+        charge: found.charge().unwrap(),
+        created_at: found.created_at,
+    };
+    let replay = crate::intent::accepted_answer("ws_CO_LINKED", "m-1", "Success");
+    let at = t + Duration::seconds(21);
+    let written = ledger
+        .link(&found, &linked, &replay, at)
+        .await
+        .unwrap()
+        .expect("linked");
+    assert_eq!(written.record().status, PaymentStatus::Completed);
+    let record = payments.get("ws_CO_LINKED").await.unwrap().unwrap();
+    assert!(record.details_recorded);
+    assert_eq!(record.reference.as_deref(), Some("INV001"));
+    assert_eq!(record.amount, Some(100));
+    assert!(payments.orphans(10).await.unwrap().is_empty());
+    let settled = ledger
+        .intent(&first.key, at)
+        .await
+        .unwrap()
+        .expect("intent");
+    assert_eq!(settled.status, IntentStatus::Accepted);
+    assert_eq!(settled.checkout_request_id.as_deref(), Some("ws_CO_LINKED"));
+    assert_eq!(settled.answer, Some(replay.clone()));
+    let lock = ledger
+        .phone_lock("254708374149", at)
+        .await
+        .unwrap()
+        .expect("locked");
+    assert_eq!(lock.checkout_request_id.as_deref(), Some("ws_CO_LINKED"));
+    // Settled now: never found again, and the stale copy links nothing.
+    assert_eq!(in_doubt(at).await, None);
+    assert_eq!(
+        ledger.link(&found, &linked, &replay, at).await.unwrap(),
+        None
+    );
+
+    // An outcome-unknown push is in doubt at once; a refused one never.
+    let unknown = intent(Some("k-unknown"), "254708374150", t);
+    ledger.begin(&unknown).await.unwrap();
+    ledger
+        .failed(
+            &unknown,
+            &Failure::OutcomeUnknown(answer(504, "daraja_timeout")),
+            t,
+        )
+        .await
+        .unwrap();
+    let found = ledger
+        .in_doubt_for_phone("254708374150", t)
+        .await
+        .unwrap()
+        .expect("outcome unknown is in doubt");
+    assert_eq!(found.status, IntentStatus::OutcomeUnknown);
+    let refused = intent(Some("k-refused"), "254708374151", t);
+    ledger.begin(&refused).await.unwrap();
+    ledger
+        .failed(
+            &refused,
+            &Failure::Refused(answer(502, "daraja_rejected")),
+            t,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger
+            .in_doubt_for_phone("254708374151", t + Duration::hours(1))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        ledger.in_doubt_for_phone("254700000000", t).await.unwrap(),
+        None
+    );
 }

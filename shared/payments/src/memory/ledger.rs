@@ -12,7 +12,7 @@ use crate::intent::{
     NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer,
 };
 use crate::payment::{timestamp, NewPayment};
-use crate::store::{PaymentStore, StoreError};
+use crate::store::{PaymentStore, PendingWrite, StoreError};
 
 /// The in-memory ledger, with the payments in a [`MemoryStore`]. One lock over both maps
 /// gives the all-or-nothing of a DynamoDB transaction.
@@ -173,6 +173,50 @@ impl PushLedger for MemoryLedger {
         now: DateTime<Utc>,
     ) -> Result<Option<PhoneLock>, StoreError> {
         Ok(self.state().live_lock(phone, now.timestamp()).cloned())
+    }
+
+    async fn in_doubt_for_phone(
+        &self,
+        phone: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .locks
+            .get(phone)
+            .and_then(|lock| state.intents.get(&lock.intent_pk))
+            .filter(|intent| intent.is_in_doubt(now))
+            .cloned())
+    }
+
+    async fn link(
+        &self,
+        intent: &IntentRecord,
+        payment: &NewPayment,
+        answer: &StoredAnswer,
+        at: DateTime<Utc>,
+    ) -> Result<Option<PendingWrite>, StoreError> {
+        {
+            let mut state = self.state();
+            match state.intents.get_mut(&intent.pk) {
+                Some(stored) if stored == intent => {
+                    stored.status = IntentStatus::Accepted;
+                    stored.answer = Some(answer.clone());
+                    stored.checkout_request_id = Some(payment.checkout_request_id.clone());
+                    stored.merchant_request_id = Some(payment.merchant_request_id.clone());
+                    stored.updated_at = timestamp::truncate(at);
+                }
+                _ => return Ok(None),
+            }
+        }
+        let written = self.payments.record_pending(payment).await?;
+        let mut state = self.state();
+        if let Some(lock) = state.locks.get_mut(&intent.phone) {
+            if lock.intent_pk == intent.pk {
+                lock.checkout_request_id = Some(payment.checkout_request_id.clone());
+            }
+        }
+        Ok(Some(written))
     }
 }
 

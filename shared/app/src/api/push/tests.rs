@@ -80,6 +80,22 @@ impl PushLedger for StoreDown {
     async fn phone_lock(&self, _: &str, _: DateTime<Utc>) -> Result<Option<PhoneLock>, StoreError> {
         Ok(None)
     }
+    async fn in_doubt_for_phone(
+        &self,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        Ok(None)
+    }
+    async fn link(
+        &self,
+        _: &IntentRecord,
+        _: &NewPayment,
+        _: &StoredAnswer,
+        _: DateTime<Utc>,
+    ) -> Result<Option<payments::PendingWrite>, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }
 
 #[test]
@@ -335,6 +351,22 @@ impl PushLedger for FlakyAccept {
         now: DateTime<Utc>,
     ) -> Result<Option<PhoneLock>, StoreError> {
         self.inner.phone_lock(p, now).await
+    }
+    async fn in_doubt_for_phone(
+        &self,
+        p: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        self.inner.in_doubt_for_phone(p, now).await
+    }
+    async fn link(
+        &self,
+        i: &IntentRecord,
+        p: &NewPayment,
+        a: &StoredAnswer,
+        at: DateTime<Utc>,
+    ) -> Result<Option<payments::PendingWrite>, StoreError> {
+        self.inner.link(i, p, a, at).await
     }
 }
 
