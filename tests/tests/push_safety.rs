@@ -324,6 +324,18 @@ impl Stack {
         post(self.http.clone(), self.stack.api_url(), body, key).await
     }
 
+    /// `GET /payments?{query}` through the gateway: its 200 body.
+    async fn find(&self, query: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/payments?{query}", self.stack.api_url()))
+            .send()
+            .await
+            .expect("GET /payments");
+        assert_eq!(response.status().as_u16(), 200, "GET /payments?{query}");
+        response.json().await.expect("JSON")
+    }
+
     fn pushes(&self) -> u64 {
         self.stack.sim().counts().stk_push
     }
@@ -843,19 +855,33 @@ async fn an_accepted_push_the_store_never_records_is_in_doubt_counted_and_never_
     assert!(again.replayed);
     assert_eq!(s.pushes(), 1);
 
+    // The merchant can look the request up by its key: in doubt, no payment known yet.
+    let found = s.find("idempotency_key=order-2003").await;
+    assert_eq!(found["request"]["status"], "in_doubt", "{found}");
+    assert_eq!(found["payments"], json!([]));
+
     // Then Safaricom's callback arrives for a checkout id no record holds. Its phone's push is
     // in doubt, so it is that push's result: linked, not left an orphan.
     let wait = Deadline::after(
         Duration::from_secs(40),
         "the callback to link the push in doubt",
     );
+    // The link writes the intent, then the payment's details, then the lock: wait for the lock.
     loop {
-        let status = s.intent_status("order-2003").await;
-        if status == Some(IntentStatus::Accepted) {
+        let lock = s
+            .ledger
+            .phone_lock("254708374149", SystemClock.now())
+            .await
+            .unwrap();
+        if lock.as_ref().and_then(|l| l.checkout_request_id.as_deref()) == Some(id.as_str()) {
             break;
         }
-        wait.not_yet(format!("{status:?}")).await;
+        wait.not_yet(format!("{lock:?}")).await;
     }
+    assert_eq!(
+        s.intent_status("order-2003").await,
+        Some(IntentStatus::Accepted)
+    );
     let record = s.store.get(&id).await.unwrap().expect("the payment");
     assert_eq!(record.status, PaymentStatus::Completed);
     assert!(record.details_recorded, "{record:?}");
@@ -868,6 +894,17 @@ async fn an_accepted_push_the_store_never_records_is_in_doubt_counted_and_never_
     assert!(linked.replayed);
     assert_eq!(linked.body["checkout_request_id"], id.as_str());
     assert_eq!(s.pushes(), 1);
+    // And the lookups find it: by key with its request, by reference.
+    let found = s.find("idempotency_key=order-2003").await;
+    assert_eq!(found["request"]["status"], "accepted", "{found}");
+    assert_eq!(found["request"]["checkout_request_id"], id.as_str());
+    assert_eq!(found["payments"][0]["status"], "COMPLETED");
+    let found = s.find("reference=INV-1001").await;
+    assert_eq!(
+        found["payments"][0]["checkout_request_id"],
+        id.as_str(),
+        "{found}"
+    );
     assert!(
         s.stack
             .logs()

@@ -1,14 +1,38 @@
-//! HTTP in, HTTP out: the lookup lives in `app::api::get_payment`.
+//! HTTP in, HTTP out: the lookups live in `app::api::get_payment` and `find_payments`.
 
-use app::api::get_payment;
+use app::api::{find_payments, get_payment, Lookup};
 use app::lambda::{error_response, json_response, path_param};
-use lambda_http::{Body, Error, Request, Response};
+use daraja::Clock;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use payments::intent::PushLedger;
 use payments::PaymentStore;
 
-pub async fn handle(store: &dyn PaymentStore, request: Request) -> Result<Response<Body>, Error> {
-    let id = path_param(&request, "checkout_request_id");
-    Ok(match get_payment(store, id.as_deref()).await {
-        Ok(record) => json_response(200, &serde_json::to_value(record)?),
+/// What the status function reads: the payments, and the push intents for a lookup by key.
+pub struct Deps<'a> {
+    pub store: &'a dyn PaymentStore,
+    pub ledger: &'a dyn PushLedger,
+    pub clock: &'a dyn Clock,
+}
+
+/// `GET /payments/{checkout_request_id}`, or `GET /payments?idempotency_key=…|reference=…`.
+pub async fn handle(deps: &Deps<'_>, request: Request) -> Result<Response<Body>, Error> {
+    if let Some(id) = path_param(&request, "checkout_request_id") {
+        return Ok(match get_payment(deps.store, Some(&id)).await {
+            Ok(record) => json_response(200, &serde_json::to_value(record)?),
+            Err(error) => error_response(&error),
+        });
+    }
+    let query = request.query_string_parameters_ref();
+    let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
+    let found = match Lookup::parse(
+        param("idempotency_key").as_deref(),
+        param("reference").as_deref(),
+    ) {
+        Ok(lookup) => find_payments(deps.store, deps.ledger, &lookup, deps.clock.now()).await,
+        Err(error) => Err(error),
+    };
+    Ok(match found {
+        Ok(body) => json_response(200, &body),
         Err(error) => error_response(&error),
     })
 }
@@ -23,7 +47,17 @@ mod tests {
     const ID: &str = "ws_CO_27112026090000123708374149";
 
     async fn answer(store: &MemoryStore) -> (u16, serde_json::Value) {
-        let response = handle(store, lambda_http::request::from_str(EVENT).unwrap())
+        answer_to(store, EVENT).await
+    }
+
+    async fn answer_to(store: &MemoryStore, event: &str) -> (u16, serde_json::Value) {
+        let ledger = payments::MemoryLedger::new(std::sync::Arc::new(MemoryStore::default()));
+        let deps = Deps {
+            store,
+            ledger: &ledger,
+            clock: &daraja::SystemClock,
+        };
+        let response = handle(&deps, lambda_http::request::from_str(event).unwrap())
             .await
             .unwrap();
         let body = match response.body() {
@@ -59,5 +93,139 @@ mod tests {
         assert_eq!(body["status"], "PENDING");
         assert_eq!(body["amount"], 100);
         assert_eq!(body["reference"], "INV-1001");
+    }
+
+    const BY_REFERENCE: &str = include_str!("../../../events/status-by-reference.json");
+
+    fn pending(id: &str, reference: &str, secs_ago: i64) -> NewPayment {
+        NewPayment {
+            checkout_request_id: id.to_string(),
+            merchant_request_id: "29115-34620561-1".to_string(),
+            charge: daraja::Charge::parse("254708374149", 100, reference, None)
+                .expect("a valid charge"),
+            created_at: chrono::Utc::now() - chrono::Duration::seconds(secs_ago),
+        }
+    }
+
+    #[tokio::test]
+    async fn payments_are_found_by_reference_newest_first() {
+        let store = MemoryStore::default();
+        for (id, reference, age) in [
+            ("ws_CO_older", "INV-1001", 60),
+            ("ws_CO_newer", "INV-1001", 10),
+            ("ws_CO_other", "INV-2002", 5),
+        ] {
+            store
+                .record_pending(&pending(id, reference, age))
+                .await
+                .unwrap();
+        }
+        let (status, body) = answer_to(&store, BY_REFERENCE).await;
+        assert_eq!(status, 200, "{body}");
+        let ids: Vec<_> = body["payments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["checkout_request_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["ws_CO_newer", "ws_CO_older"]);
+        assert!(body.get("request").is_none());
+    }
+
+    /// The sample lookup event with `params` as its query (already decoded, as API Gateway
+    /// hands them over).
+    fn lookup(params: &[(&str, &str)]) -> String {
+        let mut event: serde_json::Value = serde_json::from_str(BY_REFERENCE).unwrap();
+        let encode = |v: &str| -> String {
+            v.bytes()
+                .map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        char::from(b).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        let raw: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        event["rawQueryString"] = raw.join("&").into();
+        let map: serde_json::Map<String, serde_json::Value> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        event["queryStringParameters"] = map.into();
+        event.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_lookup_needs_exactly_one_valid_parameter() {
+        let store = MemoryStore::default();
+        type Query<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Query, u16, &str); 5] = [
+            (&[], 400, "invalid_lookup"),
+            (
+                &[("reference", "INV-1"), ("idempotency_key", "k1")],
+                400,
+                "invalid_lookup",
+            ),
+            (
+                &[("idempotency_key", "has space")],
+                400,
+                "invalid_idempotency_key",
+            ),
+            (&[("reference", "<script>")], 422, "invalid_reference"),
+            (
+                &[("idempotency_key", "never-sent")],
+                404,
+                "payment_not_found",
+            ),
+        ];
+        for (params, status, code) in cases {
+            let (got, body) = answer_to(&store, &lookup(params)).await;
+            assert_eq!(
+                (got, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{params:?}: {body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_finds_its_request_and_its_payment() {
+        use payments::intent::{accepted_answer, IntentKey, NewIntent, PushLedger};
+        let store = std::sync::Arc::new(MemoryStore::default());
+        let ledger = payments::MemoryLedger::new(store.clone());
+        let now = chrono::Utc::now();
+        let charge = daraja::Charge::parse("254708374149", 100, "INV-1001", None).unwrap();
+        let intent = NewIntent::new(
+            IntentKey::idempotency("order-7"),
+            charge,
+            now,
+            chrono::Duration::seconds(120),
+        );
+        ledger.begin(&intent).await.unwrap();
+        let payment = pending("ws_CO_KEYED", "INV-1001", 0);
+        let answer = accepted_answer("ws_CO_KEYED", "m", "ok");
+        ledger.accepted(&intent, &payment, &answer).await.unwrap();
+        let deps = Deps {
+            store: store.as_ref(),
+            ledger: &ledger,
+            clock: &daraja::SystemClock,
+        };
+        let request =
+            lambda_http::request::from_str(&lookup(&[("idempotency_key", "order-7")])).unwrap();
+        let response = handle(&deps, request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body: serde_json::Value = match response.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("unexpected body {other:?}"),
+        };
+        assert_eq!(body["request"]["status"], "accepted");
+        assert_eq!(body["request"]["checkout_request_id"], "ws_CO_KEYED");
+        assert_eq!(body["request"]["answer_status"], 202);
+        assert_eq!(body["payments"][0]["checkout_request_id"], "ws_CO_KEYED");
+        assert_eq!(body["payments"][0]["status"], "PENDING");
     }
 }

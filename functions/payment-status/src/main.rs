@@ -1,9 +1,11 @@
-//! `GET /payments/{checkout_request_id}`: the stored payment record.
+//! `GET /payments/{checkout_request_id}`: the stored payment record; `GET /payments?…`: the
+//! payments found by `Idempotency-Key` or merchant reference.
 
 mod handler;
 
 use app::config::{ProcessEnv, StatusConfig};
-use dynamo::DynamoStore;
+use daraja::SystemClock;
+use dynamo::{DynamoLedger, DynamoStore};
 use lambda_http::{run, service_fn, Error};
 
 #[tokio::main]
@@ -11,6 +13,13 @@ async fn main() -> Result<(), Error> {
     app::lambda::init_tracing();
     let config = StatusConfig::load(&ProcessEnv)?;
     let aws = app::aws::sdk_config().await;
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table_name);
-    run(service_fn(|request| handler::handle(&store, request))).await
+    let client = aws_sdk_dynamodb::Client::new(&aws);
+    let store = DynamoStore::new(client.clone(), &config.table_name);
+    let ledger = DynamoLedger::new(client, config.table_name);
+    let deps = handler::Deps {
+        store: &store,
+        ledger: &ledger,
+        clock: &SystemClock,
+    };
+    run(service_fn(|request| handler::handle(&deps, request))).await
 }

@@ -54,6 +54,11 @@ pub const ORPHAN_SK: &str = "orphan_sk";
 /// The single partition of the sparse `orphan-index`.
 pub const ORPHAN_PARTITION: &str = "ORPHAN";
 pub const PENDING_INDEX: &str = "pending-index";
+/// Payments by the merchant's reference, newest first: `ref_pk` = the reference, `ref_sk` =
+/// created time + id (keys only).
+pub const REFERENCE_INDEX: &str = "reference-index";
+pub const REF_PK: &str = "ref_pk";
+pub const REF_SK: &str = "ref_sk";
 pub const ORPHAN_INDEX: &str = "orphan-index";
 
 pub fn pk(checkout_request_id: &str) -> String {

@@ -362,6 +362,15 @@ fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
     update.set(item::CREATED_AT, time(payment.created_at));
     update.set(item::UPDATED_AT, time(now));
     update.set(item::DETAILS_RECORDED, AttributeValue::Bool(true));
+    // The reference-index entry: a merchant whose answer was lost finds the payment by it.
+    update.set(item::REF_PK, s(payment.charge.reference.as_str()));
+    update.set(
+        item::REF_SK,
+        s(item::index_sk(
+            payment.created_at,
+            &payment.checkout_request_id,
+        )),
+    );
     update
 }
 
@@ -512,6 +521,27 @@ impl PaymentStore for DynamoStore {
         // `created_at#id` sorts after `created_at`, so a payment created exactly at the
         // cutoff is not older than it.
         self.queue_below(QueryQueue::New, time(cutoff), limit).await
+    }
+
+    async fn by_reference(
+        &self,
+        reference: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let keys = self
+            .table
+            .query_partition_newest_first(item::REFERENCE_INDEX, (item::REF_PK, reference), limit)
+            .await?;
+        let mut records = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let Some(AttributeValue::S(pk)) = key.get(item::PK) else {
+                continue;
+            };
+            if let Some(found) = self.table.get(pk.clone(), &[]).await? {
+                records.push(item::record_from_item(&found)?);
+            }
+        }
+        Ok(records)
     }
 
     async fn due_for_query(

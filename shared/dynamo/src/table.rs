@@ -107,7 +107,7 @@ impl Table {
         Ok(request.send().await.map_err(unavailable)?.item)
     }
 
-    /// Reads a sparse index's single partition in key order, up to `limit` items, with sort keys
+    /// Reads one partition of a sparse index in key order, up to `limit` items, with sort keys
     /// below `sort_below` when given.
     pub async fn query_partition(
         &self,
@@ -115,6 +115,28 @@ impl Table {
         partition: (&str, &str),
         sort_below: Option<(&str, AttributeValue)>,
         limit: u32,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.query_index(index, partition, sort_below, limit, true)
+            .await
+    }
+
+    /// Reads one partition of an index, the highest sort keys first, up to `limit` items.
+    pub async fn query_partition_newest_first(
+        &self,
+        index: &str,
+        partition: (&str, &str),
+        limit: u32,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.query_index(index, partition, None, limit, false).await
+    }
+
+    async fn query_index(
+        &self,
+        index: &str,
+        partition: (&str, &str),
+        sort_below: Option<(&str, AttributeValue)>,
+        limit: u32,
+        ascending: bool,
     ) -> Result<Vec<Item>, StoreError> {
         let mut expr = Expr::new();
         let mut key_condition = expr.equals(partition.0, "partition", s(partition.1));
@@ -133,6 +155,7 @@ impl Table {
                 .query()
                 .table_name(&self.name)
                 .index_name(index)
+                .scan_index_forward(ascending)
                 .key_condition_expression(&key_condition)
                 .set_expression_attribute_names(parts.names.clone())
                 .set_expression_attribute_values(parts.values.clone())

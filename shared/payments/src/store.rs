@@ -115,6 +115,14 @@ pub trait PaymentStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// The payments recorded with the merchant's `reference` (a pending write was made), newest
+    /// first, at most `limit`.
+    async fn by_reference(
+        &self,
+        reference: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, StoreError>;
+
     /// Checkout ids waiting in `queue` ([`QueryQueue::Retry`] or [`QueryQueue::Expired`])
     /// whose next query is due by `now`, earliest first. (`New` is
     /// [`pending_older_than`](Self::pending_older_than).)

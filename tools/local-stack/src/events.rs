@@ -113,7 +113,7 @@ const fn http(status: u16, pointer: &'static str, value: &'static str) -> Answer
 
 /// Every sample event, in the order they are run: pushes, callbacks (which settle the seeded
 /// payments), the status of a settled one, a reconciliation round.
-pub const SAMPLE_EVENTS: [SampleEvent; 14] = {
+pub const SAMPLE_EVENTS: [SampleEvent; 15] = {
     use Function::{PaymentStatus as Status, Reconcile, StkCallback, StkPush};
     use PaymentStatus::{Completed, Failed, Pending};
     const ACCEPTED: Answer = http(200, "/ResultCode", "0");
@@ -195,6 +195,12 @@ pub const SAMPLE_EVENTS: [SampleEvent; 14] = {
             function: Status,
             answer: http(200, "/status", r#""COMPLETED""#),
             leaves: Leaves::Payment(EVENT_PAYMENTS[0], Completed),
+        },
+        SampleEvent {
+            file: "status-by-reference.json",
+            function: Status,
+            answer: http(200, "/payments/0/reference", r#""INV-1001""#),
+            leaves: Leaves::Nothing,
         },
         SampleEvent {
             file: "reconcile-schedule.json",

@@ -255,6 +255,7 @@ Resources:
                     "/payments/{checkout_request_id}",
                     true
                 ),
+                ("payment-status", "GET", "/payments", true),
             ]
         );
     }

@@ -41,13 +41,15 @@ pub enum ErrorCode {
     /// No callback URL can be built (no configured base URL, no API Gateway host).
     CallbackUrlUnknown,
     InvalidCheckoutRequestId,
+    /// A lookup without exactly one of `idempotency_key` and `reference`.
+    InvalidLookup,
     PaymentNotFound,
     /// A callback body that is JSON but not a Daraja STK callback.
     InvalidCallback,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         Self::InvalidJson,
         Self::PayloadTooLarge,
         Self::MissingField,
@@ -70,6 +72,7 @@ impl ErrorCode {
         Self::StorageUnavailable,
         Self::CallbackUrlUnknown,
         Self::InvalidCheckoutRequestId,
+        Self::InvalidLookup,
         Self::PaymentNotFound,
         Self::InvalidCallback,
     ];
@@ -99,6 +102,7 @@ impl ErrorCode {
             Self::StorageUnavailable => "storage_unavailable",
             Self::CallbackUrlUnknown => "callback_url_unknown",
             Self::InvalidCheckoutRequestId => "invalid_checkout_request_id",
+            Self::InvalidLookup => "invalid_lookup",
             Self::PaymentNotFound => "payment_not_found",
             Self::InvalidCallback => "invalid_callback",
         }
@@ -110,6 +114,7 @@ impl ErrorCode {
             Self::InvalidJson
             | Self::InvalidIdempotencyKey
             | Self::InvalidCheckoutRequestId
+            | Self::InvalidLookup
             | Self::InvalidCallback => 400,
             Self::PaymentNotFound => 404,
             Self::IdempotencyInProgress | Self::PhoneBusy => 409,
@@ -288,7 +293,6 @@ impl ApiError {
         }
     }
 
-    #[cfg(feature = "push")]
     pub(crate) fn invalid_idempotency_key() -> Self {
         Self::new(
             ErrorCode::InvalidIdempotencyKey,

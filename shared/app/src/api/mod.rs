@@ -10,6 +10,7 @@ mod allow_list;
 #[cfg(feature = "callback")]
 mod callback;
 mod error;
+mod key;
 #[cfg(feature = "push")]
 mod push;
 mod status;
@@ -19,12 +20,13 @@ pub use allow_list::{SourceAllowList, SAFARICOM_CALLBACK_IPS};
 #[cfg(feature = "callback")]
 pub use callback::{payment_result, CallbackAnswer, CallbackService, MAX_CALLBACK_BYTES};
 pub use error::{ApiError, ErrorCode};
+pub use key::{parse_idempotency_key, MAX_IDEMPOTENCY_KEY_LEN};
 #[cfg(feature = "push")]
 pub use push::{
-    parse_idempotency_key, parse_payment_request, PushAccepted, PushAnswer, PushService,
-    DEFAULT_INVOCATION_TIME, MAX_IDEMPOTENCY_KEY_LEN, MAX_PUSH_BYTES, RECORDING_TIME,
+    parse_payment_request, PushAccepted, PushAnswer, PushService, DEFAULT_INVOCATION_TIME,
+    MAX_PUSH_BYTES, RECORDING_TIME,
 };
-pub use status::get_payment;
+pub use status::{find_payments, get_payment, Lookup};
 
 /// How long a phone stays locked after a push that may have reached it, unless configured
 /// (`PHONE_LOCK_SECONDS`).

@@ -25,7 +25,7 @@ use payments::intent::{
 use payments::payment::{NewPayment, PaymentStatus};
 use payments::StoreError;
 
-use super::{ApiError, ErrorCode};
+use super::{parse_idempotency_key, ApiError, ErrorCode};
 use crate::metrics::{self, Metric};
 
 /// What a push keeps, at the end of its invocation, to record Daraja's answer (a write retried
@@ -52,18 +52,6 @@ const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The invocation time assumed when the runtime gives no deadline (the template's timeout).
 pub const DEFAULT_INVOCATION_TIME: Duration = Duration::from_secs(25);
-
-/// The longest `Idempotency-Key` accepted (Stripe's limit).
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
-/// Checks an `Idempotency-Key` header value: 1 to 255 visible ASCII characters.
-pub fn parse_idempotency_key(raw: &[u8]) -> Result<&str, ApiError> {
-    let visible = |b: &u8| (0x21..=0x7e).contains(b);
-    if raw.is_empty() || raw.len() > MAX_IDEMPOTENCY_KEY_LEN || !raw.iter().all(visible) {
-        return Err(ApiError::invalid_idempotency_key());
-    }
-    std::str::from_utf8(raw).map_err(|_| ApiError::invalid_idempotency_key())
-}
 
 /// Push requests larger than this are refused unread.
 pub const MAX_PUSH_BYTES: usize = 16 * 1024;

@@ -1,8 +1,17 @@
-//! `GET /payments/{checkout_request_id}`.
+//! `GET /payments/{checkout_request_id}`, and `GET /payments?idempotency_key=…` or
+//! `?reference=…` for a merchant whose first answer was lost.
 
-use super::{ApiError, ErrorCode};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{parse_idempotency_key, ApiError, ErrorCode};
+use daraja::values::AccountReference;
+use payments::intent::{IntentKey, IntentRecord, IntentStatus, PushLedger};
 use payments::payment::PaymentRecord;
 use payments::PaymentStore;
+
+/// The most payments a lookup by reference answers.
+pub const MAX_FOUND: u32 = 20;
 
 /// `GET /payments/{id}`.
 pub async fn get_payment(
@@ -26,4 +35,88 @@ pub async fn get_payment(
         )),
         Err(e) => Err(ApiError::from_store(&e)),
     }
+}
+
+/// What `GET /payments` was asked to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The request sent with this `Idempotency-Key` (in the last 24 hours), and its payment.
+    IdempotencyKey(IntentKey),
+    /// The payments recorded with this merchant reference, newest first.
+    Reference(String),
+}
+
+impl Lookup {
+    /// Exactly one of the two query parameters, each checked as `POST /payments` checks it.
+    pub fn parse(idempotency_key: Option<&str>, reference: Option<&str>) -> Result<Self, ApiError> {
+        match (idempotency_key, reference) {
+            (Some(key), None) => Ok(Self::IdempotencyKey(IntentKey::idempotency(
+                parse_idempotency_key(key.as_bytes())?,
+            ))),
+            (None, Some(reference)) => AccountReference::parse(reference)
+                .map(|r| Self::Reference(r.as_str().to_owned()))
+                .map_err(ApiError::from_validation),
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidLookup,
+                "Give exactly one of the query parameters idempotency_key (the Idempotency-Key sent with POST /payments) and reference.",
+            )),
+        }
+    }
+}
+
+/// `GET /payments?…`: `{"payments": [...]}`, and for a key also `"request"`: what became of the
+/// request sent with it (`accepted`, `refused`, `outcome_unknown`, `in_progress`, `in_doubt`).
+pub async fn find_payments(
+    store: &dyn PaymentStore,
+    ledger: &dyn PushLedger,
+    lookup: &Lookup,
+    now: DateTime<Utc>,
+) -> Result<Value, ApiError> {
+    match lookup {
+        Lookup::Reference(reference) => {
+            let found = store
+                .by_reference(reference, MAX_FOUND)
+                .await
+                .map_err(|e| ApiError::from_store(&e))?;
+            Ok(json!({ "payments": found }))
+        }
+        Lookup::IdempotencyKey(key) => {
+            let intent = ledger
+                .intent(key, now)
+                .await
+                .map_err(|e| ApiError::from_store(&e))?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::PaymentNotFound,
+                        "No request with this Idempotency-Key in the last 24 hours.",
+                    )
+                })?;
+            let payment = match &intent.checkout_request_id {
+                Some(id) => store.get(id).await.map_err(|e| ApiError::from_store(&e))?,
+                None => None,
+            };
+            Ok(json!({
+                "request": request_json(&intent, now),
+                "payments": payment.into_iter().collect::<Vec<_>>(),
+            }))
+        }
+    }
+}
+
+fn request_json(intent: &IntentRecord, now: DateTime<Utc>) -> Value {
+    let status = match intent.status {
+        _ if intent.is_in_doubt(now) && intent.status == IntentStatus::InProgress => "in_doubt",
+        IntentStatus::InProgress => "in_progress",
+        IntentStatus::Accepted => "accepted",
+        IntentStatus::Refused => "refused",
+        IntentStatus::OutcomeUnknown => "outcome_unknown",
+    };
+    json!({
+        "status": status,
+        "created_at": payments::timestamp::format(intent.created_at),
+        "amount": intent.amount,
+        "reference": intent.reference,
+        "checkout_request_id": intent.checkout_request_id,
+        "answer_status": intent.answer.as_ref().map(|a| a.status),
+    })
 }

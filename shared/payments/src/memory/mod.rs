@@ -361,6 +361,23 @@ impl PaymentStore for MemoryStore {
             .collect())
     }
 
+    async fn by_reference(
+        &self,
+        reference: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, StoreError> {
+        let items = self.items();
+        let mut found: Vec<_> = items
+            .values()
+            .map(|s| &s.record)
+            .filter(|r| r.details_recorded && r.reference.as_deref() == Some(reference))
+            .collect();
+        found.sort_by(|a, b| {
+            (b.created_at, &b.checkout_request_id).cmp(&(a.created_at, &a.checkout_request_id))
+        });
+        Ok(found.into_iter().take(limit as usize).cloned().collect())
+    }
+
     async fn due_for_query(
         &self,
         queue: QueryQueue,
