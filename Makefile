@@ -20,7 +20,7 @@ help:
 	@echo "make sam-build sam build for x86_64 (cargo-lambda with zig, both from $(VENV))"
 	@echo "make sam-local every sam local command of the README, in Docker, checked (starts Docker if needed)"
 	@echo "make deploy-check  sam package + sam deploy of the build into moto, every resource checked"
-	@echo "make storm     load test of the callback path on the local stack (prints throughput)"
+	@echo "make storm     load tests on the local stack: the callback storm, and pushes through DynamoDB outages"
 
 $(VENV)/.installed: tools/requirements.txt
 	@echo "==> installing local tools into $(VENV) (moto, aws-sam-cli, cargo-lambda)"

@@ -117,6 +117,11 @@ async fn table_from_template_has_sparse_indexes_and_ttl() {
                 vec!["pending_pk".to_owned(), "pending_sk".to_owned()],
                 Some(ProjectionType::KeysOnly)
             ),
+            (
+                "reference-index".to_owned(),
+                vec!["ref_pk".to_owned(), "ref_sk".to_owned()],
+                Some(ProjectionType::KeysOnly)
+            ),
         ]
     );
 

@@ -13,6 +13,7 @@
 //! `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
 
 mod common;
+mod faulty;
 mod wait;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use payments::PaymentStore;
 use serde_json::{json, Value};
 
 use common::{fresh_table, moto_endpoint};
+use faulty::FaultyDynamo;
 use wait::Deadline;
 
 async fn ledger() -> (Arc<dyn PushLedger>, Arc<dyn PaymentStore>) {
@@ -664,94 +666,6 @@ async fn an_expired_token_is_refreshed_once_and_the_push_accepted() {
 
 // ---------------------------------------------------------------------------------------
 // The function's deadline, and a store that fails after Daraja accepted.
-
-/// Between the functions and moto: forwards every request, and answers the transactions
-/// whose number (1-based, counted across all callers) is in `fail` with a 500
-/// `InternalServerError`, which the SDK and the push function both retry.
-#[derive(Default)]
-struct FaultyDynamo {
-    target: String,
-    transactions: AtomicUsize,
-    fail: std::sync::Mutex<std::ops::Range<usize>>,
-    failed: AtomicUsize,
-}
-
-impl FaultyDynamo {
-    async fn start(target: String, fail: std::ops::Range<usize>) -> (Arc<Self>, String) {
-        use axum::body::Bytes;
-        use axum::extract::State;
-        use axum::http::{HeaderMap, Method, StatusCode, Uri};
-        use axum::response::IntoResponse;
-
-        let faults = Arc::new(Self {
-            target,
-            fail: std::sync::Mutex::new(fail),
-            ..Self::default()
-        });
-        async fn forward(
-            State((faults, http)): State<(Arc<FaultyDynamo>, reqwest::Client)>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> axum::response::Response {
-            let is_transaction = headers
-                .get("x-amz-target")
-                .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
-            if is_transaction {
-                let n = faults.transactions.fetch_add(1, Ordering::SeqCst) + 1;
-                if faults.fail.lock().unwrap().contains(&n) {
-                    faults.failed.fetch_add(1, Ordering::SeqCst);
-                    return (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        [("content-type", "application/x-amz-json-1.0")],
-                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault"}"#,
-                    )
-                        .into_response();
-                }
-            }
-            let mut request = http.request(method, format!("{}{}", faults.target, uri.path()));
-            for (name, value) in &headers {
-                if name != "host" && name != "content-length" {
-                    request = request.header(name, value);
-                }
-            }
-            match request.body(body).send().await {
-                Ok(answer) => {
-                    let status = answer.status();
-                    let headers = answer.headers().clone();
-                    let body = answer.bytes().await.unwrap_or_default();
-                    let mut response = (status, body).into_response();
-                    for (name, value) in &headers {
-                        if name != "content-length" && name != "transfer-encoding" {
-                            response.headers_mut().insert(name, value.clone());
-                        }
-                    }
-                    response
-                }
-                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
-            }
-        }
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state((faults.clone(), reqwest::Client::new()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (faults, url)
-    }
-
-    fn failed(&self) -> usize {
-        self.failed.load(Ordering::SeqCst)
-    }
-
-    /// No more faults from now on.
-    fn heal(&self) {
-        *self.fail.lock().unwrap() = 0..0;
-    }
-}
 
 /// A stack whose functions reach moto through a [`FaultyDynamo`].
 async fn start_faulty(

@@ -8,19 +8,32 @@
 //!
 //! Checks: no payment lost, no record transitioned twice, every orphan and unreadable body
 //! kept, every final record equal to its expected outcome; prints the throughput.
+//!
+//! A second storm pushes through DynamoDB outages with short function timeouts: every payment
+//! the simulator charged ends recorded with its real outcome, or (when its callback was lost
+//! and its acceptance never recorded) in doubt and counted for the alarm.
+
+mod common;
+mod faulty;
+mod wait;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daraja::mask_id;
+use daraja::{mask_id, Clock, SystemClock};
 use daraja_sim::{Outcome, SimConfig};
 use dynamo::DynamoStore;
-use local_stack::{LocalStack, StackOptions};
+use local_stack::{env_vars, LocalStack, StackOptions};
+use payments::intent::PushLedger;
+
+use common::moto_endpoint;
+use faulty::FaultyDynamo;
 use payments::payment::PaymentStatus;
 use payments::PaymentStore;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+use wait::Deadline;
 
 const PAYMENTS: usize = 200;
 const EARLY: usize = 20;
@@ -447,5 +460,208 @@ async fn callback_storm_loses_nothing_and_applies_each_result_once() {
     assert_eq!(orphans.len(), ORPHANS, "payments left in the orphan list");
     assert_eq!(unreadable_kept, UNREADABLE);
     assert!(wrong_records.is_empty());
+    stack.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Pushes through DynamoDB outages, with short function timeouts.
+
+const FAULT_PAYMENTS: usize = 120;
+const FAULT_IN_FLIGHT: usize = 8;
+
+/// What the simulator does with the push to payment `i`: most are paid, some cancelled, and
+/// some paid with the callback lost (only a query can tell, when a record exists to query).
+fn fault_outcome(i: usize) -> (Outcome, Option<PaymentStatus>, bool) {
+    match i % 10 {
+        6 | 7 => (Outcome::code(1032), Some(PaymentStatus::Failed), false),
+        8 => (
+            Outcome::success().lost(),
+            Some(PaymentStatus::Completed),
+            true,
+        ),
+        _ => (Outcome::success(), Some(PaymentStatus::Completed), false),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "load test: run with `make storm`"]
+async fn pushes_through_dynamodb_outages_leave_no_charged_payment_without_a_record() {
+    // Every transaction (the push path's writes) fails during outages of 8 s in every 12 s; the
+    // functions have 8 s (so an accepted write retried to the deadline can still fail); the
+    // callbacks come 15 s after the push, when a push left in doubt can be linked.
+    let (faults, proxy) = FaultyDynamo::start(moto_endpoint().await, 0..0).await;
+    let stack = LocalStack::start(StackOptions {
+        pool_size: POOL_SIZE,
+        sim: SimConfig {
+            callback_delay: Duration::from_secs(15),
+            ..SimConfig::default()
+        },
+        dynamodb_endpoint: Some(proxy),
+        extra_env: env_vars(&[
+            ("AWS_LAMBDA_FUNCTION_TIMEOUT", "8"),
+            ("RECONCILE_GRACE_SECONDS", "0"),
+            ("RECONCILE_RETRY_SECONDS", "0"),
+            ("RECONCILE_MAX_QUERIES_PER_MINUTE", "1000"),
+        ]),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    // Daraja answers in 300 ms, so the pushes span several outages.
+    stack.sim().set_latency(Duration::from_millis(300));
+    let phone = |i: usize| format!("07{:08}", 30_000_000 + i);
+    for i in 0..FAULT_PAYMENTS {
+        stack
+            .sim()
+            .script(Some(&phone(i)), vec![fault_outcome(i).0]);
+    }
+    let outages = {
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                faults.outage(true);
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                faults.outage(false);
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let gate = Arc::new(Semaphore::new(FAULT_IN_FLIGHT));
+    let pushes: Vec<_> = (0..FAULT_PAYMENTS)
+        .map(|i| {
+            let (http, gate) = (http.clone(), gate.clone());
+            let url = format!("{}/payments", stack.api_url());
+            let body = json!({"phone": phone(i), "amount": 100, "reference": "FAULTS"});
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("semaphore open");
+                let response = http
+                    .post(url)
+                    .header("Idempotency-Key", format!("storm-fault-{i}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("push");
+                let status = response.status().as_u16();
+                let answer: Value = response.json().await.unwrap_or(Value::Null);
+                (status, answer)
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(FAULT_PAYMENTS);
+    for push in pushes {
+        answers.push(push.await.expect("push task"));
+    }
+    let push_secs = started.elapsed().as_secs_f64();
+    outages.abort();
+    faults.heal();
+
+    // What the simulator charged: the pushes it accepted, by phone.
+    let accepted: HashMap<String, String> = stack
+        .sim()
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == Some(200))
+        .filter_map(|r| {
+            let id = r.response["CheckoutRequestID"].as_str()?.to_owned();
+            let msisdn = r.body["PhoneNumber"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| r.body["PhoneNumber"].as_u64().map(|n| n.to_string()))?;
+            Some((format!("0{}", &msisdn[3..]), id))
+        })
+        .collect();
+    let delivered = (0..FAULT_PAYMENTS)
+        .filter(|i| accepted.contains_key(&phone(*i)) && !fault_outcome(*i).2)
+        .count() as u64;
+    let wait = Deadline::after(Duration::from_secs(90), "every callback to be sent");
+    loop {
+        let sent = stack.sim().counts().callbacks_sent;
+        if sent >= delivered {
+            break;
+        }
+        wait.not_yet(format!("{sent} of {delivered}")).await;
+    }
+    // Reconciliation for the lost callbacks, until nothing pending is left to query.
+    let schedule: Value =
+        serde_json::from_str(include_str!("../../events/reconcile-schedule.json")).expect("event");
+    let wait = Deadline::after(Duration::from_secs(90), "reconciliation to settle")
+        .every(Duration::from_millis(500));
+    loop {
+        let report = stack
+            .invoke(local_stack::Function::Reconcile, &schedule)
+            .await
+            .expect("reconcile");
+        if report["due"] == 0 {
+            break;
+        }
+        wait.not_yet(&report).await;
+    }
+
+    let store = DynamoStore::new(stack.dynamo(), stack.table());
+    let ledger = dynamo::DynamoLedger::new(stack.dynamo(), stack.table());
+    let mut by_answer: HashMap<String, usize> = HashMap::new();
+    let (mut recorded, mut in_doubt_alarmed, mut wrong) = (0, 0, Vec::new());
+    for (i, (status, body)) in answers.iter().enumerate() {
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        *by_answer.entry(format!("{status} {code}")).or_default() += 1;
+        let (_, expected, lost) = fault_outcome(i);
+        match accepted.get(&phone(i)) {
+            None => {
+                // Nothing charged: nothing may say otherwise.
+                if *status == 202 {
+                    wrong.push(format!("{i}: 202 but the simulator charged nothing"));
+                }
+            }
+            Some(id) => {
+                let record = store.get(id).await.expect("read");
+                match record {
+                    Some(r) if r.details_recorded && Some(r.status) == expected => recorded += 1,
+                    None if lost => {
+                        // Nothing could tell us: the push must be in doubt, and counted.
+                        let intent = ledger
+                            .intent(
+                                &payments::intent::IntentKey::idempotency(&format!(
+                                    "storm-fault-{i}"
+                                )),
+                                SystemClock.now(),
+                            )
+                            .await
+                            .expect("intent");
+                        match intent {
+                            Some(intent) if intent.is_in_doubt(SystemClock.now()) => {
+                                in_doubt_alarmed += 1
+                            }
+                            other => {
+                                wrong.push(format!("{i}: charged, no record, intent {other:?}"))
+                            }
+                        }
+                    }
+                    other => wrong.push(format!(
+                        "{i}: charged ({id}), answered {status} {code}, record {other:?}"
+                    )),
+                }
+            }
+        }
+    }
+    let logs = stack.logs();
+    let count = |needle: &str| logs.iter().filter(|l| l.contains(needle)).count();
+    let in_doubt_metrics = count("\"PushInDoubt\":1");
+    let linked = count("\"PushInDoubtLinked\":1");
+    let mut answer_list: Vec<_> = by_answer.into_iter().collect();
+    answer_list.sort();
+    println!("pushes                   {FAULT_PAYMENTS} in {push_secs:.1} s, {} transactions failed by the proxy", faults.failed());
+    println!("answers                  {answer_list:?}");
+    println!("charged by the simulator {}", accepted.len());
+    println!("recorded as charged      {recorded} (of them linked from doubt: {linked})");
+    println!("in doubt, nothing to tell us (callback lost), alarmed: {in_doubt_alarmed}; PushInDoubt metrics {in_doubt_metrics}");
+    println!("charged without a correct record: {}", wrong.len());
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(recorded + in_doubt_alarmed, accepted.len());
+    if in_doubt_alarmed > 0 {
+        assert!(in_doubt_metrics >= in_doubt_alarmed);
+    }
     stack.shutdown().await;
 }

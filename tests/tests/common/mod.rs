@@ -1,5 +1,8 @@
 //! Helpers shared by the test files that talk to the DynamoDB emulator directly.
 
+// Not every test file uses every helper.
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -343,3 +343,47 @@ pub async fn query_queues_keep_their_order_and_their_members(store: &dyn Payment
         .schedule_query("ws_CO_q_unknown", QueryQueue::Retry, Some(at(0)))
         .await));
 }
+
+/// The payments recorded with a reference, newest first, whatever their status; results that
+/// matched no pending write (orphans) have no reference yet.
+pub async fn payments_are_found_by_reference_newest_first(store: &dyn PaymentStore) {
+    for (id, created) in [
+        ("ws_CO_r_old", -600),
+        ("ws_CO_r_new", -60),
+        ("ws_CO_r_mid", -300),
+    ] {
+        let mut p = payment(id, 100);
+        p.created_at = at(created);
+        pending(store, &p).await;
+    }
+    apply(store, &success("ws_CO_r_mid", "100", Some(100))).await;
+    apply(store, &cancelled("ws_CO_r_orphan")).await;
+    let found = store
+        .by_reference("INV001", 10)
+        .await
+        .unwrap_or_else(|e| panic!("by_reference: {e}"));
+    let ids: Vec<_> = found
+        .iter()
+        .map(|r| r.checkout_request_id.as_str())
+        .collect();
+    assert_eq!(ids, ["ws_CO_r_new", "ws_CO_r_mid", "ws_CO_r_old"]);
+    assert_eq!(found[1], stored(store, "ws_CO_r_mid").await);
+    assert_eq!(found[1].status, PaymentStatus::Completed);
+    let limited = store
+        .by_reference("INV001", 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(limited.len(), 2);
+    assert!(store
+        .by_reference("NOPE", 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_empty());
+    // The orphan gains its reference with its pending write.
+    pending(store, &payment("ws_CO_r_orphan", 100)).await;
+    let found = store
+        .by_reference("INV001", 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(found.len(), 4);
+}

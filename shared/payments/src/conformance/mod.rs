@@ -53,6 +53,7 @@ macro_rules! payment_store_conformance {
             pending_index_lists_only_old_pending,
             query_attempts_counted_only_while_pending,
             query_queues_keep_their_order_and_their_members,
+            payments_are_found_by_reference_newest_first,
             expire_moves_only_pending,
             late_result_after_expiry_applies,
             concurrent_duplicate_results_transition_once,

@@ -1,0 +1,106 @@
+//! A fault proxy between the functions and the DynamoDB emulator: every request is forwarded;
+//! chosen `TransactWriteItems` (the push path's writes) are answered with a 500
+//! `InternalServerError`, which the SDK and the push function both retry.
+
+// Not every test file uses every helper.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Between the functions and moto: forwards every request, and answers the transactions
+/// whose number (1-based, counted across all callers) is in `fail` with a 500
+/// `InternalServerError`, which the SDK and the push function both retry.
+#[derive(Default)]
+pub struct FaultyDynamo {
+    target: String,
+    transactions: AtomicUsize,
+    fail: std::sync::Mutex<std::ops::Range<usize>>,
+    /// While set, every transaction fails: a DynamoDB outage on the push path.
+    outage: AtomicBool,
+    failed: AtomicUsize,
+}
+
+impl FaultyDynamo {
+    pub async fn start(target: String, fail: std::ops::Range<usize>) -> (Arc<Self>, String) {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        use axum::response::IntoResponse;
+
+        let faults = Arc::new(Self {
+            target,
+            fail: std::sync::Mutex::new(fail),
+            ..Self::default()
+        });
+        async fn forward(
+            State((faults, http)): State<(Arc<FaultyDynamo>, reqwest::Client)>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> axum::response::Response {
+            let is_transaction = headers
+                .get("x-amz-target")
+                .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
+            if is_transaction {
+                let n = faults.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+                if faults.outage.load(Ordering::SeqCst) || faults.fail.lock().unwrap().contains(&n)
+                {
+                    faults.failed.fetch_add(1, Ordering::SeqCst);
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        [("content-type", "application/x-amz-json-1.0")],
+                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault"}"#,
+                    )
+                        .into_response();
+                }
+            }
+            let mut request = http.request(method, format!("{}{}", faults.target, uri.path()));
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    request = request.header(name, value);
+                }
+            }
+            match request.body(body).send().await {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let headers = answer.headers().clone();
+                    let body = answer.bytes().await.unwrap_or_default();
+                    let mut response = (status, body).into_response();
+                    for (name, value) in &headers {
+                        if name != "content-length" && name != "transfer-encoding" {
+                            response.headers_mut().insert(name, value.clone());
+                        }
+                    }
+                    response
+                }
+                Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state((faults.clone(), reqwest::Client::new()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (faults, url)
+    }
+
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// No more faults from now on.
+    pub fn heal(&self) {
+        *self.fail.lock().unwrap() = 0..0;
+        self.outage.store(false, Ordering::SeqCst);
+    }
+
+    /// Starts or ends an outage of every transaction.
+    pub fn outage(&self, on: bool) {
+        self.outage.store(on, Ordering::SeqCst);
+    }
+}
