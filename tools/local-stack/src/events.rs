@@ -326,7 +326,9 @@ mod tests {
             let json: Value = serde_json::from_str(&text).unwrap();
             let function = match json["routeKey"].as_str() {
                 Some("POST /payments") => Function::StkPush,
-                Some("GET /payments/{checkout_request_id}") => Function::PaymentStatus,
+                Some("GET /payments/{checkout_request_id}" | "GET /payments") => {
+                    Function::PaymentStatus
+                }
                 Some("POST /callbacks/stk/{token}") => Function::StkCallback,
                 _ if json["source"] == "aws.events" => Function::Reconcile,
                 other => panic!("{}: unknown route {other:?}", event.file),

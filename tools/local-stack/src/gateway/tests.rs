@@ -48,7 +48,7 @@ fn each_template_route_reaches_its_function_with_its_path_parameter() {
 #[test]
 fn wrong_method_trailing_slash_empty_or_extra_segment_match_no_route() {
     for (method, path) in [
-        ("GET", "/payments"),
+        ("PUT", "/payments"),
         ("POST", "/payments/"),
         ("GET", "/payments/"),
         ("GET", "/payments/a/b"),
