@@ -87,13 +87,18 @@ impl DynamoLedger {
                     "push ledger transaction cancelled; writing its parts one by one"
                 );
                 let mut rest = items;
-                let mut known = Recorded::Pending;
-                if let Some(payment) = payment {
-                    // The payment is the first item; the store's own rules handle a callback
-                    // that came first.
-                    rest.remove(0);
-                    known = Recorded::from(&self.payments.record_pending(payment).await?);
-                }
+                let Some(payment) = payment else {
+                    self.each(rest).await?;
+                    return Ok(Recorded::Pending);
+                };
+                // The payment is the first item, the intent the second. The intent goes first:
+                // it holds Daraja's answer with the full checkout id, which a retry with the key
+                // then replays. Then the payment, by the store's own rules (a callback may have
+                // come first), then the lock.
+                rest.remove(0);
+                let intent = rest.remove(0);
+                self.each(vec![intent]).await?;
+                let known = Recorded::from(&self.payments.record_pending(payment).await?);
                 self.each(rest).await?;
                 Ok(known)
             }

@@ -382,7 +382,7 @@ impl PushService {
                     phone = %intent.charge.phone.masked(),
                     reference = %pending.charge.reference.as_str(),
                     error = %e,
-                    "push in doubt: Daraja accepted the push but it could not be recorded before the deadline"
+                    "push in doubt: Daraja accepted the push but recording it (intent, pending payment, phone lock) failed until the deadline"
                 );
                 return Err(ApiError::accepted_but_unrecorded(
                     pending.checkout_request_id,
