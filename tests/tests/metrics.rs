@@ -315,3 +315,52 @@ async fn each_decision_is_counted_once_in_valid_embedded_metric_format() {
     assert!(count(&got, "DarajaLatency", Some(("Endpoint", "oauth"))) >= 1);
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_reach_cloudwatch_with_the_log_level_at_error() {
+    // The functions run with `ApplicationLogLevel: ERROR` (Lambda passes it as
+    // AWS_LAMBDA_LOG_LEVEL). What Lambda would keep of their output, by its own rule, still has
+    // every metric line; before, a metric line had no level, counted as INFO, and was dropped,
+    // silencing every alarm on a custom metric.
+    let stack = LocalStack::start(StackOptions {
+        pool_size: 1,
+        sim: SimConfig {
+            callback_delay: Duration::from_millis(50),
+            ..SimConfig::default()
+        },
+        extra_env: local_stack::env_vars(&[("AWS_LAMBDA_LOG_LEVEL", "ERROR")]),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    let http = reqwest::Client::new();
+    let api = stack.api_url();
+    stack
+        .sim()
+        .script(Some("0712345680"), vec![Outcome::success()]);
+    let body = json!({"phone": "0712345680", "amount": 100, "reference": "INV-1"});
+    let (status, answer) = post(&http, format!("{api}/payments"), &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["checkout_request_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(final_status(&http, &api, &id).await, "COMPLETED");
+
+    let kept: Vec<Value> = stack
+        .logs()
+        .iter()
+        .filter_map(|line| split_prefix(line))
+        .filter_map(|(_, payload)| serde_json::from_str::<Value>(payload.trim()).ok())
+        .filter(|doc| app::metrics::lambda_keeps(doc, "ERROR"))
+        .collect();
+    let metric = |name: &str| kept.iter().filter(|d| d.get(name).is_some()).count();
+    assert_eq!(metric("PushAccepted"), 1, "kept: {kept:#?}");
+    assert_eq!(metric("PaymentCompleted"), 1);
+    assert!(metric("DarajaLatency") >= 1);
+    // The INFO lines themselves are dropped at that level, as they should be.
+    assert!(kept
+        .iter()
+        .all(|d| d.get("_aws").is_some() || d["level"] != "INFO"));
+    stack.shutdown().await;
+}

@@ -97,16 +97,60 @@ fn function_name() -> String {
     })
 }
 
-/// Builds the EMF document for one value of `metric`, with an optional extra dimension.
+/// The `level` a metric line carries: the function's application log level (Lambda passes the
+/// template's `ApplicationLogLevel` as `AWS_LAMBDA_LOG_LEVEL`), at least `INFO`. Lambda's
+/// log-level filtering drops JSON lines below that level, and counts a line without a `level`
+/// (or without a valid `timestamp`) as `INFO`: at `WARN` or `ERROR` every metric, and so every
+/// alarm on one, would be silenced.
+pub fn line_level(configured: Option<&str>) -> &'static str {
+    match configured.map(str::to_ascii_uppercase).as_deref() {
+        Some("WARN") => "WARN",
+        Some("ERROR") => "ERROR",
+        Some("FATAL") => "FATAL",
+        _ => "INFO",
+    }
+}
+
+/// Lambda's documented rule for a JSON application log line under `ApplicationLogLevel`
+/// `configured`: kept when its `level` is at least the configured one, a line without a valid
+/// `level` or an RFC 3339 `timestamp` counting as `INFO`. The metric lines are built to pass it
+/// (the tests check them with it).
+pub fn lambda_keeps(line: &Value, configured: &str) -> bool {
+    const ORDER: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    let rank = |l: &str| ORDER.iter().position(|o| o.eq_ignore_ascii_case(l));
+    let stamped = line["timestamp"]
+        .as_str()
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok());
+    let level = line["level"]
+        .as_str()
+        .and_then(rank)
+        .filter(|_| stamped)
+        .unwrap_or(2);
+    level >= rank(configured).unwrap_or(2)
+}
+
+fn configured_level() -> &'static str {
+    static LEVEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    LEVEL.get_or_init(|| line_level(std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref()))
+}
+
+/// Builds the EMF document for one value of `metric`, with an optional extra dimension, at
+/// `level` (see [`line_level`]) with an RFC 3339 `timestamp` Lambda's filter reads.
 pub fn document(
     metric: Metric,
     value: f64,
     dimension: Option<(&str, &str)>,
     function: &str,
     timestamp_ms: i64,
+    level: &str,
 ) -> Value {
     let mut dimension_sets = vec![vec!["Function"]];
     let mut root = Map::new();
+    root.insert("level".into(), json!(level));
+    let timestamp = chrono::DateTime::from_timestamp_millis(timestamp_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    root.insert("timestamp".into(), json!(timestamp));
     root.insert("Function".into(), json!(function));
     if let Some((name, dim_value)) = dimension {
         dimension_sets.push(vec!["Function", name]);
@@ -136,6 +180,7 @@ pub fn emit(metric: Metric, value: f64, dimension: Option<(&str, &str)>) {
         dimension,
         &function_name(),
         chrono::Utc::now().timestamp_millis(),
+        configured_level(),
     );
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
@@ -194,6 +239,7 @@ mod tests {
             Some(("ErrorCode", "invalid_phone")),
             "stk-push",
             1_795_770_000_000,
+            "INFO",
         );
         let directive = &doc["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(doc["_aws"]["Timestamp"], 1_795_770_000_000_i64);
@@ -214,7 +260,7 @@ mod tests {
 
     #[test]
     fn latency_is_in_milliseconds() {
-        let doc = document(Metric::DarajaLatency, 12.5, None, "stk-push", 0);
+        let doc = document(Metric::DarajaLatency, 12.5, None, "stk-push", 0, "INFO");
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"],
             "Milliseconds"
@@ -224,11 +270,49 @@ mod tests {
 
     #[test]
     fn metric_without_extra_dimension_has_one_dimension_set() {
-        let doc = document(Metric::CallbackOrphan, 1.0, None, "stk-callback", 0);
+        let doc = document(Metric::CallbackOrphan, 1.0, None, "stk-callback", 0, "INFO");
         assert_eq!(
             doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["Function"]])
         );
+    }
+
+    #[test]
+    fn metric_lines_pass_lambda_s_level_filter_at_every_level() {
+        for configured in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"] {
+            let doc = document(
+                Metric::PushInDoubt,
+                1.0,
+                None,
+                "stk-push",
+                1_795_770_000_000,
+                line_level(Some(configured)),
+            );
+            assert!(lambda_keeps(&doc, configured), "{configured}: {doc}");
+            // Never louder than it must be.
+            assert_eq!(
+                doc["level"],
+                match configured {
+                    "TRACE" | "DEBUG" | "INFO" => "INFO",
+                    other => other,
+                }
+            );
+        }
+        assert_eq!(line_level(None), "INFO");
+        assert_eq!(line_level(Some("error")), "ERROR");
+        let doc = document(
+            Metric::PushInDoubt,
+            1.0,
+            None,
+            "stk-push",
+            1_795_770_000_000,
+            "INFO",
+        );
+        assert_eq!(doc["timestamp"], "2026-11-27T09:00:00.000Z");
+        // A line as before (no level): dropped at WARN and above.
+        let mut bare = doc.clone();
+        bare.as_object_mut().unwrap().remove("level");
+        assert!(!lambda_keeps(&bare, "ERROR"));
     }
 
     #[test]
