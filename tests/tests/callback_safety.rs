@@ -5,6 +5,9 @@
 //!
 //! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status`.
 
+mod common;
+mod faulty;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -659,6 +662,14 @@ async fn wrong_or_missing_token_writes_nothing() {
             "{wrong}"
         );
     }
+    // Each refusal that reached the function is counted, for the probing alarm.
+    let refused = stack
+        .stack
+        .logs()
+        .iter()
+        .filter(|l| l.contains("\"CallbackRefused\":1") && l.contains("\"Reason\":\"token\""))
+        .count();
+    assert_eq!(refused, reaching_the_function.len());
     // No token at all: the route does not match, API Gateway itself answers.
     for path in [
         "/callbacks/stk/",
@@ -802,4 +813,59 @@ async fn oversized_body_is_refused() {
     assert_eq!(stack.record(&id).await.status, PaymentStatus::Pending);
     assert_eq!(stack.decisions("oversized").len(), 2);
     stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_callback_the_store_refuses_is_503_counted_logged_and_can_be_replayed() {
+    // DynamoDB fails every request while the callback arrives (a fault proxy between the
+    // functions and the emulator). Safaricom does not resend: the answer is 503, the failure
+    // is counted for the alarm, the log line holds the result, and posting it again once
+    // DynamoDB answers settles the payment.
+    let (faults, proxy) = faulty::FaultyDynamo::start(common::moto_endpoint().await, 0..0).await;
+    let stack = LocalStack::start(StackOptions {
+        pool_size: 1,
+        sim: SimConfig {
+            callback_delay: Duration::from_millis(50),
+            ..SimConfig::default()
+        },
+        dynamodb_endpoint: Some(proxy),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    let store = DynamoStore::new(stack.dynamo(), stack.table());
+    let s = Stack {
+        stack,
+        http: reqwest::Client::new(),
+        store,
+    };
+    let id = s
+        .accepted_with("0712345690", Outcome::success().lost(), "STOREFAIL")
+        .await;
+    let token = s.stack.callback_token().to_string();
+    let body = callback_body(&id, 0, "SFR1234567", 100, 254712345690);
+
+    faults.down(true);
+    let (status, answer) = s.callback(&token, "196.201.214.200", body.clone()).await;
+    faults.down(false);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "storage_unavailable");
+    let logs = s.stack.logs();
+    assert!(
+        logs.iter().any(|l| l.contains("\"CallbackStoreFailed\":1")),
+        "no CallbackStoreFailed metric"
+    );
+    let failed = s.decisions("store_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["receipt"], "SFR1234567");
+    assert_eq!(failed[0]["result_code"], "0");
+    assert_eq!(s.record(&id).await.status, PaymentStatus::Pending);
+
+    // The replay: the same body, once DynamoDB answers.
+    let (status, answer) = s.callback(&token, "196.201.214.200", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let record = s.record(&id).await;
+    assert_eq!(record.status, PaymentStatus::Completed);
+    assert_eq!(record.receipt.as_deref(), Some("SFR1234567"));
+    s.stack.shutdown().await;
 }

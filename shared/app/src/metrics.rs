@@ -33,6 +33,12 @@ pub enum Metric {
     PushInDoubtLinked,
     /// A callback with a valid token reached the function.
     CallbackReceived,
+    /// A callback refused before it was read; dimension `Reason`: `source` (outside
+    /// `CALLBACK_ALLOWED_IPS`) or `token` (a wrong or missing path token).
+    CallbackRefused,
+    /// A callback whose result could not be stored: answered 503, and Safaricom does not
+    /// resend it. The `store_failed` log line holds the result to replay.
+    CallbackStoreFailed,
     /// A callback repeating a result already applied.
     CallbackDuplicate,
     /// A callback contradicting a final result (kept in the record's history).
@@ -65,6 +71,8 @@ impl Metric {
             Metric::PushInDoubt => "PushInDoubt",
             Metric::PushInDoubtLinked => "PushInDoubtLinked",
             Metric::CallbackReceived => "CallbackReceived",
+            Metric::CallbackRefused => "CallbackRefused",
+            Metric::CallbackStoreFailed => "CallbackStoreFailed",
             Metric::CallbackDuplicate => "CallbackDuplicate",
             Metric::CallbackConflict => "CallbackConflict",
             Metric::CallbackOrphan => "CallbackOrphan",

@@ -18,6 +18,8 @@ pub struct FaultyDynamo {
     fail: std::sync::Mutex<std::ops::Range<usize>>,
     /// While set, every transaction fails: a DynamoDB outage on the push path.
     outage: AtomicBool,
+    /// While set, every request fails.
+    down: AtomicBool,
     failed: AtomicUsize,
 }
 
@@ -40,6 +42,15 @@ impl FaultyDynamo {
             headers: HeaderMap,
             body: Bytes,
         ) -> axum::response::Response {
+            if faults.down.load(Ordering::SeqCst) {
+                faults.failed.fetch_add(1, Ordering::SeqCst);
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "application/x-amz-json-1.0")],
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected outage"}"#,
+                )
+                    .into_response();
+            }
             let is_transaction = headers
                 .get("x-amz-target")
                 .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
@@ -97,10 +108,16 @@ impl FaultyDynamo {
     pub fn heal(&self) {
         *self.fail.lock().unwrap() = 0..0;
         self.outage.store(false, Ordering::SeqCst);
+        self.down.store(false, Ordering::SeqCst);
     }
 
     /// Starts or ends an outage of every transaction.
     pub fn outage(&self, on: bool) {
         self.outage.store(on, Ordering::SeqCst);
+    }
+
+    /// Starts or ends an outage of every request.
+    pub fn down(&self, on: bool) {
+        self.down.store(on, Ordering::SeqCst);
     }
 }

@@ -86,6 +86,7 @@ impl CallbackService {
     ) -> CallbackAnswer {
         let source = source_ip.unwrap_or("");
         if !self.allowed_sources.allows(source_ip) {
+            metrics::count_by(Metric::CallbackRefused, "Reason", "source");
             tracing::warn!(
                 decision = "refused_source",
                 source_ip = source,
@@ -94,6 +95,7 @@ impl CallbackService {
             return CallbackAnswer::not_found();
         }
         if !self.token_matches(token) {
+            metrics::count_by(Metric::CallbackRefused, "Reason", "token");
             tracing::warn!(
                 decision = "refused_token",
                 source_ip = source,
@@ -146,7 +148,9 @@ impl CallbackService {
                 CallbackAnswer::accepted()
             }
             Err(e) => {
-                // Safaricom does not resend: keep the whole result in the log so it can be replayed.
+                // Safaricom does not resend: keep the whole result in the log so it can be
+                // replayed, and count it for the alarm (a 503 is a normal answer to Lambda).
+                metrics::count(Metric::CallbackStoreFailed);
                 tracing::error!(
                     decision = "store_failed",
                     checkout_request_id = %mask_id(&result.checkout_request_id),
