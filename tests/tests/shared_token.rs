@@ -473,3 +473,41 @@ async fn a_lease_left_by_a_dead_container_delays_but_does_not_multiply_refreshes
     assert_eq!(sim.counts().stk_push, 12);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_lease_the_store_cannot_grant_is_not_granted() {
+    // The table is not there (as unreachable as throttled): the container is told to wait, not
+    // to fetch, so a store outage cannot send every container to Daraja at once.
+    let (client, _) = fresh_table("tokens").await;
+    let store = DynamoTokenStore::new(client, "no-such-table", Arc::new(SystemClock));
+    assert_eq!(store.try_lease().await, Lease::Busy);
+}
+
+#[tokio::test]
+async fn saving_a_token_ends_only_the_saver_s_own_lease() {
+    let (client, table) = fresh_table("tokens").await;
+    let clock = Arc::new(daraja::FixedClock::new(chrono::Utc::now()));
+    let first = DynamoTokenStore::new(client.clone(), table.clone(), clock.clone());
+    let second = DynamoTokenStore::new(client.clone(), table.clone(), clock.clone());
+    let token = AccessToken {
+        value: Secret::new("token-1"),
+        expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+    };
+    // The first container's lease runs out while it fetches; the second takes a new one.
+    assert_eq!(first.try_lease().await, Lease::Granted);
+    clock.advance(chrono::Duration::seconds(6));
+    assert_eq!(second.try_lease().await, Lease::Granted);
+    let second_lease = text(&token_item(&client, &table).await, "lease_until");
+    assert!(second_lease.is_some());
+    // The first saves what it fetched: the token is there, the second's lease too.
+    first.save(&token).await;
+    let item = token_item(&client, &table).await;
+    assert_eq!(text(&item, "access_token").as_deref(), Some("token-1"));
+    assert_eq!(text(&item, "lease_until"), second_lease);
+    // The second's own save ends its lease.
+    second.save(&token).await;
+    assert_eq!(
+        text(&token_item(&client, &table).await, "lease_until"),
+        None
+    );
+}

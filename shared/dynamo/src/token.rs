@@ -11,8 +11,11 @@
 //! | `lease_until` | epoch milliseconds until which one container is fetching a new token |
 //!
 //! The lease is taken with a conditional write, so exactly one container refreshes at a time;
-//! the others wait briefly and read what it saved. A store that cannot be reached fails open:
-//! the container fetches a token of its own rather than failing a payment.
+//! the others wait briefly and read what it saved. A lease that cannot be taken (throttling, an
+//! unreachable table) is *not* granted: the container waits like the others, and only past its
+//! wait limit fetches a token of its own. Granting it would send every container to Daraja at
+//! once, and with each token request invalidating the last, into a `404.001.03` storm. Saving a
+//! token ends only this container's own lease, never another's.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,14 +118,31 @@ impl TokenStore for DynamoTokenStore {
     }
 
     async fn save(&self, token: &AccessToken) {
-        // Saving ends the lease: waiting containers read the token as soon as it is there.
-        let mut expr = Expr::new();
-        expr.set(ACCESS_TOKEN, s(token.value.expose()))
-            // Rounded down: the token is never taken for fresher than it is.
-            .set(EXPIRES_AT, n(token.expires_at.timestamp()))
-            .remove(LEASE_UNTIL);
-        let written = self.write(expr).await;
-        *self.held() = None;
+        // Saving ends our lease, if we hold one: waiting containers read the token as soon as it
+        // is there. A lease another container took since (ours ran out, or we fetched without
+        // one) stays: it is that container's to end.
+        let held = self.held().take();
+        let token_write = || {
+            let mut expr = Expr::new();
+            expr.set(ACCESS_TOKEN, s(token.value.expose()))
+                // Rounded down: the token is never taken for fresher than it is.
+                .set(EXPIRES_AT, n(token.expires_at.timestamp()));
+            expr
+        };
+        let written = match held {
+            Some(until) => {
+                let mut expr = token_write();
+                expr.remove(LEASE_UNTIL);
+                let lease = expr.name(LEASE_UNTIL);
+                let mine = expr.value("mine", n(until));
+                expr.condition(format!("attribute_not_exists({lease}) OR {lease} = {mine}"));
+                match self.write(expr).await {
+                    Ok(false) => self.write(token_write()).await,
+                    other => other,
+                }
+            }
+            None => self.write(token_write()).await,
+        };
         match written {
             Ok(_) => tracing::info!(expires_at = %token.expires_at, "shared token saved"),
             Err(error) => warn_unavailable("save", &error),
@@ -159,10 +179,10 @@ impl TokenStore for DynamoTokenStore {
             }
             Ok(false) => Lease::Busy,
             Err(error) => {
-                // Failing open costs at most an extra token request; failing closed would stop
-                // every payment while the table is unreachable.
+                // Closed: waiting is bounded by the client's wait limit and the call's deadline,
+                // while every container fetching at once would knock each other's tokens out.
                 warn_unavailable("lease", &error);
-                Lease::Granted
+                Lease::Busy
             }
         }
     }

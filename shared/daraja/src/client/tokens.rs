@@ -47,7 +47,7 @@ impl DarajaClient {
             let lease = self.tokens.try_lease().await;
             if lease == Lease::Busy && Instant::now() < give_up_waiting {
                 let until_give_up = give_up_waiting.saturating_duration_since(Instant::now());
-                tokio::time::sleep(LEASE_POLL_INTERVAL.min(until_give_up)).await;
+                tokio::time::sleep(jittered(LEASE_POLL_INTERVAL).min(until_give_up)).await;
                 continue;
             }
             if lease == Lease::Granted {
@@ -150,6 +150,16 @@ impl DarajaClient {
         }
         result
     }
+}
+
+/// `interval`, spread by up to half of it either way, so containers waiting for one lease do
+/// not read the store in step.
+fn jittered(interval: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    let spread = hasher.finish() % 1_000;
+    interval / 2 + interval * u32::try_from(spread).unwrap_or(0) / 1_000
 }
 
 /// A token fetch that did not complete is never "outcome unknown": it charges nobody.
