@@ -404,6 +404,12 @@ async fn late_callback_after_expired_moves_the_payment_to_its_real_outcome() {
         record["receipt"].as_str().is_some_and(|r| r.len() == 10),
         "{record}"
     );
+    // The simulator counts its callback once our answer to it is back, which can be just after
+    // the record changed.
+    let wait = Deadline::after(WAIT, "the simulator to count its callback");
+    while s.stack.sim().counts().callbacks_sent == 0 {
+        wait.not_yet(0).await;
+    }
     assert_eq!(s.stack.sim().counts().callbacks_sent, 1);
     s.stack.shutdown().await;
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use app::reconcile::{Reconciler, RoundReport};
 use daraja::{Clock, Daraja, Deadline};
 use lambda_runtime::{Error, LambdaEvent};
+use payments::intent::PushLedger;
 use payments::PaymentStore;
 use serde::Deserialize;
 use serde_json::Value;
@@ -13,6 +14,8 @@ use serde_json::Value;
 pub struct Deps {
     pub daraja: Arc<dyn Daraja>,
     pub store: Arc<dyn PaymentStore>,
+    /// The push intents, for the orphan results that belong to a push in doubt.
+    pub ledger: Arc<dyn PushLedger>,
     pub clock: Arc<dyn Clock>,
     pub reconciler: Reconciler,
 }
@@ -41,6 +44,7 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<RoundRepor
         .reconciler
         .run_round(
             deps.store.as_ref(),
+            deps.ledger.as_ref(),
             deps.daraja.as_ref(),
             deps.clock.as_ref(),
             Deadline::at_system_time(event.context.deadline()),
@@ -66,6 +70,7 @@ mod tests {
         // The fake sends nothing: every query fails as unavailable.
         Deps {
             daraja: Arc::new(FakeDaraja::new()),
+            ledger: Arc::new(payments::MemoryLedger::new(store.clone())),
             store,
             clock,
             reconciler: Reconciler::new(settings),

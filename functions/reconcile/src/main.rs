@@ -9,7 +9,7 @@ use app::config::{ProcessEnv, ReconcileConfig, SecretsManager};
 use app::reconcile::Reconciler;
 use daraja::time::SystemClock;
 use dynamo::token::DynamoTokenStore;
-use dynamo::DynamoStore;
+use dynamo::{DynamoLedger, DynamoStore};
 use lambda_runtime::{run, service_fn, Error};
 
 use handler::Deps;
@@ -28,7 +28,10 @@ async fn main() -> Result<(), Error> {
             clock.clone(),
             Arc::new(tokens),
         )?),
-        store: Arc::new(DynamoStore::new(dynamo, config.table_name).with_clock(clock.clone())),
+        store: Arc::new(
+            DynamoStore::new(dynamo.clone(), &config.table_name).with_clock(clock.clone()),
+        ),
+        ledger: Arc::new(DynamoLedger::new(dynamo, config.table_name).with_clock(clock.clone())),
         clock,
         reconciler: Reconciler::new(config.settings),
     };

@@ -11,6 +11,7 @@ pub mod aws;
 pub mod config;
 #[cfg(feature = "lambda")]
 pub mod lambda;
+pub mod link;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod metrics;

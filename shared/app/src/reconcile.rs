@@ -23,6 +23,8 @@ use serde::Serialize;
 use crate::metrics::{self, Metric};
 use daraja::client::MIN_CALL_TIME;
 use daraja::{mask_id, Clock, Daraja, DarajaError, Deadline, QueryAnswer, ResultCode};
+use payments::intent::PushLedger;
+use payments::link::{link_to_push_in_doubt, Link};
 use payments::payment::{PaymentRecord, PaymentResult, PaymentStatus, ResultSource};
 use payments::{Applied, PaymentStore, QueryQueue, StoreError};
 
@@ -38,6 +40,11 @@ const MAX_EXPIRED_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
 /// How long after its creation an expired payment is still queried: a day, as long as
 /// Daraja is known to answer a query for a push.
 pub const EXPIRED_QUERIED_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// How many of the newest orphan results a round tries to link to a push in doubt, and how
+/// recent they must be: a push is in doubt at most a minute or so after its result can come.
+const LINK_BATCH: u32 = 50;
+const LINK_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// What a round keeps at the end of its invocation: no query starts with less left (the
 /// query's own minimum, and time to record its answer).
@@ -135,6 +142,8 @@ pub struct RoundReport {
     pub expired: u32,
     /// Payments queried without a final answer and given their next query time.
     pub deferred: u32,
+    /// Orphan results linked to the push in doubt on their phone (they came while it still ran).
+    pub linked: u32,
     /// Store writes that failed; the payment is tried again next round.
     pub store_errors: u32,
     pub stopped: Option<StopReason>,
@@ -211,10 +220,12 @@ impl Reconciler {
     pub async fn run_round(
         &self,
         store: &dyn PaymentStore,
+        ledger: &dyn PushLedger,
         daraja: &dyn Daraja,
         clock: &dyn Clock,
         deadline: Deadline,
     ) -> Result<RoundReport, StoreError> {
+        let linked = link_recent_orphans(store, ledger, clock).await;
         let now = clock.now();
         let new = store
             .pending_older_than(before(now, self.settings.grace), ROUND_BATCH)
@@ -229,6 +240,7 @@ impl Reconciler {
         let mut report = RoundReport {
             due: count(&new).saturating_add(count(&retry)),
             expired_due: count(&expired),
+            linked,
             ..RoundReport::default()
         };
         for id in new.iter().chain(&retry).chain(&expired) {
@@ -274,6 +286,7 @@ impl Reconciler {
             already_final = report.already_final,
             not_final = report.not_final,
             deferred = report.deferred,
+            linked = report.linked,
             expired = report.expired,
             store_errors = report.store_errors,
             stopped = ?report.stopped,
@@ -466,6 +479,47 @@ impl Reconciler {
             }
         }
     }
+}
+
+/// The results of the last [`LINK_WINDOW`] that matched no recorded payment, linked to the push
+/// in doubt on their phone where there is one: the callback links at once, but a result that
+/// came while its push was still running (not yet in doubt) is found here. A failure leaves
+/// them for the next round.
+async fn link_recent_orphans(
+    store: &dyn PaymentStore,
+    ledger: &dyn PushLedger,
+    clock: &dyn Clock,
+) -> u32 {
+    let now = clock.now();
+    let orphans = match store.recent_orphans(LINK_BATCH).await {
+        Ok(orphans) => orphans,
+        Err(error) => {
+            tracing::warn!(error = %error, "orphans not read; none linked this round");
+            return 0;
+        }
+    };
+    let mut linked = 0;
+    for orphan in orphans {
+        if orphan
+            .completed_at
+            .is_none_or(|received| received < now - LINK_WINDOW)
+        {
+            break;
+        }
+        let outcome = link_to_push_in_doubt(
+            ledger,
+            &orphan.checkout_request_id,
+            orphan.merchant_request_id.as_deref().unwrap_or_default(),
+            orphan.paying_phone.as_deref(),
+            now,
+        )
+        .await;
+        if matches!(outcome, Ok(Link::Linked { .. })) {
+            linked += 1;
+        }
+        crate::link::log_link(&mask_id(&orphan.checkout_request_id), outcome);
+    }
+    linked
 }
 
 /// The domain result of a final query answer. A query reports only a code and a description:

@@ -513,6 +513,18 @@ impl PaymentStore for DynamoStore {
         items.iter().map(item::record_from_item).collect()
     }
 
+    async fn recent_orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError> {
+        let items = self
+            .table
+            .query_partition_newest_first(
+                item::ORPHAN_INDEX,
+                (item::ORPHAN_PK, item::ORPHAN_PARTITION),
+                limit,
+            )
+            .await?;
+        items.iter().map(item::record_from_item).collect()
+    }
+
     async fn pending_older_than(
         &self,
         cutoff: DateTime<Utc>,

@@ -15,6 +15,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod intent;
+pub mod link;
 pub mod memory;
 pub mod payment;
 pub mod raw;

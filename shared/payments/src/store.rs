@@ -107,6 +107,9 @@ pub trait PaymentStore: Send + Sync {
     /// Results that matched no pending write, oldest first.
     async fn orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError>;
 
+    /// The same, newest first.
+    async fn recent_orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError>;
+
     /// Checkout ids still pending and never scheduled for a retry ([`QueryQueue::New`]) that
     /// were created before `cutoff`, oldest first.
     async fn pending_older_than(

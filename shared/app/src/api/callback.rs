@@ -8,10 +8,11 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, ErrorCode, SourceAllowList};
 use crate::metrics::{self, Metric};
 use daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
-use payments::intent::{accepted_answer, log_id, PushLedger};
-use payments::payment::{NewPayment, PaymentResult, PaymentStatus, ResultSource};
+use payments::intent::PushLedger;
+use payments::link::link_to_push_in_doubt;
+use payments::payment::{PaymentResult, PaymentStatus, ResultSource};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
-use payments::{Applied, PaymentStore, PendingWrite};
+use payments::{Applied, PaymentStore};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
 pub const MAX_CALLBACK_BYTES: usize = payments::raw::RAW_BODY_LIMIT;
@@ -172,53 +173,15 @@ impl CallbackService {
     /// this checkout id, and the phone lock names it. Reads on this rare path only.
     async fn link_orphan(&self, result: &PaymentResult) {
         let id = mask_id(&result.checkout_request_id);
-        let Some(phone) = payer_phone(result) else {
-            return;
-        };
-        let now = self.clock.now();
-        let intent = match self.ledger.in_doubt_for_phone(&phone, now).await {
-            Ok(Some(intent)) => intent,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(checkout_request_id = %id, error = %e, "push intents not read; the orphan stays unlinked");
-                return;
-            }
-        };
-        let Ok(charge) = intent.charge() else {
-            tracing::error!(checkout_request_id = %id, intent = %log_id(&intent.pk), "an intent in doubt holds a charge that no longer validates; not linked");
-            return;
-        };
-        let payment = NewPayment {
-            checkout_request_id: result.checkout_request_id.clone(),
-            merchant_request_id: result.merchant_request_id.clone(),
-            charge,
-            created_at: intent.created_at,
-        };
-        let answer = accepted_answer(
-            &payment.checkout_request_id,
-            &payment.merchant_request_id,
-            LINKED_MESSAGE,
-        );
-        match self.ledger.link(&intent, &payment, &answer, now).await {
-            Ok(Some(written)) => {
-                metrics::count(Metric::PushInDoubtLinked);
-                if matches!(written, PendingWrite::FlaggedForReview(_)) {
-                    metrics::count(Metric::PaymentNeedsReview);
-                }
-                tracing::warn!(
-                    decision = "linked",
-                    checkout_request_id = %id,
-                    intent = %log_id(&intent.pk),
-                    status = written.record().status.as_str(),
-                    amount = intent.amount,
-                    "the result of a push in doubt, linked to its intent"
-                );
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(checkout_request_id = %id, intent = %log_id(&intent.pk), error = %e, "push in doubt not linked to its result")
-            }
-        }
+        let linked = link_to_push_in_doubt(
+            self.ledger.as_ref(),
+            &result.checkout_request_id,
+            &result.merchant_request_id,
+            result.paying_phone.as_deref(),
+            self.clock.now(),
+        )
+        .await;
+        crate::link::log_link(&id, linked);
     }
 
     /// A body behind a valid token that is not a Daraja STK callback: it may still be the
@@ -260,37 +223,6 @@ impl CallbackService {
                 CallbackAnswer::error(ApiError::from_store(&e))
             }
         }
-    }
-}
-
-/// The customer message of the `202` a linked intent replays.
-const LINKED_MESSAGE: &str = "Success. Request accepted for processing";
-
-/// The payer's phone a result names. Daraja's checkout ids end with the prompted number
-/// (`ws_CO_`, a 14-digit time, 3 digits, then its last nine digits or more): that is the
-/// candidate. The callback's own `PhoneNumber`, when it has one of the same length, must agree
-/// wherever it shows a digit (it may be masked, `254708***430`); without a candidate from the id
-/// an unmasked one is used.
-fn payer_phone(result: &PaymentResult) -> Option<String> {
-    let from_id = result
-        .checkout_request_id
-        .strip_prefix("ws_CO_")
-        .filter(|digits| digits.len() >= 26 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .map(|digits| format!("254{}", &digits[digits.len() - 9..]));
-    let paid_from = result.paying_phone.as_deref();
-    let full =
-        |p: &str| p.len() == 12 && p.starts_with("254") && p.bytes().all(|b| b.is_ascii_digit());
-    match (from_id, paid_from) {
-        (Some(candidate), Some(shown)) if shown.len() == candidate.len() => {
-            let agrees = shown
-                .bytes()
-                .zip(candidate.bytes())
-                .all(|(s, c)| !s.is_ascii_digit() || s == c);
-            agrees.then_some(candidate)
-        }
-        (Some(candidate), _) => Some(candidate),
-        (None, Some(shown)) if full(shown) => Some(shown.to_owned()),
-        (None, _) => None,
     }
 }
 
@@ -366,34 +298,5 @@ pub fn payment_result(
         contradictory: !meta.contradictions.is_empty(),
         source,
         received_at,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::payer_phone;
-    use payments::conformance::success;
-
-    #[test]
-    fn the_payer_s_phone_comes_from_the_checkout_id_and_must_agree_with_the_callback() {
-        let mut result = success("ws_CO_21072024125243250722943992", "1", Some(1));
-        result.paying_phone = None;
-        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
-        // The simulator's ids end with the whole number.
-        result.checkout_request_id = "ws_CO_21072024125243250254722943992".into();
-        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
-        // A masked number that agrees where it shows digits, and one that does not.
-        result.paying_phone = Some("254722***992".into());
-        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
-        result.paying_phone = Some("254711***992".into());
-        assert_eq!(payer_phone(&result), None);
-        // An id without the number: only an unmasked callback number will do.
-        result.checkout_request_id = "ws_CO_DMZ_123_456".into();
-        result.paying_phone = Some("254722943992".into());
-        assert_eq!(payer_phone(&result).as_deref(), Some("254722943992"));
-        result.paying_phone = Some("254722***992".into());
-        assert_eq!(payer_phone(&result), None);
-        result.paying_phone = None;
-        assert_eq!(payer_phone(&result), None);
     }
 }

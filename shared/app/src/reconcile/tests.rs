@@ -131,6 +131,7 @@ fn t0() -> DateTime<Utc> {
 struct Fixture {
     stub: Arc<Stub>,
     store: Arc<MemoryStore>,
+    ledger: payments::MemoryLedger,
     clock: Arc<FixedClock>,
     daraja: DarajaClient,
     reconciler: Reconciler,
@@ -158,9 +159,11 @@ impl Fixture {
         let no_roots: [&[u8]; 0] = [];
         let daraja =
             DarajaClient::new(config, clock.clone(), Arc::new(NoSharedTokens), no_roots).unwrap();
+        let store = Arc::new(MemoryStore::with_clock(clock.clone()));
         Self {
             stub,
-            store: Arc::new(MemoryStore::with_clock(clock.clone())),
+            ledger: payments::MemoryLedger::new(store.clone()),
+            store,
             clock,
             daraja,
             reconciler: Reconciler::new(settings),
@@ -188,6 +191,7 @@ impl Fixture {
         self.reconciler
             .run_round(
                 self.store.as_ref(),
+                &self.ledger,
                 &self.daraja,
                 self.clock.as_ref(),
                 deadline,
@@ -659,4 +663,50 @@ fn query_result_carries_the_code_and_its_outcome_only() {
     assert!(!result.is_success());
     assert_eq!(result.source, ResultSource::Query);
     assert_eq!(result.receipt, None);
+}
+
+#[tokio::test]
+async fn an_orphan_that_came_while_its_push_still_ran_is_linked_by_the_next_round() {
+    use payments::intent::{IntentKey, IntentStatus, NewIntent, PushLedger};
+    let f = Fixture::new(settings()).await;
+    // A push whose acceptance was never recorded, and whose function's deadline has passed.
+    let charge = daraja::Charge::parse("254708374149", 100, "INV-7", None).unwrap();
+    let start = f.clock.now() - chrono::Duration::seconds(120);
+    let intent = NewIntent::new(
+        IntentKey::idempotency("order-7"),
+        charge,
+        start,
+        chrono::Duration::seconds(120),
+    )
+    .settled_by(start + chrono::Duration::seconds(25));
+    assert_eq!(
+        f.ledger.begin(&intent).await.unwrap(),
+        payments::intent::Begin::Started
+    );
+    // Its callback came while the push still ran: kept as an orphan, not linked then.
+    let mut result = success("ws_CO_26112026090000123708374149", "100", Some(100));
+    result.received_at = start + chrono::Duration::seconds(5);
+    let applied = f.store.apply_result(&result).await.unwrap();
+    assert!(matches!(
+        applied,
+        Applied::Transitioned { orphan: true, .. }
+    ));
+
+    let report = f.round().await;
+
+    assert_eq!(report.linked, 1);
+    let record = f.record("ws_CO_26112026090000123708374149").await;
+    assert!(record.details_recorded);
+    assert_eq!(record.reference.as_deref(), Some("INV-7"));
+    assert_eq!(record.status, PaymentStatus::Completed);
+    assert!(f.store.orphans(10).await.unwrap().is_empty());
+    let settled = f
+        .ledger
+        .intent(&IntentKey::idempotency("order-7"), f.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled.status, IntentStatus::Accepted);
+    // Nothing left to link.
+    assert_eq!(f.round().await.linked, 0);
 }

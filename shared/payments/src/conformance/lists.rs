@@ -28,6 +28,15 @@ pub async fn orphan_listed_until_pending_write(store: &dyn PaymentStore) {
     let limited = store.orphans(1).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].checkout_request_id, "ws_CO_orphan_b");
+    let recent = store
+        .recent_orphans(1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recent.len(), 1);
+    assert_eq!(
+        recent[0].checkout_request_id, "ws_CO_orphan_a",
+        "newest first"
+    );
 
     pending(store, &payment("ws_CO_orphan_b", 100)).await;
     assert_eq!(orphan_ids(store).await, ["ws_CO_orphan_a"]);

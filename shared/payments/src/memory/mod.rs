@@ -336,6 +336,13 @@ impl PaymentStore for MemoryStore {
             .collect())
     }
 
+    async fn recent_orphans(&self, limit: u32) -> Result<Vec<PaymentRecord>, StoreError> {
+        let mut all = self.orphans(u32::MAX).await?;
+        all.reverse();
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
     async fn pending_older_than(
         &self,
         cutoff: DateTime<Utc>,
