@@ -253,10 +253,16 @@ impl IntentRecord {
     pub fn is_in_doubt(&self, now: DateTime<Utc>) -> bool {
         let unsettled = match self.status {
             IntentStatus::OutcomeUnknown => true,
-            IntentStatus::InProgress => now >= self.settle_by + CLOCK_SKEW,
+            IntentStatus::InProgress => self.past_deadline(now),
             IntentStatus::Accepted | IntentStatus::Refused => false,
         };
         unsettled && self.checkout_request_id.is_none() && self.expires_at > now.timestamp()
+    }
+
+    /// Whether its function's deadline (and the clock skew between containers) has passed at
+    /// `now`: an intent still in progress then was stopped mid-push.
+    pub fn past_deadline(&self, now: DateTime<Utc>) -> bool {
+        now >= self.settle_by + CLOCK_SKEW
     }
 
     /// The charge the intent asked for, as it was validated before the push.
@@ -391,8 +397,8 @@ pub const DEFAULT_SETTLE_TIME: Duration = Duration::seconds(55);
 /// unsettled past its function's deadline was stopped by Lambda between writing the intent and
 /// settling it, so nothing will ever settle it; without this bound its key would answer
 /// `idempotency_in_progress` for the whole 24 h.
-pub const ABANDONED_AFTER: Duration = Duration::seconds(60);
-const _: () = assert!(DEFAULT_SETTLE_TIME.num_seconds() + CLOCK_SKEW.num_seconds() == 60);
+pub const ABANDONED_AFTER: Duration =
+    Duration::seconds(DEFAULT_SETTLE_TIME.num_seconds() + CLOCK_SKEW.num_seconds());
 
 /// What an existing intent means for a new `begin` with the same key.
 ///
@@ -403,9 +409,7 @@ pub fn begin_on_existing(existing: &IntentRecord, intent: &NewIntent) -> Result<
         return Ok(Begin::KeyReused);
     }
     match (existing.status, &existing.answer) {
-        (IntentStatus::InProgress, _) if intent.at >= existing.settle_by + CLOCK_SKEW => {
-            Ok(Begin::Abandoned)
-        }
+        (IntentStatus::InProgress, _) if existing.past_deadline(intent.at) => Ok(Begin::Abandoned),
         (IntentStatus::InProgress, _) => Ok(Begin::InProgress),
         (_, Some(answer)) => Ok(Begin::Replay(answer.clone())),
         (_, None) => Err(StoreError::Corrupt {

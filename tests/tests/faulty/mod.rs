@@ -42,30 +42,23 @@ impl FaultyDynamo {
             headers: HeaderMap,
             body: Bytes,
         ) -> axum::response::Response {
-            if faults.down.load(Ordering::SeqCst) {
+            let is_transaction = headers
+                .get("x-amz-target")
+                .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
+            // Down: every request fails, and no transaction is counted.
+            let fails = faults.down.load(Ordering::SeqCst)
+                || (is_transaction && {
+                    let n = faults.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+                    faults.outage.load(Ordering::SeqCst) || faults.fail.lock().unwrap().contains(&n)
+                });
+            if fails {
                 faults.failed.fetch_add(1, Ordering::SeqCst);
                 return (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     [("content-type", "application/x-amz-json-1.0")],
-                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected outage"}"#,
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault"}"#,
                 )
                     .into_response();
-            }
-            let is_transaction = headers
-                .get("x-amz-target")
-                .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
-            if is_transaction {
-                let n = faults.transactions.fetch_add(1, Ordering::SeqCst) + 1;
-                if faults.outage.load(Ordering::SeqCst) || faults.fail.lock().unwrap().contains(&n)
-                {
-                    faults.failed.fetch_add(1, Ordering::SeqCst);
-                    return (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        [("content-type", "application/x-amz-json-1.0")],
-                        r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault"}"#,
-                    )
-                        .into_response();
-                }
             }
             let mut request = http.request(method, format!("{}{}", faults.target, uri.path()));
             for (name, value) in &headers {

@@ -105,7 +105,7 @@ pub async fn find_payments(
 
 fn request_json(intent: &IntentRecord, now: DateTime<Utc>) -> Value {
     let status = match intent.status {
-        _ if intent.is_in_doubt(now) && intent.status == IntentStatus::InProgress => "in_doubt",
+        IntentStatus::InProgress if intent.is_in_doubt(now) => "in_doubt",
         IntentStatus::InProgress => "in_progress",
         IntentStatus::Accepted => "accepted",
         IntentStatus::Refused => "refused",

@@ -948,15 +948,22 @@ async fn a_push_with_less_than_the_minimum_left_is_not_sent() {
 
 #[tokio::test]
 async fn a_push_is_cut_off_at_its_deadline_not_at_the_longer_request_timeout() {
-    // The request timeout is 5 s; the deadline leaves 2.5 s: the hung push ends then, as an
-    // unknown outcome (it was sent), well before the function would be stopped.
+    // The request timeout is 60 s and Daraja answers (a success) after 20 s; the deadline
+    // leaves 2.5 s. Only the deadline can end the call before the answer: it ends then, as an
+    // unknown outcome (it was sent), not as the success that would have come.
     let (stub, base) = serve().await;
-    let (client, _) = client(&base);
+    let mut config = config(&base);
+    config.request_timeout = Duration::from_secs(60);
+    let client = client_with(
+        config,
+        Arc::new(FixedClock::new(start_time())),
+        Arc::new(NoSharedTokens),
+    );
     client
         .prepare(crate::Deadline::after(Duration::from_secs(5)))
         .await
         .unwrap();
-    *stub.delay.lock().unwrap() = Duration::from_secs(30);
+    *stub.delay.lock().unwrap() = Duration::from_secs(20);
     let deadline = crate::Deadline::after(MIN_CALL_TIME + Duration::from_millis(500));
     let err = client
         .stk_push(&PushRequest {
@@ -967,10 +974,6 @@ async fn a_push_is_cut_off_at_its_deadline_not_at_the_longer_request_timeout() {
         .unwrap_err();
     assert_eq!(err, DarajaError::TimedOut);
     assert!(deadline.has_passed());
-    assert!(
-        deadline.instant().elapsed() < Duration::from_secs(2),
-        "ended long after its deadline"
-    );
     assert_eq!(stub.push_calls.load(Ordering::SeqCst), 1);
 }
 
@@ -993,7 +996,9 @@ async fn no_token_is_fetched_without_time_for_the_call_after_it() {
 #[tokio::test]
 async fn a_lease_wait_ends_in_time_for_the_deadline() {
     // Another container holds the lease and never saves: the waiter gives up when only the
-    // time for its own fetch and the call is left, fetches, and pushes within the deadline.
+    // time for its own fetch and the call is left, fetches, and pushes. Had it waited its whole
+    // 10 s limit, the 6 s deadline would have left no time to send anything: the push would
+    // have failed unsent.
     let (stub, base) = serve().await;
     let store = Arc::new(LeasingStore::default());
     *store.leased.lock().unwrap() = true;
@@ -1010,7 +1015,6 @@ async fn a_lease_wait_ends_in_time_for_the_deadline() {
         })
         .await
         .unwrap();
-    assert!(!deadline.has_passed());
     assert!(store.busy.load(Ordering::SeqCst) > 0);
     assert_eq!(stub.token_calls.load(Ordering::SeqCst), 1);
     assert_eq!(stub.push_calls.load(Ordering::SeqCst), 1);
