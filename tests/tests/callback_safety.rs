@@ -91,6 +91,24 @@ impl Stack {
         .await
     }
 
+    /// `GET /payments/{id}` through the gateway, which must answer `200`.
+    async fn status(&self, id: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/payments/{id}", self.stack.api_url()))
+            .send()
+            .await
+            .expect("GET /payments/{id}");
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.expect("status JSON")
+    }
+
+    /// Whether a function emitted the metric `name` with the value 1.
+    fn counted(&self, name: &str) -> bool {
+        let line = format!("\"{name}\":1");
+        self.stack.logs().iter().any(|l| l.contains(&line))
+    }
+
     async fn record(&self, id: &str) -> PaymentRecord {
         self.store
             .get(id)
@@ -346,13 +364,64 @@ async fn different_second_callback_is_kept_and_a_second_receipt_needs_review() {
     assert_eq!(stack.decisions("conflict").len(), 1);
     assert_eq!(stack.decisions("flagged").len(), 1);
     assert!(
-        stack
-            .stack
-            .logs()
-            .iter()
-            .any(|l| l.contains("\"PaymentNeedsReview\":1")),
+        stack.counted("PaymentNeedsReview"),
         "no PaymentNeedsReview metric"
     );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_receipt_already_recorded_on_another_payment_needs_review() {
+    // One M-Pesa receipt settles one payment. A success for a second pending payment that
+    // carries the first one's receipt (a replayed or forged callback) must not mark it paid.
+    // Before, it completed the second payment too.
+    let stack = start(2, &[]).await;
+    let first = stack
+        .accepted_with("0712345603", Outcome::success(), "FIRSTPAID")
+        .await;
+    stack.delivered(&first, 1).await;
+    let paid = stack.record(&first).await;
+    assert_eq!(paid.status, PaymentStatus::Completed);
+    let receipt = paid.receipt.clone().expect("the simulator's receipt");
+    let before = stack.scan().await;
+    let claim = format!("RCPT#{receipt}");
+    assert_eq!(
+        before[&claim]["checkout_request_id"].as_s().ok(),
+        Some(&first),
+        "the receipt names the payment it settled"
+    );
+
+    let second = stack
+        .accepted_with("0712345604", Outcome::code(1037).lost(), "SECONDPAY")
+        .await;
+    let token = stack.stack.callback_token().to_string();
+    let (status, answer) = stack
+        .callback(
+            &token,
+            "196.201.214.200",
+            callback_body(&second, 0, &receipt, 100, 254712345604),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let record = stack.record(&second).await;
+    assert_eq!(record.status, PaymentStatus::NeedsReview);
+    assert_eq!(record.review_reason, Some(ReviewReason::ReceiptReused));
+    assert_eq!(record.receipt_holder.as_deref(), Some(first.as_str()));
+    assert_eq!(record.receipt.as_deref(), Some(receipt.as_str()));
+    // The first payment and the claim are untouched.
+    assert_eq!(stack.record(&first).await, paid);
+    let after = stack.scan().await;
+    assert_eq!(after[&claim], before[&claim]);
+    assert_eq!(stack.decisions("receipt_reused").len(), 1);
+    assert!(
+        stack.counted("PaymentNeedsReview"),
+        "no PaymentNeedsReview metric"
+    );
+    // The status API says why, and which payment the receipt settled.
+    let body = stack.status(&second).await;
+    assert_eq!(body["status"], "NEEDS_REVIEW");
+    assert_eq!(body["review_reason"], "receipt_reused");
+    assert_eq!(body["receipt_holder"], first.as_str());
     stack.shutdown().await;
 }
 
@@ -385,14 +454,7 @@ async fn a_receipt_after_a_cancellation_needs_review() {
     assert_eq!(record.history.len(), 1);
     assert_eq!(record.history[0].receipt.as_deref(), Some("LATE123456"));
     // The status API says why.
-    let response = stack
-        .http
-        .get(format!("{}/payments/{id}", stack.stack.api_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = stack.status(&id).await;
     assert_eq!(body["status"], "NEEDS_REVIEW");
     assert_eq!(body["review_reason"], "success_after_failure");
     stack.shutdown().await;
@@ -850,9 +912,8 @@ async fn a_callback_the_store_refuses_is_503_counted_logged_and_can_be_replayed(
     faults.down(false);
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "storage_unavailable");
-    let logs = s.stack.logs();
     assert!(
-        logs.iter().any(|l| l.contains("\"CallbackStoreFailed\":1")),
+        s.counted("CallbackStoreFailed"),
         "no CallbackStoreFailed metric"
     );
     let failed = s.decisions("store_failed");

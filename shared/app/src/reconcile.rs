@@ -435,11 +435,11 @@ impl Reconciler {
             clock.now(),
         );
         match store.apply_result(&result).await {
-            Ok(Applied::Transitioned { record, .. }) => {
-                metrics::payment_final(record.status, result.outcome());
+            Ok(Applied::Transitioned(settled)) => {
+                metrics::payment_final(settled.status, result.outcome());
                 tracing::info!(
                     checkout_request_id = %masked,
-                    status = record.status.as_str(),
+                    status = settled.status.as_str(),
                     result_code = %result.result_code,
                     outcome = result.outcome(),
                     "payment reconciled by query"

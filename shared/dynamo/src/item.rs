@@ -38,6 +38,7 @@ pub const TRANSACTION_DATE: &str = "transaction_date";
 pub const RAW_CALLBACK: &str = "raw_callback";
 pub const RECONCILED_BY: &str = "reconciled_by";
 pub const REVIEW_REASON: &str = "review_reason";
+pub const RECEIPT_HOLDER: &str = "receipt_holder";
 pub const LAST_QUERIED_AT: &str = "last_queried_at";
 pub const QUERY_ATTEMPTS: &str = "query_attempts";
 pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
@@ -63,6 +64,15 @@ pub const ORPHAN_INDEX: &str = "orphan-index";
 
 pub fn pk(checkout_request_id: &str) -> String {
     format!("{PK_PREFIX}{checkout_request_id}")
+}
+
+/// The receipt claim: `RCPT#<receipt>` holds the `checkout_request_id` of the payment the
+/// M-Pesa receipt was first recorded on, and `claimed_at`. Never expires.
+pub const RECEIPT_PREFIX: &str = "RCPT#";
+pub const CLAIMED_AT: &str = "claimed_at";
+
+pub fn receipt_pk(receipt: &str) -> String {
+    format!("{RECEIPT_PREFIX}{receipt}")
 }
 
 /// Sort key of both indexes: the instant, then the id to keep keys unique.
@@ -134,6 +144,7 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         transaction_date: reader.string(TRANSACTION_DATE)?,
         reconciled_by: reader.parsed::<ResultSource>(RECONCILED_BY)?,
         review_reason: reader.parsed::<ReviewReason>(REVIEW_REASON)?,
+        receipt_holder: reader.string(RECEIPT_HOLDER)?,
         query_attempts: reader.number(QUERY_ATTEMPTS)?.unwrap_or(0),
         last_queried_at: reader.time(LAST_QUERIED_AT)?,
         duplicate_callbacks: reader.number(DUPLICATE_CALLBACKS)?.unwrap_or(0),

@@ -1,13 +1,15 @@
 //! The DynamoDB [`PaymentStore`]: one table, defined in `template.yaml`.
 //!
-//! Every state change is one `UpdateItem` whose condition states the state it expects.
+//! Every state change is one `UpdateItem` whose condition states the state it expects; a
+//! write that records an M-Pesa receipt is one `TransactWriteItems` that also claims the
+//! receipt (`RCPT#<receipt>`), so one receipt settles one payment.
 //! When the guess is wrong, DynamoDB hands back the item as it was
 //! (`ReturnValuesOnConditionCheckFailure::AllOld`), the shared rules pick the right
 //! write, and that write is tried under its own condition. States only move forward
 //! (absent → pending → final), so this settles in a few rounds.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use std::sync::Arc;
 
@@ -15,14 +17,34 @@ use chrono::{DateTime, Utc};
 use daraja::{Clock, SystemClock};
 use payments::payment::{
     plan_pending, plan_result, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource, ReviewReason,
+    PendingPlan, ResultPlan, ResultSource, ReviewReason, Verdict,
 };
-use payments::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
+use payments::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
 
-use crate::error::contention;
+use crate::error::{cancelled, contention, CONDITION_FAILED, TRANSACTION_CONFLICT};
 use crate::expr::Expr;
-use crate::item::{self, n, s, time};
+use crate::item::{self, n, s, time, Item, Reader};
 use crate::table::Table;
+
+/// What a result's write did.
+enum Written {
+    Done,
+    /// The payment's condition failed: the record as it was (`None`: there was none).
+    Found(Option<Box<PaymentRecord>>),
+    /// The receipt is recorded on this other payment.
+    ReceiptHeld(String),
+    /// Real DynamoDB cancelled the transaction for a concurrent one on the same item.
+    Raced,
+}
+
+fn settled(verdict: Verdict, orphan: bool, enriched: bool) -> Option<Settled> {
+    Some(Settled {
+        status: verdict.status,
+        review_reason: verdict.review_reason,
+        orphan,
+        enriched,
+    })
+}
 
 /// More rounds than the forward-only state machine can need; reaching it means another
 /// writer keeps changing the item, which only a bug can do.
@@ -88,21 +110,93 @@ impl DynamoStore {
         }
     }
 
+    /// Writes `update` of `result`'s payment. When the write records a receipt no other payment
+    /// is known to hold (`holder` is `None`), the receipt is claimed in the same transaction:
+    /// one request either way. `holder` names the payment that holds it otherwise.
+    async fn write_result(
+        &self,
+        result: &PaymentResult,
+        mut update: Expr,
+        holder: Option<&str>,
+    ) -> Result<Written, StoreError> {
+        let id = &result.checkout_request_id;
+        if let Some(holder) = holder {
+            update.set(item::RECEIPT_HOLDER, s(holder));
+        }
+        let Some(receipt) = result.receipt.as_deref().filter(|_| holder.is_none()) else {
+            return Ok(match self.update(id, update).await? {
+                Ok(_) => Written::Done,
+                Err(found) => Written::Found(found.map(Box::new)),
+            });
+        };
+        let items = vec![
+            self.table.update_item(item::pk(id), update),
+            self.claim(receipt, id),
+        ];
+        let reasons = match self.table.transact(items).await? {
+            Ok(()) => return Ok(Written::Done),
+            Err(reasons) => reasons,
+        };
+        let code = |i: usize| reasons.get(i).and_then(CancellationReason::code);
+        match (code(0), code(1)) {
+            (Some(CONDITION_FAILED), _) => Ok(Written::Found(
+                reasons[0]
+                    .item()
+                    .filter(|old| !old.is_empty())
+                    .map(|old| item::record_from_item(old).map(Box::new))
+                    .transpose()?,
+            )),
+            (_, Some(CONDITION_FAILED)) => {
+                let holder = reasons[1]
+                    .item()
+                    .map(|claim| Reader::new(claim).string(item::CHECKOUT_REQUEST_ID))
+                    .transpose()?
+                    .flatten();
+                match holder {
+                    Some(holder) => Ok(Written::ReceiptHeld(holder)),
+                    None => Err(StoreError::Corrupt {
+                        pk: item::receipt_pk(receipt),
+                        detail: "receipt claim without the payment holding it".into(),
+                    }),
+                }
+            }
+            (Some(TRANSACTION_CONFLICT), _) | (_, Some(TRANSACTION_CONFLICT)) => Ok(Written::Raced),
+            _ => Err(cancelled("the result write", &reasons)),
+        }
+    }
+
+    /// The transaction item claiming `receipt` for payment `id`: it succeeds when no payment
+    /// holds the receipt yet, or this one does.
+    fn claim(&self, receipt: &str, id: &str) -> TransactWriteItem {
+        let claim = Item::from([
+            (item::PK.to_owned(), s(item::receipt_pk(receipt))),
+            (item::CHECKOUT_REQUEST_ID.to_owned(), s(id)),
+            (item::CLAIMED_AT.to_owned(), time(self.now())),
+        ]);
+        let mut expr = Expr::new();
+        let pk = expr.name(item::PK);
+        let holder = expr.name(item::CHECKOUT_REQUEST_ID);
+        let this = expr.value("claimant", s(id));
+        expr.condition(format!("attribute_not_exists({pk}) OR {holder} = {this}"));
+        self.table.put(claim, expr)
+    }
+
     async fn transition(
         &self,
         result: &PaymentResult,
-        status: PaymentStatus,
-    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
-        let mut update = result_update(result, status, self.now());
+        verdict: Verdict,
+        holder: Option<&str>,
+    ) -> Result<Written, StoreError> {
+        let mut update = result_update(result, verdict, self.now());
         let open = format!(
             "({st} = {pending} OR {st} = {expired})",
             st = update.name(item::STATUS),
             pending = update.value("open_pending", s(PaymentStatus::Pending.as_str())),
             expired = update.value("open_expired", s(PaymentStatus::Expired.as_str())),
         );
-        let amount_check = amount_check(&mut update, status, result);
+        let amount_check = amount_check(&mut update, verdict, result);
         update.condition(format!("{open}{amount_check}"));
-        self.update(&result.checkout_request_id, update).await
+        self.write_result(result, update, holder).await
     }
 
     /// Adds a success callback's details to a record an STK query completed. The
@@ -111,14 +205,11 @@ impl DynamoStore {
     async fn enrich(
         &self,
         result: &PaymentResult,
-        status: PaymentStatus,
-    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
+        verdict: Verdict,
+        holder: Option<&str>,
+    ) -> Result<Written, StoreError> {
         let mut update = Expr::new();
-        update.set(item::STATUS, s(status.as_str()));
-        update.set_some(
-            item::REVIEW_REASON,
-            result.review_reason(status).map(ReviewReason::as_str),
-        );
+        set_verdict(&mut update, verdict);
         update.set(item::UPDATED_AT, time(self.now()));
         set_result_details(&mut update, result);
         let condition = format!(
@@ -131,17 +222,18 @@ impl DynamoStore {
             query = update.value("by_query", s(ResultSource::Query.as_str())),
             receipt = update.name(item::RECEIPT),
         );
-        let amount_check = amount_check(&mut update, status, result);
+        let amount_check = amount_check(&mut update, verdict, result);
         update.condition(format!("{condition}{amount_check}"));
-        self.update(&result.checkout_request_id, update).await
+        self.write_result(result, update, holder).await
     }
 
     async fn create_orphan(
         &self,
         result: &PaymentResult,
-        status: PaymentStatus,
-    ) -> Result<Result<PaymentRecord, Option<PaymentRecord>>, StoreError> {
-        let mut update = result_update(result, status, self.now());
+        verdict: Verdict,
+        holder: Option<&str>,
+    ) -> Result<Written, StoreError> {
+        let mut update = result_update(result, verdict, self.now());
         update.set(item::ORPHAN_PK, s(item::ORPHAN_PARTITION));
         update.set(
             item::ORPHAN_SK,
@@ -152,7 +244,7 @@ impl DynamoStore {
         );
         let pk = update.name(item::PK);
         update.condition(format!("attribute_not_exists({pk})"));
-        self.update(&result.checkout_request_id, update).await
+        self.write_result(result, update, holder).await
     }
 
     /// Turns the final `stored` record `NEEDS_REVIEW` for `reason`, keeping `result` in its
@@ -290,21 +382,25 @@ impl DynamoStore {
     }
 }
 
-/// The amount check of a write setting `status` from `result`, as a condition suffix. It
+/// The amount check of a write recording `verdict` from `result`, as a condition suffix. It
 /// lives in the condition, so a pending write that lands between our guess and this write
-/// cannot slip a wrong amount past it. A success that cannot be checked needs review whatever
-/// was asked: no condition.
-fn amount_check(update: &mut Expr, status: PaymentStatus, result: &PaymentResult) -> String {
+/// cannot slip a wrong amount past it. A success that cannot be checked, or whose receipt
+/// another payment holds, needs review whatever was asked: no condition.
+fn amount_check(update: &mut Expr, verdict: Verdict, result: &PaymentResult) -> String {
     if !result.is_checkable() {
         return String::new();
     }
-    match (status, result.amount_paid_whole) {
-        (PaymentStatus::Completed, Some(paid)) => {
+    match (
+        verdict.status,
+        verdict.review_reason,
+        result.amount_paid_whole,
+    ) {
+        (PaymentStatus::Completed, _, Some(paid)) => {
             let amount = update.name(item::AMOUNT);
             let paid = update.value("paid", n(paid));
             format!(" AND (attribute_not_exists({amount}) OR {amount} = {paid})")
         }
-        (PaymentStatus::NeedsReview, Some(paid)) => {
+        (PaymentStatus::NeedsReview, Some(ReviewReason::AmountMismatch), Some(paid)) => {
             let amount = update.name(item::AMOUNT);
             let paid = update.value("paid", n(paid));
             format!(" AND attribute_exists({amount}) AND {amount} <> {paid}")
@@ -326,10 +422,19 @@ fn set_result_details(update: &mut Expr, result: &PaymentResult) {
     update.set_some(item::RAW_CALLBACK, result.raw.as_deref());
 }
 
+/// The status and, when there is one, the review reason.
+fn set_verdict(update: &mut Expr, verdict: Verdict) {
+    update.set(item::STATUS, s(verdict.status.as_str()));
+    update.set_some(
+        item::REVIEW_REASON,
+        verdict.review_reason.map(ReviewReason::as_str),
+    );
+}
+
 /// The writes shared by a transition and an orphan creation.
-fn result_update(result: &PaymentResult, status: PaymentStatus, now: DateTime<Utc>) -> Expr {
+fn result_update(result: &PaymentResult, verdict: Verdict, now: DateTime<Utc>) -> Expr {
     let mut update = Expr::new();
-    update.set(item::STATUS, s(status.as_str()));
+    set_verdict(&mut update, verdict);
     update.set(item::CHECKOUT_REQUEST_ID, s(&result.checkout_request_id));
     // The request's merchant id wins whichever write comes first.
     update.set_if_absent(item::MERCHANT_REQUEST_ID, s(&result.merchant_request_id));
@@ -340,10 +445,6 @@ fn result_update(result: &PaymentResult, status: PaymentStatus, now: DateTime<Ut
     update.set(item::OUTCOME, s(result.outcome()));
     set_result_details(&mut update, result);
     update.set(item::RECONCILED_BY, s(result.source.as_str()));
-    update.set_some(
-        item::REVIEW_REASON,
-        result.review_reason(status).map(ReviewReason::as_str),
-    );
     update.set_if_absent(item::DETAILS_RECORDED, AttributeValue::Bool(false));
     update.remove(item::PENDING_PK);
     update.remove(item::PENDING_SK);
@@ -462,27 +563,46 @@ impl PaymentStore for DynamoStore {
         // Common path first: the pending write is there and the amount matches.
         let mut plan = ResultPlan::Transition(result.final_status(None));
         let mut stored: Option<PaymentRecord> = None;
+        // The payment holding the result's receipt, once a claim found it is another one.
+        let mut holder: Option<String> = None;
         for _ in 0..MAX_ROUNDS {
-            let (written, orphan) = match (plan, &stored) {
-                (ResultPlan::Transition(status), _) => {
-                    (self.transition(result, status).await?, false)
-                }
-                (ResultPlan::CreateOrphan(status), _) => {
-                    (self.create_orphan(result, status).await?, true)
-                }
-                (ResultPlan::Enrich(status), _) => (self.enrich(result, status).await?, false),
+            let verdict = |status| match holder {
+                Some(_) => Verdict::RECEIPT_REUSED,
+                None => result.verdict(status),
+            };
+            let held = holder.as_deref();
+            let (written, settled) = match (plan, &stored) {
+                (ResultPlan::Transition(status), _) => (
+                    self.transition(result, verdict(status), held).await?,
+                    settled(verdict(status), false, false),
+                ),
+                (ResultPlan::CreateOrphan(status), _) => (
+                    self.create_orphan(result, verdict(status), held).await?,
+                    settled(verdict(status), true, false),
+                ),
+                (ResultPlan::Enrich(status), _) => (
+                    self.enrich(result, verdict(status), held).await?,
+                    settled(verdict(status), false, true),
+                ),
                 (ResultPlan::Review(reason), Some(final_record)) => {
                     match self.flag(result, reason, final_record).await? {
                         Ok(record) => return Ok(Applied::Flagged(record)),
-                        Err(found) => (Err(found), false),
+                        Err(found) => (Written::Found(found.map(Box::new)), None),
                     }
                 }
                 // Planned below, from a stored record, and answered there.
                 (ResultPlan::Review(_) | ResultPlan::Duplicate | ResultPlan::Conflict, _) => break,
             };
-            let found = match written {
-                Ok(record) => return Ok(Applied::Transitioned { record, orphan }),
-                Err(found) => found,
+            let found = match (written, settled) {
+                (Written::Done, Some(settled)) => return Ok(Applied::Transitioned(settled)),
+                (Written::ReceiptHeld(by), _) => {
+                    holder = Some(by);
+                    continue;
+                }
+                (Written::Found(found), _) => found.map(|record| *record),
+                // The same write again: another result for this payment, or for this receipt,
+                // was being written.
+                (Written::Raced | Written::Done, _) => continue,
             };
             plan = plan_result(result, found.as_ref());
             match (plan, found) {

@@ -27,4 +27,4 @@ pub use payment::{
     timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
 };
 pub use raw::{RawCallbackStore, UnreadableCallback};
-pub use store::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
+pub use store::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};

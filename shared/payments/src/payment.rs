@@ -97,14 +97,18 @@ pub enum ReviewReason {
     /// A success with another receipt for a payment already completed with one: the customer
     /// may have paid twice.
     SecondReceipt,
+    /// The M-Pesa receipt was already recorded on another payment (`receipt_holder`): one
+    /// payment settled two records, or the result is forged.
+    ReceiptReused,
 }
 
 impl ReviewReason {
-    pub const ALL: [ReviewReason; 4] = [
+    pub const ALL: [ReviewReason; 5] = [
         ReviewReason::AmountMismatch,
         ReviewReason::Unverifiable,
         ReviewReason::SuccessAfterFailure,
         ReviewReason::SecondReceipt,
+        ReviewReason::ReceiptReused,
     ];
 
     /// The stored and serialised name.
@@ -114,6 +118,7 @@ impl ReviewReason {
             ReviewReason::Unverifiable => "unverifiable",
             ReviewReason::SuccessAfterFailure => "success_after_failure",
             ReviewReason::SecondReceipt => "second_receipt",
+            ReviewReason::ReceiptReused => "receipt_reused",
         }
     }
 }
@@ -250,6 +255,15 @@ impl PaymentResult {
         }
     }
 
+    /// What a write of this result giving `status` records while its receipt, if any, is
+    /// recorded on no other payment.
+    pub fn verdict(&self, status: PaymentStatus) -> Verdict {
+        Verdict {
+            status,
+            review_reason: self.review_reason(status),
+        }
+    }
+
     /// Why a payment this result gives `status` needs review (`None` unless `status` is
     /// `NEEDS_REVIEW`): a success that cannot be checked, else the amount.
     pub fn review_reason(&self, status: PaymentStatus) -> Option<ReviewReason> {
@@ -319,6 +333,22 @@ impl PaymentResult {
     }
 }
 
+/// The status and review reason a result's write records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: PaymentStatus,
+    pub review_reason: Option<ReviewReason>,
+}
+
+impl Verdict {
+    /// The verdict of a write whose receipt is already recorded on another payment: one
+    /// M-Pesa receipt settles one payment, so whatever the result says, a person looks.
+    pub const RECEIPT_REUSED: Verdict = Verdict {
+        status: PaymentStatus::NeedsReview,
+        review_reason: Some(ReviewReason::ReceiptReused),
+    };
+}
+
 /// A result that arrived after the payment was already final and said something else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultHistoryEntry {
@@ -364,6 +394,9 @@ pub struct PaymentRecord {
     pub reconciled_by: Option<ResultSource>,
     /// Why the payment is `NEEDS_REVIEW`, when it is.
     pub review_reason: Option<ReviewReason>,
+    /// The payment the receipt was first recorded on, when that is another one
+    /// (`review_reason` `receipt_reused`).
+    pub receipt_holder: Option<String>,
     /// STK queries sent for it by reconciliation, and when the last one was.
     pub query_attempts: u32,
     #[serde(default, with = "timestamp::serde_millis_opt")]
@@ -412,6 +445,10 @@ pub fn plan_pending(payment: &NewPayment, stored: Option<&PaymentRecord>) -> Pen
 }
 
 /// What a result does to the record already stored, if any.
+///
+/// A plan that records the result's receipt on the payment (`Transition`, `CreateOrphan`,
+/// `Enrich`) also claims the receipt for it, in the same write. When another payment holds
+/// it, the write records [`Verdict::RECEIPT_REUSED`] instead of the result's own verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultPlan {
     /// The payment is open: close it with this status.
@@ -619,6 +656,7 @@ mod tests {
             transaction_date: None,
             reconciled_by: Some(ResultSource::Callback),
             review_reason: None,
+            receipt_holder: None,
             query_attempts: 0,
             last_queried_at: None,
             duplicate_callbacks: 0,

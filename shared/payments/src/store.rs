@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::payment::{NewPayment, PaymentRecord, PaymentResult, PaymentStatus};
+use crate::payment::{NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ReviewReason};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -58,13 +58,10 @@ impl PendingWrite {
 /// What applying a result did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
-    /// The record became final. `orphan`: no pending write was known, so the record was
-    /// created from the result alone and is listed in [`PaymentStore::orphans`].
-    ///
-    /// Also the answer when the success callback of a payment an STK query had completed
-    /// adds its receipt, amount paid and paying phone (and may turn it `NEEDS_REVIEW`):
-    /// the record changed as a transition changes it, though its result stays the query's.
-    Transitioned { record: PaymentRecord, orphan: bool },
+    /// The record became final, or (`enriched`) a payment an STK query completed gained its
+    /// callback's receipt. What the write recorded is known without the record: a write that
+    /// claims a receipt is a transaction, and a transaction answers no item.
+    Transitioned(Settled),
     /// The record was final, and this result says money may have moved where it said
     /// otherwise: it is `NEEDS_REVIEW` now (`review_reason` says why), the result is in
     /// history, and its first result stays.
@@ -75,15 +72,18 @@ pub enum Applied {
     Conflict(PaymentRecord),
 }
 
-impl Applied {
-    pub fn record(&self) -> &PaymentRecord {
-        match self {
-            Applied::Transitioned { record, .. }
-            | Applied::Flagged(record)
-            | Applied::Duplicate(record)
-            | Applied::Conflict(record) => record,
-        }
-    }
+/// What a transition recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub status: PaymentStatus,
+    pub review_reason: Option<ReviewReason>,
+    /// No pending write was known: the record was created from the result alone and is
+    /// listed in [`PaymentStore::orphans`].
+    pub orphan: bool,
+    /// The success callback of a payment an STK query had completed added its receipt,
+    /// amount paid and paying phone (and may have turned it `NEEDS_REVIEW`): the record
+    /// changed as a transition changes it, though its result stays the query's.
+    pub enriched: bool,
 }
 
 #[async_trait]
@@ -100,6 +100,9 @@ pub trait PaymentStore: Send + Sync {
     /// contradicting results in its history. One exception: a success callback for a
     /// payment an STK query completed fills in the receipt the query could not report
     /// (see [`ResultPlan::Enrich`](crate::payment::ResultPlan::Enrich)).
+    ///
+    /// A receipt is recorded on one payment only: the write that records it claims it, and
+    /// a receipt another payment holds turns this one `NEEDS_REVIEW` (`receipt_reused`).
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError>;
 
     async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError>;

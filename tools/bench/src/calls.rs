@@ -245,7 +245,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
             events::callback_body(
                 &format!("ws_CO_orphan_{i}_{}", std::process::id()),
                 100,
-                "TKRORPHAN0",
+                &format!("TKRORPH{i:03}"),
             )
         })
         .collect();

@@ -10,9 +10,9 @@ use crate::metrics::{self, Metric};
 use daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
 use payments::intent::PushLedger;
 use payments::link::link_to_push_in_doubt;
-use payments::payment::{PaymentResult, PaymentStatus, ResultSource};
+use payments::payment::{PaymentResult, PaymentStatus, ResultSource, ReviewReason};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
-use payments::{Applied, PaymentStore};
+use payments::{Applied, PaymentStore, Settled};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
 pub const MAX_CALLBACK_BYTES: usize = payments::raw::RAW_BODY_LIMIT;
@@ -130,7 +130,7 @@ impl CallbackService {
         match self.store.apply_result(&result).await {
             Ok(applied) => {
                 log_applied(&applied, &result, source);
-                if let Applied::Transitioned { orphan: true, .. } = &applied {
+                if let Applied::Transitioned(Settled { orphan: true, .. }) = &applied {
                     // The result itself is stored; its origin is audit detail worth a
                     // second write only on this rare path.
                     if let Some(ip) = source_ip {
@@ -240,20 +240,20 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
         // A success callback for a payment a query already completed only fills in the receipt:
         // the payment became final earlier and was counted then, unless the receipt's amount
         // turns it NEEDS_REVIEW now.
-        Applied::Transitioned { record, .. }
-            if record.reconciled_by == Some(ResultSource::Query) =>
-        {
-            if record.status == PaymentStatus::NeedsReview {
+        Applied::Transitioned(settled) if settled.enriched => {
+            if settled.status == PaymentStatus::NeedsReview {
                 metrics::count(Metric::PaymentNeedsReview);
             }
-            tracing::info!(decision = "receipt_added", checkout_request_id = %id, status = record.status.as_str(), "receipt added to a payment completed by query");
+            tracing::info!(decision = "receipt_added", checkout_request_id = %id, status = settled.status.as_str(), review_reason = settled.review_reason.map(|r| r.as_str()), "receipt added to a payment completed by query");
         }
-        Applied::Transitioned { record, orphan } => {
-            metrics::payment_final(record.status, result.outcome());
-            let status = record.status.as_str();
-            if *orphan {
+        Applied::Transitioned(settled) => {
+            metrics::payment_final(settled.status, result.outcome());
+            let status = settled.status.as_str();
+            if settled.orphan {
                 metrics::count_by(Metric::CallbackOrphan, "Reason", "unknown_payment");
                 tracing::warn!(decision = "orphan", checkout_request_id = %id, status, outcome = result.outcome(), source_ip, "result for a payment with no pending record kept as orphan");
+            } else if settled.review_reason == Some(ReviewReason::ReceiptReused) {
+                tracing::warn!(decision = "receipt_reused", checkout_request_id = %id, status, "the receipt was already recorded on another payment; this one needs review");
             } else if result.is_success() {
                 tracing::info!(decision = "transitioned", checkout_request_id = %id, status, outcome = result.outcome(), "payment final");
             } else {

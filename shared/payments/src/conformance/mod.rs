@@ -9,10 +9,12 @@
 pub mod ledger;
 mod lists;
 mod query;
+mod receipts;
 mod results;
 
 pub use lists::*;
 pub use query::*;
+pub use receipts::*;
 pub use results::*;
 
 use chrono::{DateTime, Duration, Utc};
@@ -21,7 +23,7 @@ use daraja::{AccountReference, Amount, Charge, PhoneNumber, ResultCode, Transact
 use crate::payment::{
     timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
 };
-use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
+use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
 
 /// Expands to one `#[tokio::test]` per conformance rule, each on a store from `$make`
 /// (an async fn returning a fresh store). The calling crate needs `tokio` with `macros`.
@@ -49,6 +51,9 @@ macro_rules! payment_store_conformance {
             amount_mismatch_needs_review_with_both_amounts,
             amount_mismatch_result_first_needs_review,
             unverifiable_success_needs_review_in_either_order,
+            a_receipt_already_recorded_on_another_payment_needs_review,
+            a_reused_receipt_on_an_orphan_or_after_a_query_needs_review,
+            concurrent_payments_with_one_receipt_complete_once,
             orphan_listed_until_pending_write,
             pending_index_lists_only_old_pending,
             query_attempts_counted_only_while_pending,
@@ -102,14 +107,30 @@ pub fn payment(id: &str, amount: u32) -> NewPayment {
     }
 }
 
-/// A success callback for `id` (receipt `NLJ7RT61SV`), received at `at(30)`.
+/// The M-Pesa receipt of `id`'s success: one per payment, as M-Pesa issues them (ten
+/// characters, a letter first).
+pub fn receipt_of(id: &str) -> String {
+    const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    // FNV-1a: stable across runs and platforms.
+    let mut hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut receipt = String::from("T");
+    for _ in 0..9 {
+        receipt.push(char::from(ALNUM[(hash % 36) as usize]));
+        hash /= 36;
+    }
+    receipt
+}
+
+/// A success callback for `id` (receipt [`receipt_of`] `id`), received at `at(30)`.
 pub fn success(id: &str, paid: &str, paid_whole: Option<u64>) -> PaymentResult {
     PaymentResult {
         checkout_request_id: id.to_owned(),
         merchant_request_id: "29115-34620561-1".to_owned(),
         result_code: ResultCode::success(),
         result_desc: "The service request is processed successfully.".to_owned(),
-        receipt: Some("NLJ7RT61SV".to_owned()),
+        receipt: Some(receipt_of(id)),
         amount_paid: Some(paid.to_owned()),
         amount_paid_whole: paid_whole,
         paying_phone: Some("254708374149".to_owned()),
@@ -160,8 +181,12 @@ pub fn queried(mut result: PaymentResult) -> PaymentResult {
     result
 }
 
-/// A record with what legitimately differs between two payments (id, write time) blanked.
+/// A record with what legitimately differs between two payments (id, receipt, write time)
+/// blanked.
 fn comparable(mut record: PaymentRecord) -> PaymentRecord {
+    if record.receipt == Some(receipt_of(&record.checkout_request_id)) {
+        record.receipt = Some(String::from("*"));
+    }
     record.checkout_request_id = String::from("*");
     record.updated_at = DateTime::<Utc>::UNIX_EPOCH;
     record
@@ -206,9 +231,18 @@ async fn orphan_ids(store: &dyn PaymentStore) -> Vec<String> {
         .collect()
 }
 
-fn transitioned(applied: Applied) -> (PaymentRecord, bool) {
-    match applied {
-        Applied::Transitioned { record, orphan } => (record, orphan),
+/// Applies `r`, which must transition its payment, and answers the record it left and whether
+/// it was an orphan. What the store said it recorded must be what it recorded.
+async fn transitioned(store: &dyn PaymentStore, r: &PaymentResult) -> (PaymentRecord, bool) {
+    let settled = match apply(store, r).await {
+        Applied::Transitioned(settled) => settled,
         other => panic!("expected a transition, got {other:?}"),
-    }
+    };
+    let record = stored(store, &r.checkout_request_id).await;
+    assert_eq!(
+        (settled.status, settled.review_reason),
+        (record.status, record.review_reason),
+        "what the transition said it recorded"
+    );
+    (record, settled.orphan)
 }

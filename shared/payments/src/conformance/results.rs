@@ -44,13 +44,16 @@ pub async fn repeated_pending_write_stays_pending(store: &dyn PaymentStore) {
 pub async fn success_after_pending_completes(store: &dyn PaymentStore) {
     pending(store, &payment("ws_CO_ok", 100)).await;
     let r = success("ws_CO_ok", "100.00", Some(100));
-    let (record, created_orphan) = transitioned(apply(store, &r).await);
+    let (record, created_orphan) = transitioned(store, &r).await;
     assert!(!created_orphan);
     assert_eq!(record, stored(store, "ws_CO_ok").await);
     assert_eq!(record.status, PaymentStatus::Completed);
     assert_eq!(record.result_code.as_deref(), Some("0"));
     assert_eq!(record.outcome.as_deref(), Some("success"));
-    assert_eq!(record.receipt.as_deref(), Some("NLJ7RT61SV"));
+    assert_eq!(
+        record.receipt,
+        Some(receipt_of(&record.checkout_request_id))
+    );
     assert_eq!(record.amount_paid.as_deref(), Some("100.00"));
     assert_eq!(record.amount_paid_whole, Some(100));
     assert_eq!(record.paying_phone.as_deref(), Some("254708374149"));
@@ -81,7 +84,7 @@ pub async fn each_failure_after_pending_fails(store: &dyn PaymentStore) {
     for (code, desc, outcome) in failures {
         let id = format!("ws_CO_fail_{code}");
         pending(store, &payment(&id, 100)).await;
-        let (record, created_orphan) = transitioned(apply(store, &failure(&id, code, desc)).await);
+        let (record, created_orphan) = transitioned(store, &failure(&id, code, desc)).await;
         assert!(!created_orphan);
         assert_eq!(record.status, PaymentStatus::Failed, "code {code}");
         assert_eq!(record.result_code.as_deref(), Some(code));
@@ -99,7 +102,7 @@ async fn converges(store: &dyn PaymentStore, result: fn(&str) -> PaymentResult) 
     pending(store, &payment("ws_CO_in_order", 100)).await;
     apply(store, &result("ws_CO_in_order")).await;
 
-    let (early, created_orphan) = transitioned(apply(store, &result("ws_CO_reversed")).await);
+    let (early, created_orphan) = transitioned(store, &result("ws_CO_reversed")).await;
     assert!(
         created_orphan,
         "a result before its pending write is an orphan"
@@ -128,7 +131,10 @@ pub async fn success_before_pending_converges(store: &dyn PaymentStore) {
     converges(store, |id| success(id, "100", Some(100))).await;
     let record = stored(store, "ws_CO_reversed").await;
     assert_eq!(record.status, PaymentStatus::Completed);
-    assert_eq!(record.receipt.as_deref(), Some("NLJ7RT61SV"));
+    assert_eq!(
+        record.receipt,
+        Some(receipt_of(&record.checkout_request_id))
+    );
 }
 
 pub async fn failure_before_pending_converges(store: &dyn PaymentStore) {
@@ -141,7 +147,7 @@ pub async fn failure_before_pending_converges(store: &dyn PaymentStore) {
 pub async fn duplicate_result_is_counted_and_changes_nothing(store: &dyn PaymentStore) {
     pending(store, &payment("ws_CO_dup", 100)).await;
     let r = success("ws_CO_dup", "100", Some(100));
-    let (first, _) = transitioned(apply(store, &r).await);
+    let (first, _) = transitioned(store, &r).await;
 
     let mut again = r.clone();
     again.received_at = at(45);
@@ -164,7 +170,7 @@ pub async fn duplicate_result_is_counted_and_changes_nothing(store: &dyn Payment
 
 pub async fn conflicting_result_is_kept_in_history(store: &dyn PaymentStore) {
     pending(store, &payment("ws_CO_conflict", 100)).await;
-    let (first, _) = transitioned(apply(store, &success("ws_CO_conflict", "100", Some(100))).await);
+    let (first, _) = transitioned(store, &success("ws_CO_conflict", "100", Some(100))).await;
 
     let mut contradiction = cancelled("ws_CO_conflict");
     contradiction.received_at = at(60);
@@ -202,7 +208,10 @@ pub async fn contradicting_success_needs_review(store: &dyn PaymentStore) {
     assert_eq!(record, stored(store, "ws_CO_twice_paid").await);
     assert_eq!(record.status, PaymentStatus::NeedsReview);
     assert_eq!(record.review_reason, Some(ReviewReason::SecondReceipt));
-    assert_eq!(record.receipt.as_deref(), Some("NLJ7RT61SV"));
+    assert_eq!(
+        record.receipt,
+        Some(receipt_of(&record.checkout_request_id))
+    );
     assert_eq!(record.result_code.as_deref(), Some("0"));
     assert_eq!(record.conflicting_callbacks, 1);
     assert_eq!(record.history, vec![other_receipt.history_entry()]);
@@ -242,7 +251,10 @@ pub async fn contradicting_success_needs_review(store: &dyn PaymentStore) {
         assert_eq!(record.result_code.as_deref(), Some("1032"));
         assert_eq!(record.receipt, None);
         assert_eq!(record.history.len(), 2);
-        assert_eq!(record.history[1].receipt.as_deref(), Some("NLJ7RT61SV"));
+        assert_eq!(
+            record.history[1].receipt,
+            Some(receipt_of(&record.checkout_request_id))
+        );
     }
     // A failure after a success says nothing about money that moved: history only.
     let applied = apply(store, &cancelled("ws_CO_twice_paid")).await;

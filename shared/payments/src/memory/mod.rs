@@ -16,9 +16,9 @@ use daraja::{Clock, SystemClock};
 
 use crate::payment::{
     plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource, ReviewReason,
+    PendingPlan, ResultPlan, ResultSource, ReviewReason, Verdict,
 };
-use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, StoreError};
+use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -33,6 +33,8 @@ struct Stored {
 /// Every write holds one lock, which gives the per-item atomicity DynamoDB gives.
 pub struct MemoryStore {
     items: Mutex<HashMap<String, Stored>>,
+    /// Which payment each receipt was first recorded on. Locked only while `items` is.
+    receipts: Mutex<HashMap<String, String>>,
     /// When a write happens (`updated_at`).
     clock: Arc<dyn Clock>,
 }
@@ -52,6 +54,29 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Claims the receipt `result` records (if any) for its payment, and says what a write
+    /// giving `status` then records. Called with `items` locked.
+    fn claim_receipt(&self, result: &PaymentResult, status: PaymentStatus) -> Written {
+        let mut receipts = self
+            .receipts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let holder = result.receipt.as_ref().and_then(|receipt| {
+            let holder = receipts
+                .entry(receipt.clone())
+                .or_insert_with(|| result.checkout_request_id.clone());
+            (*holder != result.checkout_request_id).then(|| holder.clone())
+        });
+        Written {
+            verdict: if holder.is_some() {
+                Verdict::RECEIPT_REUSED
+            } else {
+                result.verdict(status)
+            },
+            holder,
+        }
+    }
+
     /// A store that dates its writes with the system clock.
     pub fn new() -> Self {
         Self::with_clock(Arc::new(SystemClock))
@@ -60,6 +85,7 @@ impl MemoryStore {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
             items: Mutex::new(HashMap::new()),
+            receipts: Mutex::new(HashMap::new()),
             clock,
         }
     }
@@ -135,6 +161,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         transaction_date: None,
         reconciled_by: None,
         review_reason: None,
+        receipt_holder: None,
         last_queried_at: None,
         query_attempts: 0,
         duplicate_callbacks: 0,
@@ -153,20 +180,46 @@ fn new_pending(payment: &NewPayment, now: DateTime<Utc>) -> PaymentRecord {
     )
 }
 
+/// The verdict a result's write records, and the payment holding its receipt when that is
+/// another one.
+struct Written {
+    verdict: Verdict,
+    holder: Option<String>,
+}
+
+impl Written {
+    fn apply(&self, record: &mut PaymentRecord) {
+        record.status = self.verdict.status;
+        record.review_reason = self.verdict.review_reason;
+        if self.holder.is_some() {
+            record.receipt_holder.clone_from(&self.holder);
+        }
+    }
+
+    fn settled(&self, orphan: bool, enriched: bool) -> Applied {
+        Applied::Transitioned(Settled {
+            status: self.verdict.status,
+            review_reason: self.verdict.review_reason,
+            orphan,
+            enriched,
+        })
+    }
+}
+
 /// Mirrors the DynamoDB transition write: result fields are set when present, the
 /// merchant id from the request wins, request details stay.
 fn with_result(
     existing: Option<PaymentRecord>,
     result: &PaymentResult,
-    status: PaymentStatus,
+    written: &Written,
     now: DateTime<Utc>,
 ) -> PaymentRecord {
-    let mut record = existing.unwrap_or_else(|| blank(&result.checkout_request_id, status, now));
+    let mut record =
+        existing.unwrap_or_else(|| blank(&result.checkout_request_id, written.verdict.status, now));
     if record.merchant_request_id.is_none() {
         record.merchant_request_id = Some(result.merchant_request_id.clone());
     }
-    record.status = status;
-    record.review_reason = result.review_reason(status);
+    written.apply(&mut record);
     record.completed_at = Some(timestamp::truncate(result.received_at));
     record.updated_at = now;
     record.result_code = Some(result.result_code.code().to_owned());
@@ -194,11 +247,10 @@ fn with_result(
 fn with_receipt(
     mut record: PaymentRecord,
     result: &PaymentResult,
-    status: PaymentStatus,
+    written: &Written,
     now: DateTime<Utc>,
 ) -> PaymentRecord {
-    record.status = status;
-    record.review_reason = result.review_reason(status);
+    written.apply(&mut record);
     record.updated_at = now;
     record.receipt.clone_from(&result.receipt);
     record.amount_paid.clone_from(&result.amount_paid);
@@ -250,24 +302,28 @@ impl PaymentStore for MemoryStore {
         let mut items = self.items();
         let stored = items.get(&result.checkout_request_id).cloned();
         let plan = plan_result(result, stored.as_ref().map(|s| &s.record));
-        let applied = match (plan, stored.map(|s| s.record)) {
-            (ResultPlan::Transition(status), existing) => Applied::Transitioned {
-                record: with_result(existing, result, status, now),
-                orphan: false,
-            },
-            (ResultPlan::CreateOrphan(status), _) => Applied::Transitioned {
-                record: with_result(None, result, status, now),
-                orphan: true,
-            },
-            (ResultPlan::Enrich(status), Some(record)) => Applied::Transitioned {
-                record: with_receipt(record, result, status, now),
-                orphan: false,
-            },
+        let written = |status| self.claim_receipt(result, status);
+        let (applied, record) = match (plan, stored.map(|s| s.record)) {
+            (ResultPlan::Transition(status), existing) => {
+                let written = written(status);
+                let record = with_result(existing, result, &written, now);
+                (written.settled(false, false), record)
+            }
+            (ResultPlan::CreateOrphan(status), _) => {
+                let written = written(status);
+                let record = with_result(None, result, &written, now);
+                (written.settled(true, false), record)
+            }
+            (ResultPlan::Enrich(status), Some(record)) => {
+                let written = written(status);
+                let record = with_receipt(record, result, &written, now);
+                (written.settled(false, true), record)
+            }
             (ResultPlan::Duplicate, Some(mut record)) => {
                 if result.source == ResultSource::Callback {
                     record.duplicate_callbacks += 1;
                 }
-                Applied::Duplicate(record)
+                (Applied::Duplicate(record.clone()), record)
             }
             (ResultPlan::Review(reason), Some(mut record)) => {
                 record.history.push(result.history_entry());
@@ -277,7 +333,7 @@ impl PaymentStore for MemoryStore {
                 record.status = PaymentStatus::NeedsReview;
                 record.review_reason = Some(reason);
                 record.updated_at = now;
-                Applied::Flagged(record)
+                (Applied::Flagged(record.clone()), record)
             }
             (
                 ResultPlan::Enrich(_)
@@ -291,22 +347,22 @@ impl PaymentStore for MemoryStore {
                 if result.source == ResultSource::Callback {
                     record.conflicting_callbacks += 1;
                 }
-                Applied::Conflict(record)
+                (Applied::Conflict(record.clone()), record)
             }
         };
         let orphan_since = match &applied {
-            Applied::Transitioned { orphan: true, .. } => {
+            Applied::Transitioned(Settled { orphan: true, .. }) => {
                 Some(timestamp::truncate(result.received_at))
             }
             _ => items
                 .get(&result.checkout_request_id)
                 .and_then(|s| s.orphan_since),
         };
-        let queued = queue_kept(&items, &result.checkout_request_id, applied.record());
+        let queued = queue_kept(&items, &result.checkout_request_id, &record);
         items.insert(
             result.checkout_request_id.clone(),
             Stored {
-                record: applied.record().clone(),
+                record,
                 orphan_since,
                 queued,
             },
@@ -486,10 +542,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(written.record().updated_at, at);
-        let applied = store
+        store
             .apply_result(&success("ws_CO_dated", "100", Some(100)))
             .await
             .unwrap();
-        assert_eq!(applied.record().updated_at, at);
+        let applied = store.get("ws_CO_dated").await.unwrap().unwrap();
+        assert_eq!(applied.updated_at, at);
     }
 }
