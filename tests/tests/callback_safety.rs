@@ -280,7 +280,7 @@ async fn duplicate_callbacks_change_the_record_once() {
 
         // Replaying the same body, one at a time and all at once, only counts.
         let body = serde_json::to_vec(&sent[0].body).unwrap();
-        let token = stack.stack.callback_token().to_string();
+        let token = stack.stack.callback_token_for(&id);
         let (status, _) = stack
             .callback(&token, "196.201.214.200", body.clone())
             .await;
@@ -324,7 +324,7 @@ async fn different_second_callback_is_kept_and_a_second_receipt_needs_review() {
     let first = stack.record(&id).await;
     assert_eq!(first.status, PaymentStatus::Completed);
 
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&id);
     // A cancellation after the success says nothing about money: kept in history only.
     let (status, answer) = stack
         .callback(
@@ -394,7 +394,7 @@ async fn a_receipt_already_recorded_on_another_payment_needs_review() {
     let second = stack
         .accepted_with("0712345604", Outcome::code(1037).lost(), "SECONDPAY")
         .await;
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&second);
     let (status, answer) = stack
         .callback(
             &token,
@@ -435,7 +435,7 @@ async fn a_receipt_after_a_cancellation_needs_review() {
         .await;
     stack.delivered(&id, 1).await;
     assert_eq!(stack.record(&id).await.status, PaymentStatus::Failed);
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&id);
     let (status, answer) = stack
         .callback(
             &token,
@@ -549,7 +549,7 @@ async fn unknown_checkout_id_is_kept_as_orphan() {
     let stack = start(1, &[]).await;
     let id = "ws_CO_27112026093000123712345699";
     let body = callback_body(id, 0, "TKR7PQ2ORP", 420, 254712345699);
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(id);
     let sent_at = epoch_millis();
     let (status, answer) = stack
         .callback(&token, "196.201.214.207", body.clone())
@@ -617,7 +617,7 @@ async fn unparseable_body_behind_valid_token_is_stored_raw() {
     let pending = stack
         .accepted_with(phone, Outcome::success().lost(), "RAW")
         .await;
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&pending);
 
     let mut junk = b"<html>".to_vec();
     junk.resize(LIMIT, b'x');
@@ -695,13 +695,133 @@ async fn unparseable_body_behind_valid_token_is_stored_raw() {
 }
 
 #[tokio::test]
+async fn another_payments_callback_url_settles_nothing() {
+    // Each push has its own callback URL. Someone who saw one (in a log, at a proxy) holds a
+    // valid token, but it settles that payment only. Before, one static token settled any.
+    let stack = start(1, &[]).await;
+    let seen = stack
+        .accepted_with("0712345642", Outcome::success().lost(), "SEEN")
+        .await;
+    let target = stack
+        .accepted_with("0712345643", Outcome::success().lost(), "TARGET")
+        .await;
+    let forged = callback_body(&target, 0, "TKR7PQ2FRG", 100, 254712345643);
+    let before = stack.scan().await;
+    for token in [
+        stack.stack.callback_token_for(&seen),
+        // Valid, but sent by no push.
+        stack.stack.unsent_callback_token(),
+    ] {
+        let (status, answer) = stack
+            .callback(&token, "196.201.214.200", forged.clone())
+            .await;
+        assert_eq!(
+            (status, answer),
+            (404, json!({"message": "Not Found"})),
+            "{token}"
+        );
+    }
+    let after = stack.scan().await;
+    assert!(
+        changed(&before, &after).is_empty(),
+        "{:?}",
+        changed(&before, &after)
+    );
+    assert_eq!(stack.decisions("refused_binding").len(), 2);
+    let refused = stack
+        .stack
+        .logs()
+        .iter()
+        .filter(|l| l.contains("\"CallbackRefused\":1") && l.contains("\"Reason\":\"binding\""))
+        .count();
+    assert_eq!(refused, 2);
+    // Its own URL settles it.
+    let (status, _) = stack
+        .callback(
+            &stack.stack.callback_token_for(&target),
+            "196.201.214.200",
+            forged,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(stack.record(&target).await.status, PaymentStatus::Completed);
+    assert_eq!(stack.record(&seen).await.status, PaymentStatus::Pending);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn rotating_the_callback_key_mid_flight_loses_no_callback() {
+    // The README's procedure, each step a new `callback_token` and a redeploy, with pushes
+    // whose callbacks are still to come across every step.
+    const OLD: &str = "old-callback-key-0123456789abcdef";
+    const NEW: &str = "new-callback-key-0123456789abcdef";
+    let mut stack = start(1, &[("CALLBACK_TOKEN", OLD)]).await;
+    let held = || Outcome::success().delay(Duration::from_secs(120));
+    let a = stack.accepted_with("0712345651", held(), "ROT-A").await;
+    stack
+        .stack
+        .redeploy(&[("CALLBACK_TOKEN", &format!("0:{OLD},1:{NEW}"))])
+        .await
+        .expect("step 1: the new key is accepted");
+    let b = stack.accepted_with("0712345652", held(), "ROT-B").await;
+    stack
+        .stack
+        .redeploy(&[("CALLBACK_TOKEN", &format!("1:{NEW},0:{OLD}"))])
+        .await
+        .expect("step 2: the new key signs");
+    let c = stack.accepted_with("0712345653", held(), "ROT-C").await;
+    for (id, key_id) in [(&a, "0."), (&b, "0."), (&c, "1.")] {
+        assert!(
+            stack.stack.callback_token_for(id).starts_with(key_id),
+            "{id}"
+        );
+    }
+    // Now the customers answer: every callback, whichever key signed its URL, settles.
+    for id in [&a, &b, &c] {
+        stack.stack.sim().complete_now(id);
+    }
+    for id in [&a, &b, &c] {
+        let sent = stack.delivered(id, 1).await;
+        assert_eq!(sent[0].status, Some(200), "{id}");
+        assert_eq!(
+            stack.record(id).await.status,
+            PaymentStatus::Completed,
+            "{id}"
+        );
+    }
+
+    // Step 3, once no URL the old key signed can be called back any more.
+    stack
+        .stack
+        .redeploy(&[("CALLBACK_TOKEN", &format!("1:{NEW}"))])
+        .await
+        .expect("step 3: the old key is dropped");
+    let d = stack
+        .accepted_with("0712345654", Outcome::success(), "ROT-D")
+        .await;
+    stack.delivered(&d, 1).await;
+    assert_eq!(stack.record(&d).await.status, PaymentStatus::Completed);
+    // A URL the old key signed settles nothing now.
+    let (status, _) = stack
+        .callback(
+            &stack.stack.callback_token_for(&a),
+            "196.201.214.200",
+            callback_body(&a, 1032, "", 100, 254712345651),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(stack.record(&a).await.conflicting_callbacks, 0);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrong_or_missing_token_writes_nothing() {
     let stack = start(1, &[]).await;
     let phone = "0712345641";
     let id = stack
         .accepted_with(phone, Outcome::success().lost(), "TOKEN")
         .await;
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&id);
     let body = callback_body(&id, 0, "TKR7PQ2TOK", 100, 254712345641);
     let mut flipped = token.clone().into_bytes();
     flipped[0] = if flipped[0] == b'a' { b'b' } else { b'a' };
@@ -782,7 +902,7 @@ async fn source_ip_allow_list() {
     assert_eq!(sent[0].status, Some(404));
     assert_eq!(stack.record(&id).await.status, PaymentStatus::Pending);
 
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&id);
     let body = serde_json::to_vec(&sent[0].body).unwrap();
     let before = stack.scan().await;
     for foreign in ["8.8.8.8", "196.201.214.201", "10.21.0.1", "::1"] {
@@ -861,7 +981,7 @@ async fn oversized_body_is_refused() {
     let id = stack
         .accepted_with(phone, Outcome::success().lost(), "BIG")
         .await;
-    let token = stack.stack.callback_token().to_string();
+    let token = stack.stack.callback_token_for(&id);
     // A genuine callback padded past the limit, and plain junk.
     let mut padded = callback_body(&id, 0, "TKR7PQ2BIG", 100, 254712345671);
     padded.resize(LIMIT + 1, b' ');
@@ -904,7 +1024,7 @@ async fn a_callback_the_store_refuses_is_503_counted_logged_and_can_be_replayed(
     let id = s
         .accepted_with("0712345690", Outcome::success().lost(), "STOREFAIL")
         .await;
-    let token = s.stack.callback_token().to_string();
+    let token = s.stack.callback_token_for(&id);
     let body = callback_body(&id, 0, "SFR1234567", 100, 254712345690);
 
     faults.down(true);

@@ -210,7 +210,7 @@ async fn each_decision_is_counted_once_in_valid_embedded_metric_format() {
     .unwrap_or_else(|e| panic!("local stack: {e}"));
     let http = reqwest::Client::new();
     let api = stack.api_url();
-    let callback_url = format!("{api}/callbacks/stk/{}", stack.callback_token());
+    let callback_url = |id: &str| format!("{api}/callbacks/stk/{}", stack.callback_token_for(id));
 
     // A payment that succeeds and one the customer cancels.
     let (paid_phone, cancel_phone) = ("0712345678", "0712345679");
@@ -250,13 +250,23 @@ async fn each_decision_is_counted_once_in_valid_embedded_metric_format() {
         .into_iter()
         .find(|c| c.checkout_request_id == ids[0])
         .expect("the success callback was sent");
-    assert_eq!(post(&http, callback_url.clone(), &first.body).await.0, 200);
+    // The same callback again, to the payment's own URL.
+    assert_eq!(post(&http, first.url.clone(), &first.body).await.0, 200);
 
     // A result for a payment we never issued.
     let orphan = json!({"Body": {"stkCallback": {"MerchantRequestID": "1",
         "CheckoutRequestID": "ws_CO_27112026091500999999999999",
         "ResultCode": 1037, "ResultDesc": "DS timeout user cannot be reached"}}});
-    assert_eq!(post(&http, callback_url, &orphan).await.0, 200);
+    assert_eq!(
+        post(
+            &http,
+            callback_url("ws_CO_27112026091500999999999999"),
+            &orphan
+        )
+        .await
+        .0,
+        200
+    );
 
     // Logs arrive asynchronously: wait for the last decision's metric, then a little more so
     // that an extra (double-counted) line would show.

@@ -294,7 +294,7 @@ async fn every_sample_event_answers_as_documented() {
         "events without an expected answer (add them to local_stack::events): {unexpected:?}"
     );
 
-    let stack = start(&[("CALLBACK_TOKEN", events::EVENTS_TOKEN)]).await;
+    let stack = start(&[("CALLBACK_TOKEN", events::EVENTS_KEY)]).await;
     let store = DynamoStore::new(stack.dynamo(), stack.table());
     events::seed_event_payments(&store)
         .await
@@ -375,7 +375,7 @@ async fn no_secret_or_full_phone_in_any_log_line() {
         "CallbackMetadata": {"Item": [{"Name": "Amount", "Value": 5},
             {"Name": "MpesaReceiptNumber", "Value": "TKR7PQ2LOG"},
             {"Name": "PhoneNumber", "Value": 254722334499u64}]}}}});
-    let token = stack.callback_token().to_string();
+    let token = stack.callback_token_for("ws_CO_27112026093000123722334499");
     assert_eq!(client.callback(&token, &orphan).await.0, 200);
     assert_eq!(client.callback("wrong", &orphan).await.0, 404);
     let junk = json!({"phone": "254733445566", "note": "not a callback"});
@@ -391,6 +391,11 @@ async fn no_secret_or_full_phone_in_any_log_line() {
     for request in stack.sim().requests() {
         if let Some(token) = request.response["access_token"].as_str() {
             forbidden.push((token.to_string(), "a bearer token"));
+        }
+        // A push's callback URL token settles that payment: as secret as a token.
+        if let Some(url) = request.body["CallBackURL"].as_str() {
+            let token = url.rsplit('/').next().unwrap_or_default().to_string();
+            forbidden.push((token, "a callback URL token"));
         }
         if let Some(timestamp) = request.body["Timestamp"].as_str() {
             forbidden.push((

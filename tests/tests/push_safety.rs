@@ -120,7 +120,7 @@ async fn in_process() -> InProcess {
         ),
         ledger: Arc::new(DynamoLedger::new(counted, table.clone())),
         clock,
-        callback_token: Secret::from("token"),
+        callback_keys: app::api::CallbackKeys::parse("a-key-of-thirty-two-characters!!").unwrap(),
         callback_base_url: Some("http://127.0.0.1:9".into()),
         phone_lock: app::api::DEFAULT_PHONE_LOCK,
     };

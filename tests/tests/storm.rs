@@ -123,12 +123,13 @@ fn callback(id: &str, code: i64, receipt: &str, paid: u32, phone: &str) -> Vec<u
 }
 
 /// Sends every body with `IN_FLIGHT` requests at a time; returns each answer's status in order.
-async fn deliver(http: &reqwest::Client, url: &str, bodies: Vec<Vec<u8>>) -> Vec<u16> {
+/// POSTs each body to its URL, at most [`IN_FLIGHT`] at a time; the statuses in order.
+async fn deliver(http: &reqwest::Client, deliveries: Vec<(String, Vec<u8>)>) -> Vec<u16> {
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
-    let tasks: Vec<_> = bodies
+    let tasks: Vec<_> = deliveries
         .into_iter()
-        .map(|body| {
-            let (http, url, gate) = (http.clone(), url.to_string(), gate.clone());
+        .map(|(url, body)| {
+            let (http, gate) = (http.clone(), gate.clone());
             tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await.expect("semaphore open");
                 match http
@@ -242,26 +243,37 @@ async fn callback_storm_loses_nothing_and_applies_each_result_once() {
         .enumerate()
         .map(|(i, id)| callback(id, 0, &format!("ORP{i:07}"), 50, "0799999999"))
         .collect();
-    let mut batch: Vec<(Vec<u8>, u16)> = Vec::new();
+    // Each result goes to its push's own callback URL; an orphan (and its duplicates) to one
+    // URL no push sent.
+    let url_of = |token: String| format!("{}/callbacks/stk/{token}", stack.api_url());
+    let payment_urls: Vec<String> = ids
+        .iter()
+        .map(|id| url_of(stack.callback_token_for(id)))
+        .collect();
+    let orphan_urls: Vec<String> = orphan_ids
+        .iter()
+        .map(|id| url_of(stack.callback_token_for(id)))
+        .collect();
+    let mut batch: Vec<((String, Vec<u8>), u16)> = Vec::new();
     let mut dups_per_payment = vec![0u32; PAYMENTS];
     for (i, body) in primary.iter().enumerate() {
         if !plans[i].early {
-            batch.push((body.clone(), 200));
+            batch.push(((payment_urls[i].clone(), body.clone()), 200));
         }
     }
     for d in 0..DUPLICATES - ORPHAN_DUPLICATES {
         let i = (d * 7) % PAYMENTS;
         dups_per_payment[i] += 1;
-        batch.push((primary[i].clone(), 200));
+        batch.push(((payment_urls[i].clone(), primary[i].clone()), 200));
     }
     let mut dups_per_orphan = vec![0u32; ORPHANS];
     for d in 0..ORPHAN_DUPLICATES {
         let i = (d * 13) % ORPHANS;
         dups_per_orphan[i] += 1;
-        batch.push((orphan_bodies[i].clone(), 200));
+        batch.push(((orphan_urls[i].clone(), orphan_bodies[i].clone()), 200));
     }
-    for body in &orphan_bodies {
-        batch.push((body.clone(), 200));
+    for (i, body) in orphan_bodies.iter().enumerate() {
+        batch.push(((orphan_urls[i].clone(), body.clone()), 200));
     }
     for u in 0..UNREADABLE {
         let junk = if u % 2 == 0 {
@@ -269,33 +281,29 @@ async fn callback_storm_loses_nothing_and_applies_each_result_once() {
         } else {
             json!({"Body": {"storm": u}}).to_string().into_bytes()
         };
-        batch.push((junk, 400));
+        batch.push(((url_of(stack.unsent_callback_token()), junk), 400));
     }
     let mut shuffle = Shuffle(SEED);
     shuffle.shuffle(&mut batch);
-    let url = format!(
-        "{}/callbacks/stk/{}",
-        stack.api_url(),
-        stack.callback_token()
-    );
     let callbacks_started = Instant::now();
-    let (bodies, expected): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let statuses = deliver(&http, &url, bodies).await;
+    let (deliveries, expected): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let statuses = deliver(&http, deliveries).await;
 
     // Phase 3: contradicting results for final payments.
-    let conflicts: Vec<Vec<u8>> = (0..CONFLICTS)
+    let conflicts: Vec<(String, Vec<u8>)> = (0..CONFLICTS)
         .map(|c| {
             let i = (c * 3 + 1) % PAYMENTS;
             let p = &plans[i];
             let code = if p.code == 0 { 1032 } else { 0 };
-            callback(&ids[i], code, &format!("CNF{c:07}"), p.amount, &p.phone)
+            let body = callback(&ids[i], code, &format!("CNF{c:07}"), p.amount, &p.phone);
+            (payment_urls[i].clone(), body)
         })
         .collect();
     let mut conflicts_per_payment = vec![0u32; PAYMENTS];
     for c in 0..CONFLICTS {
         conflicts_per_payment[(c * 3 + 1) % PAYMENTS] += 1;
     }
-    let conflict_statuses = deliver(&http, &url, conflicts).await;
+    let conflict_statuses = deliver(&http, conflicts).await;
     let callback_secs = callbacks_started.elapsed().as_secs_f64();
     let sent_by_us = statuses.len() + conflict_statuses.len();
     let callbacks_total = sent_by_us + EARLY;

@@ -84,6 +84,7 @@ mod tests {
                 charge: daraja::Charge::parse("254708374149", 100, "INV-1001", None)
                     .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
+                callback_nonce: None,
             })
             .await
             .unwrap();
@@ -104,6 +105,7 @@ mod tests {
             charge: daraja::Charge::parse("254708374149", 100, reference, None)
                 .expect("a valid charge"),
             created_at: chrono::Utc::now() - chrono::Duration::seconds(secs_ago),
+            callback_nonce: None,
         }
     }
 

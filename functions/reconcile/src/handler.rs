@@ -110,6 +110,7 @@ mod tests {
                 charge: daraja::Charge::parse("254708374149", 10, "INV-1", None)
                     .expect("a valid charge"),
                 created_at: clock.now() - chrono::Duration::minutes(20),
+                callback_nonce: None,
             })
             .await
             .expect("pending write");

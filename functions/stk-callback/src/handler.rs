@@ -17,7 +17,6 @@ pub async fn handle(service: &CallbackService, request: Request) -> Result<Respo
 mod tests {
     use super::*;
     use app::api::SourceAllowList;
-    use daraja::secret::Secret;
     use daraja::time::SystemClock;
     use payments::payment::{NewPayment, PaymentStatus};
     use payments::raw::RawCallbackStore;
@@ -25,8 +24,8 @@ mod tests {
     use payments::{MemoryStore, PaymentStore};
     use std::sync::Arc;
 
-    /// The token the sample events carry (events/env.json sets the same).
-    const TOKEN: &str = "local-callback-token-4f9c2b7e1d";
+    /// The callback key events/env.json sets; the sample events carry a URL token it signed.
+    const KEY: &str = "local-callback-token-4f9c2b7e1d";
 
     async fn deliver(event: &str, store: Arc<MemoryStore>) -> (u16, serde_json::Value) {
         deliver_to(event, store, Arc::default(), SourceAllowList::default()).await
@@ -43,7 +42,7 @@ mod tests {
             store,
             raw,
             clock: Arc::new(SystemClock),
-            callback_token: Secret::new(TOKEN),
+            callback_keys: app::api::CallbackKeys::parse(KEY).unwrap(),
             allowed_sources,
         };
         let request = lambda_http::request::from_str(event).unwrap();
@@ -68,6 +67,7 @@ mod tests {
                 )
                 .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
+                callback_nonce: None,
             })
             .await
             .unwrap();

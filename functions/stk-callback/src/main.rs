@@ -30,7 +30,7 @@ async fn main() -> Result<(), Error> {
         ),
         raw: Arc::new(DynamoRawStore::new(dynamo, config.table_name)),
         clock,
-        callback_token: config.callback_token,
+        callback_keys: config.callback_keys,
         allowed_sources: config.allowed_sources,
     };
     run(service_fn(|request| handler::handle(&service, request))).await

@@ -46,7 +46,6 @@ mod tests {
 
     use daraja::fake::FakeDaraja;
     use daraja::time::SystemClock;
-    use daraja::Secret;
     use payments::intent::IntentKey;
     use payments::{MemoryLedger, MemoryStore, PaymentStore};
 
@@ -58,7 +57,8 @@ mod tests {
             daraja: daraja.clone(),
             ledger: Arc::new(MemoryLedger::new(store)),
             clock: Arc::new(SystemClock),
-            callback_token: Secret::new("token"),
+            callback_keys: app::api::CallbackKeys::parse("a-key-of-thirty-two-characters!!")
+                .unwrap(),
             callback_base_url: None,
             phone_lock: app::api::DEFAULT_PHONE_LOCK,
         };

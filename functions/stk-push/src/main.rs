@@ -32,7 +32,7 @@ async fn main() -> Result<(), Error> {
         )?),
         ledger: Arc::new(DynamoLedger::new(dynamo, config.table_name).with_clock(clock.clone())),
         clock,
-        callback_token: config.callback_token,
+        callback_keys: config.callback_keys,
         callback_base_url: config.callback_base_url,
         phone_lock: config.phone_lock,
     };

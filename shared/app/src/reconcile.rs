@@ -457,7 +457,9 @@ impl Reconciler {
                 );
                 (Step::Resolved, None)
             }
-            Ok(Applied::Duplicate(record) | Applied::Conflict(record)) => {
+            Ok(
+                Applied::Duplicate(record) | Applied::Conflict(record) | Applied::Unbound(record),
+            ) => {
                 // The callback won the race; its result stands.
                 tracing::info!(
                     checkout_request_id = %masked,
@@ -545,6 +547,7 @@ pub fn query_result(
         contradictory: false,
         source: ResultSource::Query,
         received_at,
+        callback_nonce: None,
     }
 }
 

@@ -6,13 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use app::api::{CallbackService, SourceAllowList};
-use daraja::{Charge, Secret, SystemClock};
+use app::api::{CallbackKeys, CallbackService, SourceAllowList};
+use daraja::{Charge, SystemClock};
 use payments::payment::NewPayment;
 use payments::{MemoryRawStore, MemoryStore, PaymentStore};
 use serde_json::Value;
 
-const TOKEN: &str = "tok";
+/// The callback key; each body goes to a URL token it signed.
+const KEY: &str = "a-key-of-thirty-two-characters!!";
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/callbacks-seen")
@@ -71,12 +72,15 @@ async fn every_callback_seen_gets_the_outcome_its_manifest_names() {
         let text = raw.replace("__MID__", &mid).replace("__CID__", &cid);
         let amount = serde_json::from_str(&text).map_or(100, |v: Value| asked_amount(&v));
         let store = Arc::new(MemoryStore::new());
+        let keys = CallbackKeys::parse(KEY).unwrap();
+        let url = keys.mint();
         store
             .record_pending(&NewPayment {
                 checkout_request_id: cid.clone(),
                 merchant_request_id: mid,
                 charge: Charge::parse("254708374149", amount, "INV-1", None).unwrap(),
                 created_at: chrono::Utc::now(),
+                callback_nonce: Some(url.nonce),
             })
             .await
             .unwrap();
@@ -85,11 +89,11 @@ async fn every_callback_seen_gets_the_outcome_its_manifest_names() {
             store: store.clone(),
             raw: Arc::new(MemoryRawStore::new()),
             clock: Arc::new(SystemClock),
-            callback_token: Secret::new(TOKEN),
+            callback_keys: keys,
             allowed_sources: SourceAllowList::default(),
         };
         let answer = service
-            .receive(Some(TOKEN), Some("196.201.214.200"), text.as_bytes())
+            .receive(Some(&url.token), Some("196.201.214.200"), text.as_bytes())
             .await;
         let record = store.get(&cid).await.unwrap().unwrap();
         if record.status.as_str() != expect {

@@ -3,6 +3,7 @@
 //! accepting mode every push is acknowledged, for tests of what happens after.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 
@@ -17,6 +18,8 @@ pub struct FakeDaraja {
     pushes: AtomicUsize,
     queries: AtomicUsize,
     accepts: bool,
+    /// The `CallBackURL` of every push asked for, in order.
+    callback_urls: Mutex<Vec<String>>,
 }
 
 impl FakeDaraja {
@@ -37,6 +40,14 @@ impl FakeDaraja {
         self.pushes.load(Ordering::SeqCst)
     }
 
+    /// The `CallBackURL` of every push asked for, in order.
+    pub fn callback_urls(&self) -> Vec<String> {
+        self.callback_urls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// How many queries were asked for.
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
@@ -53,7 +64,11 @@ fn unavailable(call: &str) -> DarajaError {
 
 #[async_trait]
 impl Daraja for FakeDaraja {
-    async fn stk_push(&self, _req: &PushRequest) -> Result<StkPushResponse, DarajaError> {
+    async fn stk_push(&self, req: &PushRequest) -> Result<StkPushResponse, DarajaError> {
+        self.callback_urls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(req.callback_url.clone());
         let n = self.pushes.fetch_add(1, Ordering::SeqCst) + 1;
         if !self.accepts {
             return Err(unavailable("push"));

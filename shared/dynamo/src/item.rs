@@ -39,6 +39,7 @@ pub const RAW_CALLBACK: &str = "raw_callback";
 pub const RECONCILED_BY: &str = "reconciled_by";
 pub const REVIEW_REASON: &str = "review_reason";
 pub const RECEIPT_HOLDER: &str = "receipt_holder";
+pub const CALLBACK_NONCE: &str = "callback_nonce";
 pub const LAST_QUERIED_AT: &str = "last_queried_at";
 pub const QUERY_ATTEMPTS: &str = "query_attempts";
 pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
@@ -150,6 +151,7 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         duplicate_callbacks: reader.number(DUPLICATE_CALLBACKS)?.unwrap_or(0),
         conflicting_callbacks: reader.number(CONFLICTING_CALLBACKS)?.unwrap_or(0),
         details_recorded: reader.boolean(DETAILS_RECORDED)?.unwrap_or(false),
+        callback_nonce: reader.string(CALLBACK_NONCE)?,
         raw_callback: reader.string(RAW_CALLBACK)?,
         history: reader.history()?,
     })

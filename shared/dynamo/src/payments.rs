@@ -195,7 +195,8 @@ impl DynamoStore {
             expired = update.value("open_expired", s(PaymentStatus::Expired.as_str())),
         );
         let amount_check = amount_check(&mut update, verdict, result);
-        update.condition(format!("{open}{amount_check}"));
+        let binding_check = binding_check(&mut update, result);
+        update.condition(format!("{open}{amount_check}{binding_check}"));
         self.write_result(result, update, holder).await
     }
 
@@ -223,7 +224,8 @@ impl DynamoStore {
             receipt = update.name(item::RECEIPT),
         );
         let amount_check = amount_check(&mut update, verdict, result);
-        update.condition(format!("{condition}{amount_check}"));
+        let binding_check = binding_check(&mut update, result);
+        update.condition(format!("{condition}{amount_check}{binding_check}"));
         self.write_result(result, update, holder).await
     }
 
@@ -234,6 +236,7 @@ impl DynamoStore {
         holder: Option<&str>,
     ) -> Result<Written, StoreError> {
         let mut update = result_update(result, verdict, self.now());
+        update.set_some(item::CALLBACK_NONCE, result.callback_nonce.as_deref());
         update.set(item::ORPHAN_PK, s(item::ORPHAN_PARTITION));
         update.set(
             item::ORPHAN_SK,
@@ -409,6 +412,19 @@ fn amount_check(update: &mut Expr, verdict: Verdict, result: &PaymentResult) -> 
     }
 }
 
+/// The binding check of a callback's write, as a condition suffix: the stored nonce, when
+/// there is one, is the URL's. Nothing for a result without a nonce (an STK query).
+fn binding_check(update: &mut Expr, result: &PaymentResult) -> String {
+    match &result.callback_nonce {
+        Some(nonce) => {
+            let stored = update.name(item::CALLBACK_NONCE);
+            let given = update.value("nonce", s(nonce));
+            format!(" AND (attribute_not_exists({stored}) OR {stored} = {given})")
+        }
+        None => String::new(),
+    }
+}
+
 /// What a result says of the payment (receipt, amount paid, paying phone, date, raw callback):
 /// written by a transition, an orphan creation and an enrichment alike.
 fn set_result_details(update: &mut Expr, result: &PaymentResult) {
@@ -463,6 +479,11 @@ fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
     update.set(item::CREATED_AT, time(payment.created_at));
     update.set(item::UPDATED_AT, time(now));
     update.set(item::DETAILS_RECORDED, AttributeValue::Bool(true));
+    if let Some(nonce) = &payment.callback_nonce {
+        // A result that came first keeps the nonce it came with: a different one is the
+        // `Unbound` plan's to judge.
+        update.set_if_absent(item::CALLBACK_NONCE, s(nonce));
+    }
     // The reference-index entry: a merchant whose answer was lost finds the payment by it.
     update.set(item::REF_PK, s(payment.charge.reference.as_str()));
     update.set(
@@ -511,6 +532,24 @@ impl PaymentStore for DynamoStore {
                     self.update(&payment.checkout_request_id, update)
                         .await?
                         .map(PendingWrite::Created)
+                }
+                PendingPlan::Unbound => {
+                    let mut update = details_update(payment, self.now());
+                    update.remove(item::ORPHAN_PK);
+                    update.remove(item::ORPHAN_SK);
+                    update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
+                    update.set(
+                        item::REVIEW_REASON,
+                        s(ReviewReason::UnboundCallback.as_str()),
+                    );
+                    // The stored nonce never changes once set, and the record is final.
+                    let status = update.name(item::STATUS);
+                    let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
+                    let pk = update.name(item::PK);
+                    update.condition(format!("attribute_exists({pk}) AND {status} <> {pending}"));
+                    self.update(&payment.checkout_request_id, update)
+                        .await?
+                        .map(PendingWrite::FlaggedForReview)
                 }
                 plan @ (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview) => {
                     let mut update = details_update(payment, self.now());
@@ -591,7 +630,13 @@ impl PaymentStore for DynamoStore {
                     }
                 }
                 // Planned below, from a stored record, and answered there.
-                (ResultPlan::Review(_) | ResultPlan::Duplicate | ResultPlan::Conflict, _) => break,
+                (
+                    ResultPlan::Review(_)
+                    | ResultPlan::Duplicate
+                    | ResultPlan::Conflict
+                    | ResultPlan::Unbound,
+                    _,
+                ) => break,
             };
             let found = match (written, settled) {
                 (Written::Done, Some(settled)) => return Ok(Applied::Transitioned(settled)),
@@ -609,6 +654,7 @@ impl PaymentStore for DynamoStore {
                 (ResultPlan::Duplicate | ResultPlan::Conflict, Some(found)) => {
                     return self.note_repeat(result, plan, found).await;
                 }
+                (ResultPlan::Unbound, Some(found)) => return Ok(Applied::Unbound(found)),
                 (_, found) => stored = found,
             }
         }

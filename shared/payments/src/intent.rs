@@ -108,6 +108,8 @@ pub struct NewIntent {
     /// The push function's deadline: by then the intent is settled, or its function was
     /// stopped and the push is in doubt.
     pub settle_by: DateTime<Utc>,
+    /// The nonce of the push's callback URL, recorded with its payment.
+    pub callback_nonce: Option<String>,
 }
 
 /// SHA-256 of the normalised charge: two requests that ask for the same payment (the phone in
@@ -131,7 +133,15 @@ impl NewIntent {
             at,
             phone_lock,
             settle_by: at + DEFAULT_SETTLE_TIME,
+            callback_nonce: None,
         }
+    }
+
+    /// The intent of a push whose callback URL binds `nonce`.
+    #[must_use]
+    pub fn with_callback_nonce(mut self, nonce: impl Into<String>) -> Self {
+        self.callback_nonce = Some(nonce.into());
+        self
     }
 
     /// The intent of a push whose function must be done by `settle_by`.

@@ -76,6 +76,7 @@ pub async fn link_to_push_in_doubt(
         merchant_request_id: merchant_request_id.to_owned(),
         charge,
         created_at: intent.created_at,
+        callback_nonce: None,
     };
     let answer = accepted_answer(checkout_request_id, merchant_request_id, LINKED_MESSAGE);
     Ok(match ledger.link(&intent, &payment, &answer, now).await? {

@@ -100,15 +100,19 @@ pub enum ReviewReason {
     /// The M-Pesa receipt was already recorded on another payment (`receipt_holder`): one
     /// payment settled two records, or the result is forged.
     ReceiptReused,
+    /// The result that came before the pending write was delivered through another payment's
+    /// callback URL: it is not this payment's result, or it is forged.
+    UnboundCallback,
 }
 
 impl ReviewReason {
-    pub const ALL: [ReviewReason; 5] = [
+    pub const ALL: [ReviewReason; 6] = [
         ReviewReason::AmountMismatch,
         ReviewReason::Unverifiable,
         ReviewReason::SuccessAfterFailure,
         ReviewReason::SecondReceipt,
         ReviewReason::ReceiptReused,
+        ReviewReason::UnboundCallback,
     ];
 
     /// The stored and serialised name.
@@ -119,6 +123,7 @@ impl ReviewReason {
             ReviewReason::SuccessAfterFailure => "success_after_failure",
             ReviewReason::SecondReceipt => "second_receipt",
             ReviewReason::ReceiptReused => "receipt_reused",
+            ReviewReason::UnboundCallback => "unbound_callback",
         }
     }
 }
@@ -179,6 +184,8 @@ pub struct NewPayment {
     /// What was asked: the phone (normalised `2547XXXXXXXX`), whole KES, reference, description.
     pub charge: Charge,
     pub created_at: DateTime<Utc>,
+    /// The nonce of the payment's own callback URL: a callback must bring the same.
+    pub callback_nonce: Option<String>,
 }
 
 impl NewPayment {
@@ -213,9 +220,21 @@ pub struct PaymentResult {
     pub contradictory: bool,
     pub source: ResultSource,
     pub received_at: DateTime<Utc>,
+    /// The nonce of the callback URL the result was delivered to (`None` for a query).
+    pub callback_nonce: Option<String>,
 }
 
 impl PaymentResult {
+    /// Whether this result may be applied to `record`: a callback delivered to another
+    /// payment's URL may not. A record or a result without a nonce (a payment recorded before
+    /// callback URLs were per payment, an STK query) binds nothing.
+    pub fn is_bound_to(&self, record: &PaymentRecord) -> bool {
+        match (&self.callback_nonce, &record.callback_nonce) {
+            (Some(given), Some(stored)) => given == stored,
+            _ => true,
+        }
+    }
+
     /// Whether a success can be checked. A callback's must carry one M-Pesa receipt and one
     /// amount in whole shillings. A query's reports neither: it is about the push we sent, for
     /// the amount we asked, and its receipt comes with the callback later.
@@ -408,6 +427,9 @@ pub struct PaymentRecord {
     /// Whether the request details (amount, phone, reference) are known. False for a
     /// result that matched no pending write yet.
     pub details_recorded: bool,
+    /// The nonce of the payment's callback URL (part of a capability: never shown).
+    #[serde(skip)]
+    pub callback_nonce: Option<String>,
     #[serde(skip)]
     pub raw_callback: Option<String>,
     #[serde(skip)]
@@ -424,6 +446,9 @@ pub enum PendingPlan {
     /// A success arrived first for another amount than this one: add the details and turn the
     /// record `NEEDS_REVIEW`.
     FlagForReview,
+    /// The result that arrived first came through another payment's callback URL: add the
+    /// details and turn the record `NEEDS_REVIEW` (`unbound_callback`).
+    Unbound,
 }
 
 /// Decides what [`NewPayment`] does given the stored record.
@@ -431,7 +456,12 @@ pub fn plan_pending(payment: &NewPayment, stored: Option<&PaymentRecord>) -> Pen
     let Some(stored) = stored else {
         return PendingPlan::Open;
     };
+    let unbound = matches!(
+        (&payment.callback_nonce, &stored.callback_nonce),
+        (Some(ours), Some(theirs)) if ours != theirs
+    );
     match stored.status {
+        status if unbound && status != PaymentStatus::Pending => PendingPlan::Unbound,
         PaymentStatus::Pending => PendingPlan::Open,
         PaymentStatus::Completed
             if stored
@@ -467,12 +497,16 @@ pub enum ResultPlan {
     Duplicate,
     /// Already final with a different result: keep it in history only.
     Conflict,
+    /// Delivered to another payment's callback URL ([`PaymentResult::is_bound_to`]): not
+    /// applied.
+    Unbound,
 }
 
 /// Decides what `result` does given the stored record.
 pub fn plan_result(result: &PaymentResult, stored: Option<&PaymentRecord>) -> ResultPlan {
     match stored {
         None => ResultPlan::CreateOrphan(result.final_status(None)),
+        Some(record) if !result.is_bound_to(record) => ResultPlan::Unbound,
         Some(record) if record.status.accepts_result() => {
             ResultPlan::Transition(result.final_status(record.amount))
         }
@@ -515,6 +549,7 @@ mod tests {
             contradictory: false,
             source: ResultSource::Callback,
             received_at: Utc::now(),
+            callback_nonce: None,
         }
     }
 
@@ -662,6 +697,7 @@ mod tests {
             duplicate_callbacks: 0,
             conflicting_callbacks: 1,
             details_recorded: true,
+            callback_nonce: None,
             raw_callback: Some("{\"secret\":1}".into()),
             history: vec![result(false, None).history_entry()],
         }

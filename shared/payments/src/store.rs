@@ -40,8 +40,9 @@ pub enum PendingWrite {
     /// The result had arrived first: the details were added to the final record, whose
     /// status stays.
     ResultAlreadyKnown(PaymentRecord),
-    /// A success for another amount had arrived first: the details were added and this write
-    /// turned the record `NEEDS_REVIEW`.
+    /// A success for another amount had arrived first, or a result delivered to another
+    /// payment's callback URL: the details were added and this write turned the record
+    /// `NEEDS_REVIEW` (`review_reason` says which).
     FlaggedForReview(PaymentRecord),
 }
 
@@ -70,6 +71,8 @@ pub enum Applied {
     Duplicate(PaymentRecord),
     /// The record was already final with another result; the new one went to history.
     Conflict(PaymentRecord),
+    /// The result was delivered to another payment's callback URL: nothing was written.
+    Unbound(PaymentRecord),
 }
 
 /// What a transition recorded.

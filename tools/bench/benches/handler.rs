@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use app::api::SourceAllowList;
-use app::api::{get_payment, parse_payment_request, payment_result, CallbackService, PushService};
+use app::api::{
+    get_payment, parse_payment_request, payment_result, CallbackKeys, CallbackService, PushService,
+};
 use bench::{events, stub};
 use criterion::{criterion_group, criterion_main, Criterion};
 use daraja::{
@@ -21,7 +23,12 @@ use payments::MemoryLedger;
 use payments::MemoryRawStore;
 use payments::{MemoryStore, PaymentStore};
 
-const TOKEN: &str = "bench-callback-token";
+/// The callback key; the callbacks carry a URL token it signed.
+const KEY: &str = "bench-callback-key-of-32-chars!!";
+
+fn keys() -> CallbackKeys {
+    CallbackKeys::parse(KEY).expect("a valid key")
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     // The functions' own runtime: #[tokio::main] is the multi-threaded one.
@@ -38,6 +45,7 @@ fn pending(id: &str) -> NewPayment {
         charge: daraja::Charge::parse("254708374149", 100, "INV-1001", Some("Order 1001"))
             .expect("a valid charge"),
         created_at: chrono::Utc::now(),
+        callback_nonce: None,
     }
 }
 
@@ -47,7 +55,7 @@ fn callback_service(store: Arc<MemoryStore>) -> CallbackService {
         store,
         raw: Arc::new(MemoryRawStore::new()),
         clock: Arc::new(SystemClock),
-        callback_token: Secret::from(TOKEN),
+        callback_keys: keys(),
         allowed_sources: SourceAllowList::default(),
     }
 }
@@ -121,7 +129,7 @@ fn service(c: &mut Criterion) {
         daraja: daraja.clone(),
         ledger: Arc::new(MemoryLedger::new(Arc::new(MemoryStore::new()))),
         clock,
-        callback_token: Secret::from(TOKEN),
+        callback_keys: keys(),
         callback_base_url: Some("https://abc123.execute-api.us-east-1.amazonaws.com".into()),
         phone_lock: app::api::DEFAULT_PHONE_LOCK,
     };
@@ -179,7 +187,8 @@ fn service(c: &mut Criterion) {
             description: TransactionDesc::parse("Payment").expect("valid description"),
         },
         callback_url: format!(
-            "https://abc123.execute-api.us-east-1.amazonaws.com/callbacks/stk/{TOKEN}"
+            "https://abc123.execute-api.us-east-1.amazonaws.com/callbacks/stk/{}",
+            keys().mint().token
         ),
         deadline: daraja::Deadline::after(std::time::Duration::from_secs(25)),
     }))
@@ -218,12 +227,14 @@ fn service(c: &mut Criterion) {
                         .record_pending(&pending(&id))
                         .await
                         .expect("in memory");
-                    bodies.push(events::callback_body(&id, 100, "TKR7PQ2X9M"));
+                    let receipt = format!("TKR{:07}", ids.load(Ordering::Relaxed) % 10_000_000);
+                    bodies.push(events::callback_body(&id, 100, &receipt));
                 }
+                let token = keys().mint().token;
                 let started = Instant::now();
                 for body in &bodies {
                     let answer = callbacks
-                        .receive(Some(TOKEN), Some(events::SAFARICOM_IP), body.as_bytes())
+                        .receive(Some(&token), Some(events::SAFARICOM_IP), body.as_bytes())
                         .await;
                     assert_eq!(answer.status, 200);
                 }

@@ -10,7 +10,7 @@ use ::dynamo::DynamoLedger;
 use ::dynamo::DynamoRawStore;
 use ::dynamo::DynamoStore;
 use app::api::SourceAllowList;
-use app::api::{get_payment, CallbackService, PushAnswer, PushService};
+use app::api::{get_payment, CallbackKeys, CallbackService, PushAnswer, PushService};
 use bench::events::{self, SAFARICOM_IP};
 use bench::stats::{Ms, Samples, Verdict};
 use bench::CountRequests;
@@ -27,7 +27,8 @@ use crate::report::Report;
 const WARM_PUSHES: usize = 100;
 const LATENCY_PUSHES: usize = 40;
 const DARAJA_LATENCY: Duration = Duration::from_millis(20);
-const CALLBACK_TOKEN: &str = "bench-callback-token";
+/// The callback key: a callback reaches its payment with the URL token of its push.
+const CALLBACK_KEY: &str = "bench-callback-key-of-32-chars!!";
 
 struct World {
     sim: SimHandle,
@@ -44,7 +45,7 @@ impl World {
             daraja: Arc::new(daraja),
             ledger,
             clock: self.clock.clone(),
-            callback_token: Secret::from(CALLBACK_TOKEN),
+            callback_keys: CallbackKeys::parse(CALLBACK_KEY).expect("a valid key"),
             callback_base_url: Some("http://127.0.0.1:9".to_string()),
             phone_lock: app::api::DEFAULT_PHONE_LOCK,
         }
@@ -192,19 +193,32 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         ledger: Arc::new(DynamoLedger::new(world.counted.clone(), &world.table)),
         raw: Arc::new(DynamoRawStore::new(world.counted.clone(), &world.table)),
         clock: world.clock.clone(),
-        callback_token: Secret::from(CALLBACK_TOKEN),
+        callback_keys: CallbackKeys::parse(CALLBACK_KEY).expect("a valid key"),
         allowed_sources: SourceAllowList::default(),
     };
-    let deliver = |label: &'static str, bodies: Vec<String>| {
+    // Each result goes to its push's own callback URL; an orphan to a URL no push sent.
+    let token_of = |id: &str| {
+        world
+            .sim
+            .callback_url(id)
+            .and_then(|url| url.rsplit('/').next().map(str::to_owned))
+            .unwrap_or_else(|| {
+                CallbackKeys::parse(CALLBACK_KEY)
+                    .expect("a valid key")
+                    .mint()
+                    .token
+            })
+    };
+    let deliver = |label: &'static str, bodies: Vec<(String, String)>| {
         let callbacks = &callbacks;
         async move {
             counter.reset();
             let n = bodies.len();
             let mut took = Vec::with_capacity(n);
-            for body in bodies {
+            for (token, body) in bodies {
                 let started = Instant::now();
                 let answer = callbacks
-                    .receive(Some(CALLBACK_TOKEN), Some(SAFARICOM_IP), body.as_bytes())
+                    .receive(Some(&token), Some(SAFARICOM_IP), body.as_bytes())
                     .await;
                 took.push(started.elapsed());
                 if answer.status != 200 {
@@ -223,10 +237,15 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
             Ok::<f64, String>(each)
         }
     };
-    let results: Vec<String> = ids
+    let results: Vec<(String, String)> = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| events::callback_body(id, 100, &format!("TKR{i:07}")))
+        .map(|(i, id)| {
+            (
+                token_of(id),
+                events::callback_body(id, 100, &format!("TKR{i:07}")),
+            )
+        })
         .collect();
     let per_callback = deliver(
         "first result for a pending payment (common path)",
@@ -242,11 +261,9 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
     deliver("exact duplicate", results[..20].to_vec()).await?;
     let orphans = (0..20)
         .map(|i| {
-            events::callback_body(
-                &format!("ws_CO_orphan_{i}_{}", std::process::id()),
-                100,
-                &format!("TKRORPH{i:03}"),
-            )
+            let id = format!("ws_CO_orphan_{i}_{}", std::process::id());
+            let body = events::callback_body(&id, 100, &format!("TKRORPH{i:03}"));
+            (token_of(&id), body)
         })
         .collect();
     deliver("orphan (unknown id: record + source)", orphans).await?;

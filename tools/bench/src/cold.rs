@@ -59,6 +59,7 @@ async fn events_for(
             charge: daraja::Charge::parse("254708374149", 100, "INV-1001", Some("Order 1001"))
                 .expect("a valid charge"),
             created_at: chrono::Utc::now(),
+            callback_nonce: None,
         };
         // A failed setup write shows up as a non-200 answer below.
         let _ = store.record_pending(&payment).await;
@@ -71,10 +72,11 @@ async fn events_for(
         ),
         Binary::Function(Function::StkCallback) => {
             let (a, b) = (pending(0).await, pending(1).await);
-            let token = stack.callback_token();
+            // Payments written here have no callback URL of their own: any valid token binds.
+            let token = stack.unsent_callback_token();
             (
-                events::callback(token, &a, 100, "TKR7PQ2X9M"),
-                events::callback(token, &b, 100, "TKR7PQ2X9N"),
+                events::callback(&token, &a, 100, "TKR7PQ2X9M"),
+                events::callback(&token, &b, 100, "TKR7PQ2X9N"),
             )
         }
         Binary::Function(Function::PaymentStatus) | Binary::Floor => {

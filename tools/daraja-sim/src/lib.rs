@@ -132,6 +132,11 @@ impl SimHandle {
         self.shared.prompt_open(checkout_request_id)
     }
 
+    /// The `CallBackURL` the push named (`None`: no such push). Not a request either.
+    pub fn callback_url(&self, checkout_request_id: &str) -> Option<String> {
+        self.shared.callback_url(checkout_request_id)
+    }
+
     /// The customer answers now: the push's remaining delay is skipped.
     pub fn complete_now(&self, checkout_request_id: &str) {
         self.shared.complete_now(checkout_request_id);

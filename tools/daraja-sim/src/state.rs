@@ -200,6 +200,13 @@ impl Shared {
             .map(|txn| txn.open)
     }
 
+    pub fn callback_url(&self, checkout_request_id: &str) -> Option<String> {
+        self.lock()
+            .transactions
+            .get(checkout_request_id)
+            .map(|txn| txn.callback_url.clone())
+    }
+
     pub fn complete_now(&self, checkout_request_id: &str) {
         if let Some(txn) = self.lock().transactions.get(checkout_request_id) {
             // notify_one keeps a permit, so a wake before the wait starts still counts.

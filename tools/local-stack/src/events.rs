@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use crate::Function;
 
-/// The callback token in `events/*.json` and `events/env.json`.
-pub const EVENTS_TOKEN: &str = "local-callback-token-4f9c2b7e1d";
+/// The callback key `events/env.json` gives the functions (`CALLBACK_TOKEN`).
+pub const EVENTS_KEY: &str = "local-callback-token-4f9c2b7e1d";
+/// The callback URL token in `events/callback-*.json`: signed with [`EVENTS_KEY`].
+pub const EVENTS_TOKEN: &str = "0.mQH-HvxogOzygtRlzqlnQA.ITDn5JYnawPiYXlJCIr5tw";
 
 /// Files in `events/` that are not events.
 pub const NOT_EVENTS: [&str; 1] = ["env.json"];
@@ -236,6 +238,7 @@ pub async fn seed_event_payments(store: &DynamoStore) -> Result<(), StoreError> 
                 charge: daraja::Charge::parse("254708374149", 100, "INV-1001", Some("Order 1001"))
                     .expect("a valid charge"),
                 created_at: Utc::now(),
+                callback_nonce: None,
             })
             .await?;
     }

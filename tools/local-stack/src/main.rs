@@ -91,10 +91,11 @@ async fn up(opts: StackOptions, show_secrets: bool) -> ExitCode {
         }
     };
     let api = stack.api_url();
+    // Each push signs its own callback URL; with the key shown, one can be made by hand.
     let token = if show_secrets {
-        stack.callback_token().to_string()
+        stack.unsent_callback_token()
     } else {
-        "<token>".to_string()
+        "<per-payment token>".to_string()
     };
     println!("API Gateway stand-in  {api}");
     println!("  POST {api}/payments");

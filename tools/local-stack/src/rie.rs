@@ -177,6 +177,9 @@ pub struct RiePool(Arc<Inner>);
 
 struct Inner {
     config: PoolConfig,
+    /// The function's environment for the execution environments started from now on: the
+    /// config's, until a [`RiePool::redeploy`] replaces it.
+    env: Mutex<Vec<(String, String)>>,
     instances: Vec<Instance>,
     /// Indexes of idle instances; the most recently used is taken first, as Lambda prefers
     /// a warm environment.
@@ -228,6 +231,7 @@ impl RiePool {
                 source: std::io::Error::other(e),
             })?;
         Ok(Self(Arc::new(Inner {
+            env: Mutex::new(config.env.clone()),
             idle: Mutex::new((0..size).rev().collect()),
             permits: Arc::new(Semaphore::new(size)),
             instances,
@@ -294,6 +298,48 @@ impl RiePool {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&raw).into_owned())))
     }
 
+    /// What a deployment that changes the function's environment does: invocations already
+    /// running finish on their environment, later ones wait, and every execution environment
+    /// is replaced by one started with `env` (set or replacing those variables).
+    pub async fn redeploy(&self, env: &[(String, String)]) -> Result<(), RieError> {
+        let size = u32::try_from(self.0.instances.len()).unwrap_or(u32::MAX);
+        let _drained = self
+            .0
+            .permits
+            .clone()
+            .acquire_many_owned(size)
+            .await
+            .map_err(|_| RieError::Spawn {
+                function: self.0.config.name.clone(),
+                source: std::io::Error::other("the pool is shut down"),
+            })?;
+        {
+            let mut current = self.0.env.lock().unwrap_or_else(PoisonError::into_inner);
+            for (name, value) in env {
+                current.retain(|(known, _)| known != name);
+                current.push((name.clone(), value.clone()));
+            }
+        }
+        let config = self.0.current_config();
+        for (index, instance) in self.0.instances.iter().enumerate() {
+            let old = instance
+                .child
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(old) = old {
+                stop(old).await;
+            }
+            let (child, port) = spawn(&config, index, &self.0.logs).await?;
+            instance.port.store(port, Ordering::SeqCst);
+            *instance
+                .child
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(child);
+        }
+        Ok(())
+    }
+
     /// Sends every emulator a kill signal without waiting (for `Drop`).
     pub fn kill_now(&self) {
         self.0.permits.close();
@@ -353,6 +399,17 @@ async fn stop(mut child: Child) {
 }
 
 impl Inner {
+    /// The config new execution environments start with.
+    fn current_config(&self) -> PoolConfig {
+        let mut config = self.config.clone();
+        config.env = self
+            .env
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        config
+    }
+
     async fn invoke_on(&self, index: usize, event: Vec<u8>) -> Result<Vec<u8>, InvokeError> {
         let instance = &self.instances[index];
         let port = instance.port.load(Ordering::SeqCst);
@@ -396,7 +453,7 @@ impl Inner {
             &source,
             &format!("local-stack: emulator exited ({status}); starting a new one"),
         );
-        match spawn(&self.config, index, &self.logs).await {
+        match spawn(&self.current_config(), index, &self.logs).await {
             Ok((child, port)) => {
                 let mut slot = instance
                     .child

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use app::api::CallbackKeys;
 use daraja_sim::{SimConfig, SimHandle};
 use rand::Rng;
 use serde_json::Value;
@@ -138,6 +139,8 @@ pub struct LocalStack {
     dynamodb_endpoint: String,
     table: String,
     callback_token: String,
+    /// `None` when a test gave the functions a key they refuse.
+    callback_keys: Option<CallbackKeys>,
     function_env: Vec<(String, String)>,
     secrets: Vec<String>,
     logs: LogSink,
@@ -222,6 +225,13 @@ impl LocalStack {
             ("RUST_LOG", "info"),
         ]);
         function_env.extend(opts.extra_env.iter().cloned());
+        // The key the functions really run with: a test may set its own.
+        let callback_token = function_env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "CALLBACK_TOKEN")
+            .map_or(callback_token, |(_, value)| value.clone());
+        let callback_keys = CallbackKeys::parse(&callback_token).ok();
 
         let logs = LogSink::new(opts.echo_logs);
         let mut pools = HashMap::new();
@@ -267,6 +277,7 @@ impl LocalStack {
                 callback_token.clone(),
             ],
             callback_token,
+            callback_keys,
             function_env,
             logs,
             stopped: false,
@@ -295,9 +306,55 @@ impl LocalStack {
         &self.table
     }
 
-    /// The secret path segment of this stack's callback URL.
-    pub fn callback_token(&self) -> &str {
+    /// What `sam deploy` of a changed environment does to every function: running invocations
+    /// finish, and every execution environment is replaced by one with `env` set. A changed
+    /// `CALLBACK_TOKEN` is then the key the stack signs and verifies with (and a secret its logs
+    /// must not show).
+    pub async fn redeploy(&mut self, env: &[(&str, &str)]) -> Result<(), Error> {
+        let env = env_vars(env);
+        for pool in self.pools.values() {
+            pool.redeploy(&env).await?;
+        }
+        for (name, value) in &env {
+            self.function_env.retain(|(known, _)| known != name);
+            self.function_env.push((name.clone(), value.clone()));
+            if name == "CALLBACK_TOKEN" {
+                self.callback_token.clone_from(value);
+                self.callback_keys = CallbackKeys::parse(value).ok();
+                self.secrets.push(value.clone());
+                // Each key of an `id:key` list alone, too.
+                for entry in value.split(',') {
+                    if let Some((_, key)) = entry.split_once(':') {
+                        self.secrets.push(key.trim().to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The key (or `id:key` list) the functions sign and verify callback URLs with
+    /// (`CALLBACK_TOKEN`).
+    pub fn callback_key(&self) -> &str {
         &self.callback_token
+    }
+
+    /// The path token of the callback URL the push of `checkout_request_id` sent Daraja, or,
+    /// when no push sent one, a fresh valid token: what a result for an unknown payment, or a
+    /// second URL seen by a forger, comes with.
+    pub fn callback_token_for(&self, checkout_request_id: &str) -> String {
+        self.sim
+            .callback_url(checkout_request_id)
+            .and_then(|url| url.rsplit('/').next().map(str::to_owned))
+            .unwrap_or_else(|| self.unsent_callback_token())
+    }
+
+    /// A valid callback URL token that no push sent.
+    pub fn unsent_callback_token(&self) -> String {
+        self.callback_keys
+            .as_ref()
+            .map(|keys| keys.mint().token)
+            .unwrap_or_default()
     }
 
     /// Every secret value given to the functions (consumer key and secret, passkey, callback

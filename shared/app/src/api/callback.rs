@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
-use super::{ApiError, ErrorCode, SourceAllowList};
+use super::{ApiError, CallbackKeys, ErrorCode, SourceAllowList};
 use crate::metrics::{self, Metric};
-use daraja::{mask_id, parse_callback, Clock, Secret, StkCallback};
+use daraja::{mask_id, parse_callback, Clock, StkCallback};
 use payments::intent::PushLedger;
 use payments::link::link_to_push_in_doubt;
 use payments::payment::{PaymentResult, PaymentStatus, ResultSource, ReviewReason};
@@ -57,28 +56,18 @@ pub struct CallbackService {
     /// Where bodies that cannot be applied, and the sources of orphans, are kept.
     pub raw: Arc<dyn RawCallbackStore>,
     pub clock: Arc<dyn Clock>,
-    pub callback_token: Secret,
+    /// Verify the per-payment callback URLs.
+    pub callback_keys: CallbackKeys,
     /// Empty: every source may deliver.
     pub allowed_sources: SourceAllowList,
 }
 
 impl CallbackService {
-    /// Constant-time comparison, so response timing does not reveal how much of a guess was right.
-    pub fn token_matches(&self, given: Option<&str>) -> bool {
-        let expected = self.callback_token.expose().as_bytes();
-        match given {
-            Some(given) => {
-                given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected))
-            }
-            None => false,
-        }
-    }
-
     /// Handles one delivery. `source_ip` is API Gateway's `sourceIp`.
     ///
     /// Every decision logs one event with a `decision` field (`transitioned`, `duplicate`,
-    /// `conflict`, `orphan`, `unreadable`, `refused_source`, `refused_token`, `oversized`,
-    /// `store_failed`, `unreadable_lost`), which a metric filter can count.
+    /// `conflict`, `orphan`, `unreadable`, `refused_source`, `refused_token`, `refused_binding`,
+    /// `oversized`, `store_failed`, `unreadable_lost`), which a metric filter can count.
     pub async fn receive(
         &self,
         token: Option<&str>,
@@ -95,7 +84,7 @@ impl CallbackService {
             );
             return CallbackAnswer::not_found();
         }
-        if !self.token_matches(token) {
+        let Some(nonce) = token.and_then(|token| self.callback_keys.verify(token)) else {
             metrics::count_by(Metric::CallbackRefused, "Reason", "token");
             tracing::warn!(
                 decision = "refused_token",
@@ -103,7 +92,7 @@ impl CallbackService {
                 "callback with a wrong or missing token refused"
             );
             return CallbackAnswer::not_found();
-        }
+        };
         metrics::count(Metric::CallbackReceived);
         if body.len() > MAX_CALLBACK_BYTES {
             tracing::warn!(
@@ -126,8 +115,20 @@ impl CallbackService {
                 return self.keep_unreadable(kept).await;
             }
         };
-        let result = payment_result(&callback, body, ResultSource::Callback, received_at);
+        let mut result = payment_result(&callback, body, ResultSource::Callback, received_at);
+        result.callback_nonce = Some(nonce);
         match self.store.apply_result(&result).await {
+            Ok(Applied::Unbound(_)) => {
+                // A valid URL of another payment: someone who saw one is replaying it.
+                metrics::count_by(Metric::CallbackRefused, "Reason", "binding");
+                tracing::warn!(
+                    decision = "refused_binding",
+                    checkout_request_id = %mask_id(&result.checkout_request_id),
+                    source_ip = source,
+                    "callback sent to another payment's callback URL refused"
+                );
+                CallbackAnswer::not_found()
+            }
             Ok(applied) => {
                 log_applied(&applied, &result, source);
                 if let Applied::Transitioned(Settled { orphan: true, .. }) = &applied {
@@ -269,6 +270,8 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
             metrics::count(Metric::CallbackDuplicate);
             tracing::info!(decision = "duplicate", checkout_request_id = %id, duplicate_callbacks = record.duplicate_callbacks, "duplicate result ignored");
         }
+        // Answered by `receive` before it logs.
+        Applied::Unbound(_) => {}
         Applied::Conflict(record) => {
             metrics::count(Metric::CallbackConflict);
             tracing::warn!(decision = "conflict", checkout_request_id = %id, status = record.status.as_str(), result_code = %result.result_code, conflicting_callbacks = record.conflicting_callbacks, "different result for a final payment kept in history");
@@ -298,5 +301,6 @@ pub fn payment_result(
         contradictory: !meta.contradictions.is_empty(),
         source,
         received_at,
+        callback_nonce: None,
     }
 }

@@ -16,16 +16,14 @@ use serde_json::Value;
 
 use daraja::values::{AccountReference, Amount, PhoneNumber, TransactionDesc};
 use daraja::wire::StkPushResponse;
-use daraja::{
-    mask_id, Charge, Clock, Daraja, DarajaError, Deadline, FailureKind, PushRequest, Secret,
-};
+use daraja::{mask_id, Charge, Clock, Daraja, DarajaError, Deadline, FailureKind, PushRequest};
 use payments::intent::{
     accepted_answer, Begin, Failure, IntentKey, NewIntent, PushLedger, Recorded, StoredAnswer,
 };
 use payments::payment::{NewPayment, PaymentStatus};
 use payments::StoreError;
 
-use super::{parse_idempotency_key, ApiError, ErrorCode};
+use super::{parse_idempotency_key, ApiError, CallbackKeys, Capability, ErrorCode};
 use crate::metrics::{self, Metric};
 
 /// What a push keeps, at the end of its invocation, to record Daraja's answer (a write retried
@@ -158,7 +156,8 @@ pub struct PushService {
     /// Intents, phone locks and the pending payment write.
     pub ledger: Arc<dyn PushLedger>,
     pub clock: Arc<dyn Clock>,
-    pub callback_token: Secret,
+    /// Sign each push's own callback URL.
+    pub callback_keys: CallbackKeys,
     /// From configuration; when `None` each request's own API host is used.
     pub callback_base_url: Option<String>,
     /// How long a phone stays locked after a push that may have reached it (`PHONE_LOCK_SECONDS`).
@@ -166,8 +165,13 @@ pub struct PushService {
 }
 
 impl PushService {
-    /// The URL Daraja calls back: this API's own callback route with the secret token.
-    pub fn callback_url(&self, request_base_url: Option<&str>) -> Result<String, ApiError> {
+    /// The URL Daraja calls back: this API's own callback route, with the path token of
+    /// `capability`.
+    pub fn callback_url(
+        &self,
+        request_base_url: Option<&str>,
+        capability: &Capability,
+    ) -> Result<String, ApiError> {
         let base = self
             .callback_base_url
             .as_deref()
@@ -181,7 +185,7 @@ impl PushService {
         Ok(format!(
             "{}/callbacks/stk/{}",
             base.trim_end_matches('/'),
-            self.callback_token.expose()
+            capability.token
         ))
     }
 
@@ -219,7 +223,8 @@ impl PushService {
             Some(raw) => IntentKey::idempotency(parse_idempotency_key(raw)?),
             None => IntentKey::generated(),
         };
-        let callback_url = self.callback_url(request_base_url)?;
+        let capability = self.callback_keys.mint();
+        let callback_url = self.callback_url(request_base_url, &capability)?;
         let phone_lock = chrono::Duration::from_std(self.phone_lock)
             .expect("PHONE_LOCK_SECONDS is at most an hour");
         let daraja_by = deadline.earlier_by(RECORDING_TIME);
@@ -229,7 +234,8 @@ impl PushService {
         let ready = self.daraja.prepare(daraja_by.earlier_by(PUSH_TIME)).await;
         let now = self.clock.now();
         let intent = NewIntent::new(key, charge, now, phone_lock)
-            .settled_by(now + chrono::Duration::from_std(deadline.remaining()).unwrap_or_default());
+            .settled_by(now + chrono::Duration::from_std(deadline.remaining()).unwrap_or_default())
+            .with_callback_nonce(capability.nonce);
         let intent_id = intent.key.log_id();
         let begun = tokio::time::timeout(daraja_by.remaining(), self.ledger.begin(&intent))
             .await
@@ -341,6 +347,7 @@ impl PushService {
             merchant_request_id: answer.merchant_request_id.clone(),
             charge: intent.charge.clone(),
             created_at: self.clock.now(),
+            callback_nonce: intent.callback_nonce.clone(),
         };
         let stored = StoredAnswer {
             status: 202,

@@ -2,15 +2,14 @@
 
 use std::collections::BTreeSet;
 
-use daraja::Secret;
-
-use super::{load_secrets, required, ConfigError, SecretName, SecretSource, Vars};
-use crate::api::SourceAllowList;
+use super::{callback_keys, load_secrets, required, ConfigError, SecretName, SecretSource, Vars};
+use crate::api::{CallbackKeys, SourceAllowList};
 
 #[derive(Debug)]
 pub struct CallbackConfig {
     pub table_name: String,
-    pub callback_token: Secret,
+    /// From `callback_token`: the keys callback URLs are verified with.
+    pub callback_keys: CallbackKeys,
     /// `CALLBACK_ALLOWED_IPS`; empty allows every source.
     pub allowed_sources: SourceAllowList,
 }
@@ -35,7 +34,7 @@ impl CallbackConfig {
         let mut secrets = load_secrets(vars, &[SecretName::CallbackToken], source).await?;
         Ok(Self {
             table_name,
-            callback_token: secrets.take(SecretName::CallbackToken)?,
+            callback_keys: callback_keys(secrets.take(SecretName::CallbackToken)?)?,
             allowed_sources,
         })
     }

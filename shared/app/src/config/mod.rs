@@ -34,7 +34,7 @@ pub use push::PushConfig;
 #[cfg(feature = "reconcile")]
 pub use reconcile::ReconcileConfig;
 #[cfg(feature = "secrets")]
-pub use secrets::{load_secrets, SecretName, SecretSource, Secrets, SecretsManager};
+pub use secrets::{callback_keys, load_secrets, SecretName, SecretSource, Secrets, SecretsManager};
 
 /// Why a function could not start. The message names every missing or invalid setting.
 #[derive(Debug, thiserror::Error)]
@@ -193,12 +193,12 @@ mod tests {
             ("DARAJA_PASSKEY", "from-env"),
         ];
         let doc = FakeSecrets(
-            r#"{"consumer_key":"ck","consumer_secret":"cs","passkey":"pk","callback_token":"tok"}"#,
+            r#"{"consumer_key":"ck","consumer_secret":"cs","passkey":"pk","callback_token":"a-key-of-thirty-two-characters!!"}"#,
         );
         let cfg = PushConfig::load(&vars, Some(&doc)).await.unwrap();
         assert_eq!(cfg.daraja.consumer_key.expose(), "ck");
         assert_eq!(cfg.daraja.passkey.expose(), "from-env");
-        assert_eq!(cfg.callback_token.expose(), "tok");
+        assert_eq!(cfg.callback_keys.ids().collect::<Vec<_>>(), ["0"]);
         assert_eq!(cfg.daraja.base_url, SANDBOX_BASE_URL);
         assert_eq!(cfg.daraja.kind, TransactionKind::PayBill);
     }

@@ -3,16 +3,18 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use daraja::{DarajaConfig, Secret};
+use daraja::DarajaConfig;
 
 use super::daraja_client::load_daraja;
-use super::{required, ConfigError, SecretName, SecretSource, Vars};
+use super::{callback_keys, required, ConfigError, SecretName, SecretSource, Vars};
+use crate::api::CallbackKeys;
 
 #[derive(Debug)]
 pub struct PushConfig {
     pub table_name: String,
     pub daraja: DarajaConfig,
-    pub callback_token: Secret,
+    /// From `callback_token`: the key (or `id:key` list) callback URLs are signed with.
+    pub callback_keys: CallbackKeys,
     /// Public base URL Safaricom calls back. `None`: derived from each API Gateway request.
     pub callback_base_url: Option<String>,
     /// `PHONE_LOCK_SECONDS`: how long a phone stays locked after a push that may have reached it.
@@ -43,7 +45,7 @@ impl PushConfig {
         Ok(Self {
             table_name,
             daraja,
-            callback_token: extra.take(SecretName::CallbackToken)?,
+            callback_keys: callback_keys(extra.take(SecretName::CallbackToken)?)?,
             callback_base_url: vars
                 .var("CALLBACK_BASE_URL")
                 .map(|u| u.trim_end_matches('/').to_string()),

@@ -164,3 +164,12 @@ pub async fn load_secrets(
         Err(ConfigError::Missing(missing))
     }
 }
+
+/// The callback keys held by the `callback_token` secret: one key, or `id:key` pairs with the
+/// signing key first ([`CallbackKeys::parse`](crate::api::CallbackKeys::parse)).
+pub fn callback_keys(secret: Secret) -> Result<crate::api::CallbackKeys, ConfigError> {
+    crate::api::CallbackKeys::parse(secret.expose()).map_err(|reason| ConfigError::Invalid {
+        name: "CALLBACK_TOKEN",
+        reason,
+    })
+}

@@ -178,6 +178,7 @@ impl Fixture {
             charge: daraja::Charge::parse("254708374149", 100, "INV-1", None)
                 .expect("a valid charge"),
             created_at: self.clock.now() - chrono::Duration::seconds(secs_ago),
+            callback_nonce: None,
         };
         self.store.record_pending(&payment).await.unwrap();
     }

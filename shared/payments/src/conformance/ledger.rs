@@ -75,6 +75,7 @@ fn payment(id: &str, intent: &NewIntent) -> NewPayment {
         merchant_request_id: "29115-34620561-1".to_owned(),
         charge: intent.charge.clone(),
         created_at: intent.at + Duration::seconds(1),
+        callback_nonce: None,
     }
 }
 
@@ -449,6 +450,7 @@ pub async fn an_orphan_result_links_to_the_push_in_doubt_on_its_phone(
         merchant_request_id: result.merchant_request_id.clone(),
         charge: found.charge().unwrap(),
         created_at: found.created_at,
+        callback_nonce: None,
     };
     let replay = crate::intent::accepted_answer("ws_CO_LINKED", "m-1", "Success");
     let at = t + Duration::seconds(21);

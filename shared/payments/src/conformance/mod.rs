@@ -6,12 +6,14 @@
 //! function that returns a fresh, empty store; it expands to one `#[tokio::test]` per rule.
 //! Each function here panics when the store breaks its rule.
 
+mod binding;
 pub mod ledger;
 mod lists;
 mod query;
 mod receipts;
 mod results;
 
+pub use binding::*;
 pub use lists::*;
 pub use query::*;
 pub use receipts::*;
@@ -54,6 +56,8 @@ macro_rules! payment_store_conformance {
             a_receipt_already_recorded_on_another_payment_needs_review,
             a_reused_receipt_on_an_orphan_or_after_a_query_needs_review,
             concurrent_payments_with_one_receipt_complete_once,
+            a_result_sent_to_another_payments_url_is_not_applied,
+            a_result_before_the_pending_write_must_come_to_its_url,
             orphan_listed_until_pending_write,
             pending_index_lists_only_old_pending,
             query_attempts_counted_only_while_pending,
@@ -104,6 +108,7 @@ pub fn payment(id: &str, amount: u32) -> NewPayment {
         merchant_request_id: "29115-34620561-1".to_owned(),
         charge: charge("254708374149", amount),
         created_at: at(0),
+        callback_nonce: None,
     }
 }
 
@@ -139,6 +144,7 @@ pub fn success(id: &str, paid: &str, paid_whole: Option<u64>) -> PaymentResult {
         contradictory: false,
         source: ResultSource::Callback,
         received_at: at(30),
+        callback_nonce: None,
     }
 }
 
@@ -160,6 +166,7 @@ pub fn failure(id: &str, code: &str, desc: &str) -> PaymentResult {
         contradictory: false,
         source: ResultSource::Callback,
         received_at: at(30),
+        callback_nonce: None,
     }
 }
 

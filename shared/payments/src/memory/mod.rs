@@ -136,6 +136,9 @@ fn with_details(
     record.created_at = Some(timestamp::truncate(payment.created_at));
     record.updated_at = now;
     record.details_recorded = true;
+    if record.callback_nonce.is_none() {
+        record.callback_nonce.clone_from(&payment.callback_nonce);
+    }
     record
 }
 
@@ -167,6 +170,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         duplicate_callbacks: 0,
         conflicting_callbacks: 0,
         details_recorded: false,
+        callback_nonce: None,
         raw_callback: None,
         history: Vec::new(),
     }
@@ -214,8 +218,12 @@ fn with_result(
     written: &Written,
     now: DateTime<Utc>,
 ) -> PaymentRecord {
-    let mut record =
-        existing.unwrap_or_else(|| blank(&result.checkout_request_id, written.verdict.status, now));
+    let mut record = existing.unwrap_or_else(|| {
+        // An orphan keeps the nonce of the URL it came to, for its pending write to check.
+        let mut orphan = blank(&result.checkout_request_id, written.verdict.status, now);
+        orphan.callback_nonce.clone_from(&result.callback_nonce);
+        orphan
+    });
     if record.merchant_request_id.is_none() {
         record.merchant_request_id = Some(result.merchant_request_id.clone());
     }
@@ -281,9 +289,15 @@ impl PaymentStore for MemoryStore {
                 record.review_reason = Some(ReviewReason::AmountMismatch);
                 PendingWrite::FlaggedForReview(record)
             }
-            (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview, None) => {
-                return Err(unplanned(&payment.checkout_request_id))
+            (PendingPlan::Unbound, Some(mut record)) => {
+                record.status = PaymentStatus::NeedsReview;
+                record.review_reason = Some(ReviewReason::UnboundCallback);
+                PendingWrite::FlaggedForReview(record)
             }
+            (
+                PendingPlan::AddDetails(_) | PendingPlan::FlagForReview | PendingPlan::Unbound,
+                None,
+            ) => return Err(unplanned(&payment.checkout_request_id)),
         };
         // Pending again (back among the payments never queried), or final: in no other queue.
         items.insert(
@@ -335,11 +349,13 @@ impl PaymentStore for MemoryStore {
                 record.updated_at = now;
                 (Applied::Flagged(record.clone()), record)
             }
+            (ResultPlan::Unbound, Some(record)) => (Applied::Unbound(record.clone()), record),
             (
                 ResultPlan::Enrich(_)
                 | ResultPlan::Review(_)
                 | ResultPlan::Duplicate
-                | ResultPlan::Conflict,
+                | ResultPlan::Conflict
+                | ResultPlan::Unbound,
                 None,
             ) => return Err(unplanned(&result.checkout_request_id)),
             (ResultPlan::Conflict, Some(mut record)) => {

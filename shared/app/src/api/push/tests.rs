@@ -27,7 +27,7 @@ fn service(ledger: Arc<dyn PushLedger>) -> (PushService, Arc<FakeDaraja>) {
         daraja: daraja.clone(),
         ledger,
         clock: Arc::new(FixedClock::new(now())),
-        callback_token: Secret::new("token"),
+        callback_keys: CallbackKeys::parse("a-key-of-thirty-two-characters!!").unwrap(),
         callback_base_url: Some("https://api.example.com".into()),
         phone_lock: DEFAULT_PHONE_LOCK,
     };
@@ -212,6 +212,7 @@ async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
         merchant_request_id: "m-1".into(),
         charge: daraja::Charge::parse(first.phone(), 100, "INV-1", None).expect("a valid charge"),
         created_at: now(),
+        callback_nonce: None,
     };
     let accepted = StoredAnswer {
         status: 202,
