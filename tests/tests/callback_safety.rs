@@ -280,7 +280,7 @@ async fn duplicate_callbacks_change_the_record_once() {
 
         // Replaying the same body, one at a time and all at once, only counts.
         let body = serde_json::to_vec(&sent[0].body).unwrap();
-        let token = stack.stack.callback_token_for(&id);
+        let token = stack.stack.callback_token_for(id);
         let (status, _) = stack
             .callback(&token, "196.201.214.200", body.clone())
             .await;

@@ -248,6 +248,11 @@ async fn ledger_pending_write_is_the_store_s_own() {
     payment.charge = daraja::Charge::parse("254708374149", 100, "INV-1", Some("Order 1"))
         .expect("a valid charge");
     payment.created_at = via_ledger.created_at.expect("created");
+    // The push's callback URL nonce is written with it, as by the store.
+    assert!(via_ledger.callback_nonce.is_some());
+    payment
+        .callback_nonce
+        .clone_from(&via_ledger.callback_nonce);
     p.store.record_pending(&payment).await.unwrap();
     let mut via_store = p
         .store

@@ -16,7 +16,8 @@ use crate::Function;
 /// The callback key `events/env.json` gives the functions (`CALLBACK_TOKEN`).
 pub const EVENTS_KEY: &str = "local-callback-token-4f9c2b7e1d";
 /// The callback URL token in `events/callback-*.json`: signed with [`EVENTS_KEY`].
-pub const EVENTS_TOKEN: &str = "0.mQH-HvxogOzygtRlzqlnQA.ITDn5JYnawPiYXlJCIr5tw";
+pub const EVENTS_TOKEN: &str =
+    "0.ff5f808588a12b5ceca72911ad844274.92a84f68ccc7647e1076c0f2502ee5d4";
 
 /// Files in `events/` that are not events.
 pub const NOT_EVENTS: [&str; 1] = ["env.json"];

@@ -6,9 +6,11 @@
 //!
 //! Keys are versioned for rotation: the first key of [`CallbackKeys`] signs new URLs, every
 //! key verifies, so URLs already sent keep working while the previous key is still listed.
+//!
+//! Nonce and tag are lowercase hex: Daraja refuses a CallBackURL holding `exe`, `cmd`, `sql`
+//! and other words anywhere (`DARAJA.md`), which random base64 forms about once in 250 URLs;
+//! hex has no `x`, `m`, `s`, `q`, `l`, `p`, so it can form none of them.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -24,6 +26,17 @@ const TAG_BYTES: usize = 16;
 const LABEL: &[u8] = b"mpesa-express/stk-callback/v1/";
 /// The shortest key accepted: 128 bits as hex or base64 is at least 22 characters.
 const MIN_KEY_CHARS: usize = 22;
+/// Words Daraja refuses anywhere in a CallBackURL (case-insensitive): no key id may hold one.
+pub const WORDS_DARAJA_REFUSES: [&str; 8] = [
+    "mpesa",
+    "m-pesa",
+    "safaricom",
+    "exe",
+    "exec",
+    "cmd",
+    "sql",
+    "query",
+];
 
 /// The keys callback URLs are signed with: the first signs, all verify.
 #[derive(Clone)]
@@ -89,6 +102,12 @@ impl CallbackKeys {
                     "callback key id {id:?} must be 1-16 letters, digits, '_' or '-'"
                 ));
             }
+            let lower = id.to_ascii_lowercase();
+            if let Some(word) = WORDS_DARAJA_REFUSES.iter().find(|w| lower.contains(*w)) {
+                return Err(format!(
+                    "callback key id {id:?} holds {word:?}, which Daraja refuses in a CallBackURL"
+                ));
+            }
             if key.len() < MIN_KEY_CHARS {
                 return Err(format!(
                     "callback key {id} is {} characters; at least {MIN_KEY_CHARS} are needed",
@@ -117,9 +136,9 @@ impl CallbackKeys {
     pub fn mint(&self) -> Capability {
         let mut raw = [0u8; NONCE_BYTES];
         rand::rng().fill_bytes(&mut raw);
-        let nonce = URL_SAFE_NO_PAD.encode(raw);
+        let nonce = hex::encode(raw);
         let (id, key) = &self.keys[0];
-        let tag = URL_SAFE_NO_PAD.encode(&tag(key, &nonce)[..TAG_BYTES]);
+        let tag = hex::encode(&tag(key, &nonce)[..TAG_BYTES]);
         Capability {
             token: format!("{id}.{nonce}.{tag}"),
             nonce,
@@ -131,10 +150,14 @@ impl CallbackKeys {
     pub fn verify(&self, token: &str) -> Option<String> {
         let mut parts = token.split('.');
         let (id, nonce, tag_text) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || nonce.len() != 22 {
+        let lower_hex = |text: &str| text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if parts.next().is_some() || nonce.len() != 2 * NONCE_BYTES || !lower_hex(nonce) {
             return None;
         }
-        let given = URL_SAFE_NO_PAD.decode(tag_text).ok()?;
+        if !lower_hex(tag_text) {
+            return None;
+        }
+        let given = hex::decode(tag_text).ok()?;
         if given.len() != TAG_BYTES {
             return None;
         }
@@ -173,6 +196,22 @@ mod tests {
     }
 
     #[test]
+    fn no_token_holds_a_word_daraja_refuses_in_a_callback_url() {
+        let keys = CallbackKeys::parse(&format!("k_9-Z:{KEY_A}")).unwrap();
+        for _ in 0..20_000 {
+            let token = keys.mint().token.to_ascii_lowercase();
+            assert!(
+                !WORDS_DARAJA_REFUSES.iter().any(|w| token.contains(w)),
+                "{token}"
+            );
+        }
+        for id in ["exec", "SQL1", "a-mpesa"] {
+            let err = CallbackKeys::parse(&format!("{id}:{KEY_A}")).unwrap_err();
+            assert!(err.contains("Daraja refuses"), "{id}: {err}");
+        }
+    }
+
+    #[test]
     fn every_altered_token_is_refused() {
         let keys = CallbackKeys::parse(KEY_A).unwrap();
         let cap = keys.mint();
@@ -189,7 +228,7 @@ mod tests {
         // Every single character changed.
         for i in 0..cap.token.len() {
             let mut bytes = cap.token.clone().into_bytes();
-            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            bytes[i] = if bytes[i] == b'0' { b'1' } else { b'0' };
             refused.push(String::from_utf8(bytes).unwrap());
         }
         // Another nonce under the same tag.
@@ -224,6 +263,7 @@ mod tests {
             ("short", "characters"),
             (&format!("1:{KEY_A},1:{KEY_B}") as &str, "twice"),
             (&format!("bad id:{KEY_A}"), "letters"),
+            (&format!("cmd:{KEY_A}"), "refuses"),
             (&format!("1:{KEY_A},{KEY_B}"), "no id"),
         ] {
             let err = CallbackKeys::parse(text).unwrap_err();

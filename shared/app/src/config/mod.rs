@@ -286,13 +286,29 @@ mod tests {
             ("DARAJA_CONSUMER_KEY", "ck-value"),
             ("DARAJA_CONSUMER_SECRET", "cs-value"),
             ("DARAJA_PASSKEY", "pk-value"),
-            ("CALLBACK_TOKEN", "tok-value"),
+            ("CALLBACK_TOKEN", "tok-value-of-twenty-two-or-more"),
         ];
         let cfg = PushConfig::load(&vars, None).await.unwrap();
         assert!(matches!(cfg.daraja.kind, TransactionKind::Till(_)));
         let debug = format!("{cfg:?}");
         for secret in ["ck-value", "cs-value", "pk-value", "tok-value"] {
             assert!(!debug.contains(secret), "{secret} leaked in {debug}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_or_malformed_callback_key_stops_the_cold_start_with_its_name() {
+        for key in [
+            "short",
+            "1:a-key-of-thirty-two-characters!!,1:another-key-of-32-characters!",
+        ] {
+            let vars = [("TABLE_NAME", "t"), ("CALLBACK_TOKEN", key)];
+            let err = CallbackConfig::load(&vars, None)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("CALLBACK_TOKEN"), "{err}");
+            assert!(!err.contains("a-key-of"), "the key is not shown: {err}");
         }
     }
 
@@ -332,7 +348,7 @@ mod tests {
     async fn a_bad_allow_list_entry_stops_the_cold_start_with_its_name() {
         let vars = [
             ("TABLE_NAME", "t"),
-            ("CALLBACK_TOKEN", "tok"),
+            ("CALLBACK_TOKEN", "a-key-of-thirty-two-characters!!"),
             ("CALLBACK_ALLOWED_IPS", "safaricom,10.0.0.0/33"),
         ];
         let err = CallbackConfig::load(&vars, None)
@@ -345,7 +361,10 @@ mod tests {
         );
         let err = SourceAllowList::parse("safaricom;10.0.0.1").unwrap_err();
         assert!(err.contains("not an IP address"), "{err}");
-        let vars = [("TABLE_NAME", "t"), ("CALLBACK_TOKEN", "tok")];
+        let vars = [
+            ("TABLE_NAME", "t"),
+            ("CALLBACK_TOKEN", "a-key-of-thirty-two-characters!!"),
+        ];
         let cfg = CallbackConfig::load(&vars, None).await.unwrap();
         assert!(cfg.allowed_sources.is_empty());
     }

@@ -515,7 +515,7 @@ async fn phone_lock_setting_defaults_to_two_minutes_and_must_be_positive() {
         ("DARAJA_CONSUMER_KEY", "k"),
         ("DARAJA_CONSUMER_SECRET", "s"),
         ("DARAJA_PASSKEY", "p"),
-        ("CALLBACK_TOKEN", "c"),
+        ("CALLBACK_TOKEN", "a-key-of-thirty-two-characters!!"),
         ("PHONE_LOCK_SECONDS", ""),
     ];
     let config = PushConfig::load(&base, None).await.unwrap();
