@@ -892,7 +892,14 @@ async fn wrong_or_missing_token_writes_nothing() {
 
 #[tokio::test]
 async fn source_ip_allow_list() {
-    let stack = start(1, &[("CALLBACK_ALLOWED_IPS", "safaricom, 10.20.0.0/16")]).await;
+    let stack = start(
+        1,
+        &[
+            ("CALLBACK_ALLOWED_IPS", "safaricom, 10.20.0.0/16"),
+            ("CALLBACK_SOURCE_MODE", "enforce"),
+        ],
+    )
+    .await;
     let phone = "0712345651";
     let id = stack
         .accepted_with(phone, Outcome::success(), "ALLOW")
@@ -944,6 +951,59 @@ async fn source_ip_allow_list() {
     let (status, _) = stack.callback(&token, "196.201.212.69", body).await;
     assert_eq!(status, 200);
     assert_eq!(stack.record(&id).await.duplicate_callbacks, 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn report_mode_accepts_and_counts_an_unlisted_source() {
+    // The default: no official list of Safaricom's addresses exists, so a callback from an
+    // address the list lacks is applied, and counted and logged for the operator.
+    let stack = start(1, &[("CALLBACK_ALLOWED_IPS", "safaricom")]).await;
+    let id = stack
+        .accepted_with("0712345652", Outcome::success(), "REPORT")
+        .await;
+    // The simulator calls from 127.0.0.1, which the list does not hold.
+    let sent = stack.delivered(&id, 1).await;
+    assert_eq!(sent[0].status, Some(200));
+    assert_eq!(stack.record(&id).await.status, PaymentStatus::Completed);
+    // From a listed address: applied, and not counted as unlisted.
+    let body = serde_json::to_vec(&sent[0].body).unwrap();
+    let token = stack.stack.callback_token_for(&id);
+    let (status, _) = stack.callback(&token, "196.201.214.200", body).await;
+    assert_eq!(status, 200);
+    let unlisted: Vec<String> = stack
+        .stack
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("\"CallbackUnlistedSource\":1"))
+        .collect();
+    assert_eq!(unlisted.len(), 1, "{unlisted:?}");
+    let warned = stack
+        .stack
+        .logs()
+        .iter()
+        .filter(|l| l.contains("outside CALLBACK_ALLOWED_IPS accepted") && l.contains("127.0.0.1"))
+        .count();
+    assert_eq!(warned, 1);
+    assert!(stack.decisions("refused_source").is_empty());
+    // A wrong token from an unlisted source is still refused, and not counted as unlisted.
+    let (status, _) = stack
+        .callback(
+            "0.00000000000000000000000000000000.00000000000000000000000000000000",
+            "8.8.8.8",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        stack
+            .stack
+            .logs()
+            .iter()
+            .filter(|l| l.contains("\"CallbackUnlistedSource\":1"))
+            .count(),
+        1
+    );
     stack.shutdown().await;
 }
 

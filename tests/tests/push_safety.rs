@@ -32,7 +32,7 @@ use daraja::{
 use daraja_sim::{Endpoint, Fault, SimConfig, SimHandle, SANDBOX_PASSKEY, SANDBOX_SHORTCODE};
 use dynamo::DynamoLedger;
 use dynamo::DynamoStore;
-use local_stack::{env_vars, LocalStack, StackOptions};
+use local_stack::{env_vars, gateway, LocalStack, StackOptions};
 use payments::intent::{IntentKey, IntentStatus, PushLedger};
 use payments::payment::PaymentStatus;
 use payments::PaymentStore;
@@ -311,9 +311,23 @@ async fn start(pool_size: usize, extra_env: &[(&str, &str)]) -> Stack {
 
 /// `POST /payments` through the gateway, with an `Idempotency-Key` when given.
 async fn post(http: reqwest::Client, api_url: String, body: Value, key: Option<&str>) -> Answer {
+    post_as(http, api_url, None, body, key).await
+}
+
+/// `POST /payments` as the IAM `caller` (the gateway's one local user when `None`).
+async fn post_as(
+    http: reqwest::Client,
+    api_url: String,
+    caller: Option<&str>,
+    body: Value,
+    key: Option<&str>,
+) -> Answer {
     let mut request = http.post(format!("{api_url}/payments")).json(&body);
     if let Some(key) = key {
         request = request.header("Idempotency-Key", key);
+    }
+    if let Some(caller) = caller {
+        request = request.header(gateway::CALLER_HEADER, caller);
     }
     let response = request.send().await.expect("POST /payments");
     Answer {
@@ -333,14 +347,22 @@ impl Stack {
 
     /// `GET /payments?{query}` through the gateway: its 200 body.
     async fn find(&self, query: &str) -> Value {
+        self.get_as(gateway::LOCAL_CALLER, &format!("?{query}"))
+            .await
+            .1
+    }
+
+    /// `GET /payments{rest}` as the IAM `caller`: the status and body.
+    async fn get_as(&self, caller: &str, rest: &str) -> (u16, Value) {
         let response = self
             .http
-            .get(format!("{}/payments?{query}", self.stack.api_url()))
+            .get(format!("{}/payments{rest}", self.stack.api_url()))
+            .header(gateway::CALLER_HEADER, caller)
             .send()
             .await
             .expect("GET /payments");
-        assert_eq!(response.status().as_u16(), 200, "GET /payments?{query}");
-        response.json().await.expect("JSON")
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON"))
     }
 
     fn pushes(&self) -> u64 {
@@ -349,7 +371,10 @@ impl Stack {
 
     async fn intent_status(&self, key: &str) -> Option<IntentStatus> {
         self.ledger
-            .intent(&IntentKey::idempotency(key), SystemClock.now())
+            .intent(
+                &IntentKey::idempotency_for(Some(gateway::LOCAL_CALLER), key),
+                SystemClock.now(),
+            )
             .await
             .expect("read intent")
             .map(|i| i.status)
@@ -423,6 +448,58 @@ async fn a_retry_with_the_same_key_replays_the_first_answer_with_one_push() {
     );
     // The key is stored hashed only.
     assert!(items.keys().all(|pk| !pk.contains("order-1001")));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_callers_with_one_key_are_two_requests_and_see_only_their_own_payments() {
+    // IAM principals of one merchant's two systems, using the same Idempotency-Key. Before, the
+    // second got the first one's answer (or 422), and could read the first one's payment.
+    const SHOP: &str = "arn:aws:sts::123456789012:assumed-role/shop/i-0abc";
+    const SHOP_LATER: &str = "arn:aws:sts::123456789012:assumed-role/shop/i-0def";
+    const BILLING: &str = "arn:aws:iam::123456789012:user/billing";
+    let s = start(1, &[]).await;
+    let as_caller =
+        |caller, body, key| post_as(s.http.clone(), s.stack.api_url(), Some(caller), body, key);
+    let shop = as_caller(SHOP, payment("0708374149", 100), Some("order-2001")).await;
+    assert_eq!(shop.status, 202, "{}", shop.body);
+    let billing = as_caller(BILLING, payment("0708374150", 250), Some("order-2001")).await;
+    assert_eq!(billing.status, 202, "{}", billing.body);
+    assert!(!billing.replayed);
+    assert_eq!(s.pushes(), 2);
+    // Another session of the same role is the same caller: its retry replays.
+    let again = as_caller(SHOP_LATER, payment("0708374149", 100), Some("order-2001")).await;
+    assert_eq!((again.status, again.replayed), (202, true));
+    assert_eq!(again.body, shop.body);
+    assert_eq!(s.pushes(), 2);
+
+    let shop_id = shop.body["checkout_request_id"].as_str().expect("id");
+    let billing_id = billing.body["checkout_request_id"].as_str().expect("id");
+    assert_eq!(s.get_as(SHOP, &format!("/{shop_id}")).await.0, 200);
+    let (status, body) = s.get_as(BILLING, &format!("/{shop_id}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("payment_not_found"))
+    );
+    let ids = |found: &Value| -> Vec<String> {
+        found["payments"]
+            .as_array()
+            .expect("payments")
+            .iter()
+            .map(|p| {
+                p["checkout_request_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    for (caller, own) in [(SHOP, shop_id), (BILLING, billing_id)] {
+        let (_, by_key) = s.get_as(caller, "?idempotency_key=order-2001").await;
+        assert_eq!(ids(&by_key), [own], "{caller}");
+        let (_, by_reference) = s.get_as(caller, "?reference=INV-1001").await;
+        assert_eq!(ids(&by_reference), [own], "{caller}");
+    }
     s.shutdown().await;
 }
 

@@ -632,9 +632,10 @@ async fn pushes_through_dynamodb_outages_leave_no_charged_payment_without_a_reco
                         // Nothing could tell us: the push must be in doubt, and counted.
                         let intent = ledger
                             .intent(
-                                &payments::intent::IntentKey::idempotency(&format!(
-                                    "storm-fault-{i}"
-                                )),
+                                &payments::intent::IntentKey::idempotency_for(
+                                    Some(local_stack::gateway::LOCAL_CALLER),
+                                    &format!("storm-fault-{i}"),
+                                ),
                                 SystemClock.now(),
                             )
                             .await

@@ -1,7 +1,7 @@
 //! HTTP in, HTTP out: the lookups live in `app::api::get_payment` and `find_payments`.
 
 use app::api::{find_payments, get_payment, Lookup};
-use app::lambda::{error_response, json_response, path_param};
+use app::lambda::{caller, error_response, json_response, path_param};
 use daraja::Clock;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use payments::intent::PushLedger;
@@ -16,8 +16,10 @@ pub struct Deps<'a> {
 
 /// `GET /payments/{checkout_request_id}`, or `GET /payments?idempotency_key=…|reference=…`.
 pub async fn handle(deps: &Deps<'_>, request: Request) -> Result<Response<Body>, Error> {
+    let caller = caller(&request);
+    let caller = caller.as_deref();
     if let Some(id) = path_param(&request, "checkout_request_id") {
-        return Ok(match get_payment(deps.store, Some(&id)).await {
+        return Ok(match get_payment(deps.store, Some(&id), caller).await {
             Ok(record) => json_response(200, &serde_json::to_value(record)?),
             Err(error) => error_response(&error),
         });
@@ -25,10 +27,13 @@ pub async fn handle(deps: &Deps<'_>, request: Request) -> Result<Response<Body>,
     let query = request.query_string_parameters_ref();
     let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
     let found = match Lookup::parse(
+        caller,
         param("idempotency_key").as_deref(),
         param("reference").as_deref(),
     ) {
-        Ok(lookup) => find_payments(deps.store, deps.ledger, &lookup, deps.clock.now()).await,
+        Ok(lookup) => {
+            find_payments(deps.store, deps.ledger, &lookup, caller, deps.clock.now()).await
+        }
         Err(error) => Err(error),
     };
     Ok(match found {
@@ -85,6 +90,7 @@ mod tests {
                     .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
                 callback_nonce: None,
+                created_by: None,
             })
             .await
             .unwrap();
@@ -106,6 +112,7 @@ mod tests {
                 .expect("a valid charge"),
             created_at: chrono::Utc::now() - chrono::Duration::seconds(secs_ago),
             callback_nonce: None,
+            created_by: None,
         }
     }
 
@@ -201,12 +208,15 @@ mod tests {
         let ledger = payments::MemoryLedger::new(store.clone());
         let now = chrono::Utc::now();
         let charge = daraja::Charge::parse("254708374149", 100, "INV-1001", None).unwrap();
+        // The caller the sample events carry: its key is its own.
+        let caller = "arn:aws:iam::123456789012:user/merchant-backend";
         let intent = NewIntent::new(
-            IntentKey::idempotency("order-7"),
+            IntentKey::idempotency_for(Some(caller), "order-7"),
             charge,
             now,
             chrono::Duration::seconds(120),
-        );
+        )
+        .created_by(Some(caller.to_owned()));
         ledger.begin(&intent).await.unwrap();
         let payment = pending("ws_CO_KEYED", "INV-1001", 0);
         let answer = accepted_answer("ws_CO_KEYED", "m", "ok");

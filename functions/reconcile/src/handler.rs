@@ -111,6 +111,7 @@ mod tests {
                     .expect("a valid charge"),
                 created_at: clock.now() - chrono::Duration::minutes(20),
                 callback_nonce: None,
+                created_by: None,
             })
             .await
             .expect("pending write");

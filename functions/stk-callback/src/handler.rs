@@ -68,6 +68,7 @@ mod tests {
                 .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
                 callback_nonce: None,
+                created_by: None,
             })
             .await
             .unwrap();

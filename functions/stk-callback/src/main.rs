@@ -18,7 +18,11 @@ async fn main() -> Result<(), Error> {
     let config = CallbackConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&aws);
     if !config.allowed_sources.is_empty() {
-        tracing::info!("callbacks accepted only from CALLBACK_ALLOWED_IPS");
+        if config.allowed_sources.is_report_only() {
+            tracing::info!("callbacks from outside CALLBACK_ALLOWED_IPS are accepted and counted");
+        } else {
+            tracing::info!("callbacks accepted only from CALLBACK_ALLOWED_IPS");
+        }
     }
     let clock = Arc::new(SystemClock);
     let service = CallbackService {

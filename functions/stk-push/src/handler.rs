@@ -1,7 +1,7 @@
 //! HTTP in, HTTP out: the payment logic lives in `app::api::PushService`.
 
 use app::api::{PushService, DEFAULT_INVOCATION_TIME};
-use app::lambda::{body_bytes, deadline, error_response, json_response, request_base_url};
+use app::lambda::{body_bytes, caller, deadline, error_response, json_response, request_base_url};
 use lambda_http::http::HeaderValue;
 use lambda_http::{Body, Error, Request, Response};
 
@@ -15,9 +15,11 @@ pub async fn handle(service: &PushService, request: Request) -> Result<Response<
         .headers()
         .get(IDEMPOTENCY_KEY)
         .map(HeaderValue::as_bytes);
+    let caller = caller(&request);
     Ok(
         match service
-            .start(
+            .start_as(
+                caller.as_deref(),
                 body_bytes(&request),
                 base_url.as_deref(),
                 key,

@@ -63,6 +63,18 @@ pub fn request_base_url(request: &Request) -> Option<String> {
     }
 }
 
+/// The IAM principal API Gateway's authorizer verified ([`crate::api::principal`]); `None`
+/// for a request without one (a direct invoke, a route without IAM).
+pub fn caller(request: &Request) -> Option<String> {
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => {
+            let arn = ctx.authorizer.as_ref()?.iam.as_ref()?.user_arn.as_deref()?;
+            Some(crate::api::principal(arn))
+        }
+        _ => None,
+    }
+}
+
 /// The caller's address as API Gateway saw it.
 pub fn source_ip(request: &Request) -> Option<String> {
     match request.request_context_ref()? {

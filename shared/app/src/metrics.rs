@@ -36,6 +36,10 @@ pub enum Metric {
     /// A callback refused before it was read; dimension `Reason`: `source` (outside
     /// `CALLBACK_ALLOWED_IPS`) or `token` (a wrong or missing path token).
     CallbackRefused,
+    /// A callback with a valid token from a source outside `CALLBACK_ALLOWED_IPS`, accepted
+    /// because `CALLBACK_SOURCE_MODE` is `report`: Safaricom has an address the list lacks, or
+    /// someone holds a real callback URL.
+    CallbackUnlistedSource,
     /// A callback whose result could not be stored: answered 503, and Safaricom does not
     /// resend it. The `store_failed` log line holds the result to replay.
     CallbackStoreFailed,
@@ -72,6 +76,7 @@ impl Metric {
             Metric::PushInDoubtLinked => "PushInDoubtLinked",
             Metric::CallbackReceived => "CallbackReceived",
             Metric::CallbackRefused => "CallbackRefused",
+            Metric::CallbackUnlistedSource => "CallbackUnlistedSource",
             Metric::CallbackStoreFailed => "CallbackStoreFailed",
             Metric::CallbackDuplicate => "CallbackDuplicate",
             Metric::CallbackConflict => "CallbackConflict",

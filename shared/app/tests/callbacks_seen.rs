@@ -81,6 +81,7 @@ async fn every_callback_seen_gets_the_outcome_its_manifest_names() {
                 charge: Charge::parse("254708374149", amount, "INV-1", None).unwrap(),
                 created_at: chrono::Utc::now(),
                 callback_nonce: Some(url.nonce),
+                created_by: None,
             })
             .await
             .unwrap();

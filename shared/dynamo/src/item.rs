@@ -40,6 +40,8 @@ pub const RECONCILED_BY: &str = "reconciled_by";
 pub const REVIEW_REASON: &str = "review_reason";
 pub const RECEIPT_HOLDER: &str = "receipt_holder";
 pub const CALLBACK_NONCE: &str = "callback_nonce";
+/// The IAM principal that asked for the payment (on the payment and on its intent).
+pub const CREATED_BY: &str = "created_by";
 pub const LAST_QUERIED_AT: &str = "last_queried_at";
 pub const QUERY_ATTEMPTS: &str = "query_attempts";
 pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
@@ -152,6 +154,7 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         conflicting_callbacks: reader.number(CONFLICTING_CALLBACKS)?.unwrap_or(0),
         details_recorded: reader.boolean(DETAILS_RECORDED)?.unwrap_or(false),
         callback_nonce: reader.string(CALLBACK_NONCE)?,
+        created_by: reader.string(CREATED_BY)?,
         raw_callback: reader.string(RAW_CALLBACK)?,
         history: reader.history()?,
     })

@@ -400,6 +400,9 @@ fn intent_item(record: &IntentRecord) -> Item {
     if let Some(description) = &record.description {
         item.insert(item::DESCRIPTION.to_owned(), s(description));
     }
+    if let Some(caller) = &record.created_by {
+        item.insert(item::CREATED_BY.to_owned(), s(caller));
+    }
     item
 }
 
@@ -437,5 +440,6 @@ fn intent_from_item(found: &Item) -> Result<IntentRecord, StoreError> {
         answer,
         checkout_request_id: reader.string(item::CHECKOUT_REQUEST_ID)?,
         merchant_request_id: reader.string(item::MERCHANT_REQUEST_ID)?,
+        created_by: reader.string(item::CREATED_BY)?,
     })
 }

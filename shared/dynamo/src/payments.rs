@@ -484,6 +484,7 @@ fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
         // `Unbound` plan's to judge.
         update.set_if_absent(item::CALLBACK_NONCE, s(nonce));
     }
+    update.set_some(item::CREATED_BY, payment.created_by.as_deref());
     // The reference-index entry: a merchant whose answer was lost finds the payment by it.
     update.set(item::REF_PK, s(payment.charge.reference.as_str()));
     update.set(

@@ -45,8 +45,19 @@ pub enum IntentKey {
 }
 
 impl IntentKey {
+    /// A key sent without a caller identity (a direct invoke, a test).
     pub fn idempotency(key: &str) -> Self {
-        Self::Idempotency(hex::encode(Sha256::digest(key.as_bytes())))
+        Self::idempotency_for(None, key)
+    }
+
+    /// `caller`'s key: the hash covers the principal too, so another caller's same key is
+    /// another intent. (A key holds no line break, so no two pairs hash the same text.)
+    pub fn idempotency_for(caller: Option<&str>, key: &str) -> Self {
+        let scoped = match caller {
+            Some(caller) => format!("{caller}\n{key}"),
+            None => key.to_owned(),
+        };
+        Self::Idempotency(hex::encode(Sha256::digest(scoped.as_bytes())))
     }
 
     pub fn generated() -> Self {
@@ -110,6 +121,8 @@ pub struct NewIntent {
     pub settle_by: DateTime<Utc>,
     /// The nonce of the push's callback URL, recorded with its payment.
     pub callback_nonce: Option<String>,
+    /// The IAM principal that asked for the push: the payment is shown to it only.
+    pub created_by: Option<String>,
 }
 
 /// SHA-256 of the normalised charge: two requests that ask for the same payment (the phone in
@@ -134,7 +147,15 @@ impl NewIntent {
             phone_lock,
             settle_by: at + DEFAULT_SETTLE_TIME,
             callback_nonce: None,
+            created_by: None,
         }
+    }
+
+    /// The intent of a push `caller` asked for.
+    #[must_use]
+    pub fn created_by(mut self, caller: Option<String>) -> Self {
+        self.created_by = caller;
+        self
     }
 
     /// The intent of a push whose callback URL binds `nonce`.
@@ -253,6 +274,8 @@ pub struct IntentRecord {
     pub answer: Option<StoredAnswer>,
     pub checkout_request_id: Option<String>,
     pub merchant_request_id: Option<String>,
+    /// The IAM principal that asked for the push, when known.
+    pub created_by: Option<String>,
 }
 
 impl IntentRecord {
@@ -446,6 +469,7 @@ pub fn new_record(intent: &NewIntent) -> IntentRecord {
         answer: None,
         checkout_request_id: None,
         merchant_request_id: None,
+        created_by: intent.created_by.clone(),
     }
 }
 

@@ -77,6 +77,7 @@ pub async fn link_to_push_in_doubt(
         charge,
         created_at: intent.created_at,
         callback_nonce: None,
+        created_by: intent.created_by.clone(),
     };
     let answer = accepted_answer(checkout_request_id, merchant_request_id, LINKED_MESSAGE);
     Ok(match ledger.link(&intent, &payment, &answer, now).await? {

@@ -186,6 +186,8 @@ pub struct NewPayment {
     pub created_at: DateTime<Utc>,
     /// The nonce of the payment's own callback URL: a callback must bring the same.
     pub callback_nonce: Option<String>,
+    /// The IAM principal that asked for it: the status API shows the payment to it only.
+    pub created_by: Option<String>,
 }
 
 impl NewPayment {
@@ -430,10 +432,24 @@ pub struct PaymentRecord {
     /// The nonce of the payment's callback URL (part of a capability: never shown).
     #[serde(skip)]
     pub callback_nonce: Option<String>,
+    /// The IAM principal that asked for it (`None`: unknown, shown to every caller).
+    #[serde(skip)]
+    pub created_by: Option<String>,
     #[serde(skip)]
     pub raw_callback: Option<String>,
     #[serde(skip)]
     pub history: Vec<ResultHistoryEntry>,
+}
+
+impl PaymentRecord {
+    /// Whether `caller` may see the payment: the principal that asked for it, or anyone when
+    /// that is not known (a payment recorded before callers were recorded, an orphan).
+    pub fn is_visible_to(&self, caller: Option<&str>) -> bool {
+        match &self.created_by {
+            Some(owner) => caller == Some(owner.as_str()),
+            None => true,
+        }
+    }
 }
 
 /// What a pending write does to the record already stored, if any.
@@ -698,6 +714,7 @@ mod tests {
             conflicting_callbacks: 1,
             details_recorded: true,
             callback_nonce: None,
+            created_by: None,
             raw_callback: Some("{\"secret\":1}".into()),
             history: vec![result(false, None).history_entry()],
         }

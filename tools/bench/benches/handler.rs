@@ -46,6 +46,7 @@ fn pending(id: &str) -> NewPayment {
             .expect("a valid charge"),
         created_at: chrono::Utc::now(),
         callback_nonce: None,
+        created_by: None,
     }
 }
 
@@ -250,7 +251,7 @@ fn service(c: &mut Criterion) {
         b.to_async(&rt).iter(|| {
             let store = &status_store;
             async move {
-                let record = get_payment(store, Some(id)).await.expect("found");
+                let record = get_payment(store, Some(id), None).await.expect("found");
                 black_box(serde_json::to_vec(&record).expect("serialisable"))
             }
         })

@@ -273,7 +273,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
     let mut took = Vec::with_capacity(ids.len());
     for id in &ids {
         let started = Instant::now();
-        get_payment(&store, Some(id))
+        get_payment(&store, Some(id), None)
             .await
             .map_err(|e| e.body().to_string())?;
         took.push(started.elapsed());

@@ -60,6 +60,7 @@ async fn events_for(
                 .expect("a valid charge"),
             created_at: chrono::Utc::now(),
             callback_nonce: None,
+            created_by: None,
         };
         // A failed setup write shows up as a non-200 answer below.
         let _ = store.record_pending(&payment).await;

@@ -23,13 +23,27 @@ impl Proc {
     pub fn rss_kib(&self) -> Option<u64> {
         status_field(self.pid, "VmRSS:")
     }
+
+    /// The current and the peak resident set size in KiB, from one read of `status`: the kernel
+    /// updates the recorded peak lazily, so a peak read after memory was freed can be below a
+    /// size read before; within one read the peak is at least the size.
+    pub fn rss_and_peak_kib(&self) -> Option<(u64, u64)> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        Some((field(&status, "VmRSS:")?, field(&status, "VmHWM:")?))
+    }
 }
 
-fn status_field(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+fn status_field(pid: u32, name: &str) -> Option<u64> {
+    field(
+        &fs::read_to_string(format!("/proc/{pid}/status")).ok()?,
+        name,
+    )
+}
+
+fn field(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix(field))
+        .find_map(|line| line.strip_prefix(name))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }
@@ -92,11 +106,10 @@ mod tests {
             ppid: 0,
             exe: PathBuf::new(),
         };
-        // The current size first: the peak, read after it, can only be as large or larger.
-        let now = me.rss_kib();
-        let peak = me.peak_rss_kib();
-        assert!(peak.is_some_and(|kib| kib > 0));
-        assert!(peak >= now, "peak {peak:?} < current {now:?}");
+        assert!(me.peak_rss_kib().is_some_and(|kib| kib > 0));
+        let (now, peak) = me.rss_and_peak_kib().expect("VmRSS and VmHWM");
+        assert!(now > 0);
+        assert!(peak >= now, "peak {peak} < current {now}");
     }
 
     #[test]

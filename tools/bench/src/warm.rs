@@ -121,6 +121,7 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
                 .expect("a valid charge"),
                 created_at: chrono::Utc::now(),
                 callback_nonce: None,
+                created_by: None,
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -240,6 +240,7 @@ pub async fn seed_event_payments(store: &DynamoStore) -> Result<(), StoreError> 
                     .expect("a valid charge"),
                 created_at: Utc::now(),
                 callback_nonce: None,
+                created_by: None,
             })
             .await?;
     }

@@ -12,6 +12,8 @@
 //! Local-only extension: a request header `x-local-source-ip: <ip>` replaces the caller's
 //! address in `requestContext.http.sourceIp` (and `x-forwarded-for`), so tests can act as
 //! Safaricom's callback servers. API Gateway has no such header; it is removed from the event.
+//! Likewise `x-local-caller: <IAM ARN>` on an IAM route replaces the one local IAM user in
+//! `requestContext.authorizer.iam.userArn`, so tests can act as two callers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +44,10 @@ pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// The local-only header that sets the caller's source IP.
 pub const SOURCE_IP_HEADER: &str = "x-local-source-ip";
+/// The local-only header that sets the IAM caller of an IAM route.
+pub const CALLER_HEADER: &str = "x-local-caller";
+/// The IAM user every caller of an IAM route is, unless [`CALLER_HEADER`] says otherwise.
+pub const LOCAL_CALLER: &str = "arn:aws:iam::000000000000:user/local-stack";
 
 /// The routes of `template.yaml`'s HTTP API, and whether each requires IAM authorisation,
 /// read from the template once.
@@ -144,7 +150,7 @@ pub fn build_event(request: &IncomingRequest, route: &Route) -> Value {
                     .filter(|c| !c.is_empty())
                     .map(str::to_string),
             ),
-            SOURCE_IP_HEADER => {}
+            SOURCE_IP_HEADER | CALLER_HEADER => {}
             // Repeated headers arrive joined with commas.
             _ => {
                 headers.insert(name.as_str().to_string(), Value::from(values.join(",")));
@@ -200,13 +206,18 @@ pub fn build_event(request: &IncomingRequest, route: &Route) -> Value {
         "isBase64Encoded": false,
     });
     if route.iam {
+        let caller = request
+            .headers
+            .get(CALLER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map_or(LOCAL_CALLER, str::trim);
         event["requestContext"]["authorizer"] = json!({
             "iam": {
                 "accessKey": "AKIALOCALSTACK000000",
                 "accountId": "000000000000",
                 "callerId": "AIDALOCALSTACK000000",
                 "principalOrgId": null,
-                "userArn": "arn:aws:iam::000000000000:user/local-stack",
+                "userArn": caller,
                 "userId": "AIDALOCALSTACK000000",
             }
         });

@@ -18,11 +18,13 @@ pub const SAFARICOM_CALLBACK_IPS: [&str; 12] = [
     "196.201.212.69",
 ];
 
-/// The source addresses allowed to deliver callbacks. Callbacks are not signed, so the
-/// address is the only proof of origin besides the path token. Empty allows every source.
+/// The source addresses allowed to deliver callbacks: a second proof of origin besides the
+/// payment's own URL token. Empty allows every source. In report mode
+/// ([`reporting`](Self::reporting)) a source outside the list is accepted, and counted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceAllowList {
     nets: Vec<(IpAddr, u8)>,
+    report_only: bool,
 }
 
 impl SourceAllowList {
@@ -39,11 +41,28 @@ impl SourceAllowList {
                 nets.push(parse_net(entry)?);
             }
         }
-        Ok(Self { nets })
+        Ok(Self {
+            nets,
+            report_only: false,
+        })
+    }
+
+    /// The same list, reporting instead of refusing (`CALLBACK_SOURCE_MODE=report`): no
+    /// official list of Safaricom's addresses is published, so a new one would otherwise lose
+    /// its callbacks.
+    #[must_use]
+    pub fn reporting(mut self) -> Self {
+        self.report_only = true;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
+    }
+
+    /// Whether sources outside the list are accepted (and counted) rather than refused.
+    pub fn is_report_only(&self) -> bool {
+        self.report_only
     }
 
     /// Whether a request from `source` (API Gateway's `sourceIp`) may deliver a callback.

@@ -75,7 +75,8 @@ impl CallbackService {
         body: &[u8],
     ) -> CallbackAnswer {
         let source = source_ip.unwrap_or("");
-        if !self.allowed_sources.allows(source_ip) {
+        let listed = self.allowed_sources.allows(source_ip);
+        if !listed && !self.allowed_sources.is_report_only() {
             metrics::count_by(Metric::CallbackRefused, "Reason", "source");
             tracing::warn!(
                 decision = "refused_source",
@@ -93,6 +94,13 @@ impl CallbackService {
             );
             return CallbackAnswer::not_found();
         };
+        if !listed {
+            metrics::count(Metric::CallbackUnlistedSource);
+            tracing::warn!(
+                source_ip = source,
+                "callback from a source outside CALLBACK_ALLOWED_IPS accepted (CALLBACK_SOURCE_MODE=report)"
+            );
+        }
         metrics::count(Metric::CallbackReceived);
         if body.len() > MAX_CALLBACK_BYTES {
             tracing::warn!(

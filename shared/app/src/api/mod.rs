@@ -9,6 +9,7 @@
 mod allow_list;
 #[cfg(feature = "callback")]
 mod callback;
+mod caller;
 mod capability;
 mod error;
 mod key;
@@ -20,6 +21,7 @@ mod status;
 pub use allow_list::{SourceAllowList, SAFARICOM_CALLBACK_IPS};
 #[cfg(feature = "callback")]
 pub use callback::{payment_result, CallbackAnswer, CallbackService, MAX_CALLBACK_BYTES};
+pub use caller::principal;
 pub use capability::{CallbackKeys, Capability};
 pub use error::{ApiError, ErrorCode};
 pub use key::{parse_idempotency_key, MAX_IDEMPOTENCY_KEY_LEN};

@@ -191,7 +191,8 @@ impl PushService {
 
     /// Validates, writes the intent and takes the phone lock, sends the STK push, and records
     /// the outcome, all by `deadline` (the invocation's). `idempotency_key` is the raw
-    /// `Idempotency-Key` header, if sent.
+    /// `Idempotency-Key` header, if sent. For a request without a caller identity; see
+    /// [`start_as`](Self::start_as).
     pub async fn start(
         &self,
         body: &[u8],
@@ -199,8 +200,22 @@ impl PushService {
         idempotency_key: Option<&[u8]>,
         deadline: Deadline,
     ) -> Result<PushAnswer, ApiError> {
+        self.start_as(None, body, request_base_url, idempotency_key, deadline)
+            .await
+    }
+
+    /// [`start`](Self::start) for `caller`, the IAM principal API Gateway verified: its key
+    /// is its own, and the payment is shown to it only.
+    pub async fn start_as(
+        &self,
+        caller: Option<&str>,
+        body: &[u8],
+        request_base_url: Option<&str>,
+        idempotency_key: Option<&[u8]>,
+        deadline: Deadline,
+    ) -> Result<PushAnswer, ApiError> {
         let answer = self
-            .attempt(body, request_base_url, idempotency_key, deadline)
+            .attempt(caller, body, request_base_url, idempotency_key, deadline)
             .await;
         // One metric per request; a replay is the first answer again, not a new decision.
         match &answer {
@@ -213,6 +228,7 @@ impl PushService {
 
     async fn attempt(
         &self,
+        caller: Option<&str>,
         body: &[u8],
         request_base_url: Option<&str>,
         idempotency_key: Option<&[u8]>,
@@ -220,7 +236,7 @@ impl PushService {
     ) -> Result<PushAnswer, ApiError> {
         let charge = parse_payment_request(body)?;
         let key = match idempotency_key {
-            Some(raw) => IntentKey::idempotency(parse_idempotency_key(raw)?),
+            Some(raw) => IntentKey::idempotency_for(caller, parse_idempotency_key(raw)?),
             None => IntentKey::generated(),
         };
         let capability = self.callback_keys.mint();
@@ -235,7 +251,8 @@ impl PushService {
         let now = self.clock.now();
         let intent = NewIntent::new(key, charge, now, phone_lock)
             .settled_by(now + chrono::Duration::from_std(deadline.remaining()).unwrap_or_default())
-            .with_callback_nonce(capability.nonce);
+            .with_callback_nonce(capability.nonce)
+            .created_by(caller.map(str::to_owned));
         let intent_id = intent.key.log_id();
         let begun = tokio::time::timeout(daraja_by.remaining(), self.ledger.begin(&intent))
             .await
@@ -348,6 +365,7 @@ impl PushService {
             charge: intent.charge.clone(),
             created_at: self.clock.now(),
             callback_nonce: intent.callback_nonce.clone(),
+            created_by: intent.created_by.clone(),
         };
         let stored = StoredAnswer {
             status: 202,

@@ -13,10 +13,11 @@ use payments::PaymentStore;
 /// The most payments a lookup by reference answers.
 pub const MAX_FOUND: u32 = 20;
 
-/// `GET /payments/{id}`.
+/// `GET /payments/{id}` for `caller`: another caller's payment is answered as not found.
 pub async fn get_payment(
     store: &dyn PaymentStore,
     checkout_request_id: Option<&str>,
+    caller: Option<&str>,
 ) -> Result<PaymentRecord, ApiError> {
     let id = checkout_request_id
         .map(str::trim)
@@ -28,8 +29,8 @@ pub async fn get_payment(
             )
         })?;
     match store.get(id).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(ApiError::new(
+        Ok(Some(record)) if record.is_visible_to(caller) => Ok(record),
+        Ok(_) => Err(ApiError::new(
             ErrorCode::PaymentNotFound,
             format!("No payment with CheckoutRequestID {id}."),
         )),
@@ -47,10 +48,16 @@ pub enum Lookup {
 }
 
 impl Lookup {
-    /// Exactly one of the two query parameters, each checked as `POST /payments` checks it.
-    pub fn parse(idempotency_key: Option<&str>, reference: Option<&str>) -> Result<Self, ApiError> {
+    /// Exactly one of the two query parameters, each checked as `POST /payments` checks it; a
+    /// key is `caller`'s own, as `POST /payments` scopes it.
+    pub fn parse(
+        caller: Option<&str>,
+        idempotency_key: Option<&str>,
+        reference: Option<&str>,
+    ) -> Result<Self, ApiError> {
         match (idempotency_key, reference) {
-            (Some(key), None) => Ok(Self::IdempotencyKey(IntentKey::idempotency(
+            (Some(key), None) => Ok(Self::IdempotencyKey(IntentKey::idempotency_for(
+                caller,
                 parse_idempotency_key(key.as_bytes())?,
             ))),
             (None, Some(reference)) => AccountReference::parse(reference)
@@ -66,18 +73,22 @@ impl Lookup {
 
 /// `GET /payments?…`: `{"payments": [...]}`, and for a key also `"request"`: what became of the
 /// request sent with it (`accepted`, `refused`, `outcome_unknown`, `in_progress`, `in_doubt`).
+///
+/// Only `caller`'s payments are listed (of the newest [`MAX_FOUND`] with the reference).
 pub async fn find_payments(
     store: &dyn PaymentStore,
     ledger: &dyn PushLedger,
     lookup: &Lookup,
+    caller: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Value, ApiError> {
     match lookup {
         Lookup::Reference(reference) => {
-            let found = store
+            let mut found = store
                 .by_reference(reference, MAX_FOUND)
                 .await
                 .map_err(|e| ApiError::from_store(&e))?;
+            found.retain(|record| record.is_visible_to(caller));
             Ok(json!({ "payments": found }))
         }
         Lookup::IdempotencyKey(key) => {
@@ -94,7 +105,8 @@ pub async fn find_payments(
             let payment = match &intent.checkout_request_id {
                 Some(id) => store.get(id).await.map_err(|e| ApiError::from_store(&e))?,
                 None => None,
-            };
+            }
+            .filter(|record| record.is_visible_to(caller));
             Ok(json!({
                 "request": request_json(&intent, now),
                 "payments": payment.into_iter().collect::<Vec<_>>(),

@@ -10,7 +10,8 @@ pub struct CallbackConfig {
     pub table_name: String,
     /// From `callback_token`: the keys callback URLs are verified with.
     pub callback_keys: CallbackKeys,
-    /// `CALLBACK_ALLOWED_IPS`; empty allows every source.
+    /// `CALLBACK_ALLOWED_IPS`; empty allows every source. `CALLBACK_SOURCE_MODE`: `report`
+    /// (the default) accepts and counts a source outside it, `enforce` refuses it.
     pub allowed_sources: SourceAllowList,
 }
 
@@ -30,6 +31,16 @@ impl CallbackConfig {
                 name: "CALLBACK_ALLOWED_IPS",
                 reason,
             })?,
+        };
+        let allowed_sources = match vars.var("CALLBACK_SOURCE_MODE").as_deref().map(str::trim) {
+            None | Some("report") => allowed_sources.reporting(),
+            Some("enforce") => allowed_sources,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "CALLBACK_SOURCE_MODE",
+                    reason: format!("{other:?} is not \"report\" or \"enforce\""),
+                })
+            }
         };
         let mut secrets = load_secrets(vars, &[SecretName::CallbackToken], source).await?;
         Ok(Self {

@@ -368,4 +368,35 @@ mod tests {
         let cfg = CallbackConfig::load(&vars, None).await.unwrap();
         assert!(cfg.allowed_sources.is_empty());
     }
+
+    #[tokio::test]
+    async fn the_source_mode_is_report_unless_set_to_enforce() {
+        let key = ("CALLBACK_TOKEN", "a-key-of-thirty-two-characters!!");
+        let list = ("CALLBACK_ALLOWED_IPS", "safaricom");
+        let vars = [("TABLE_NAME", "t"), key, list];
+        let cfg = CallbackConfig::load(&vars, None).await.unwrap();
+        assert!(cfg.allowed_sources.is_report_only());
+        let vars = [
+            ("TABLE_NAME", "t"),
+            key,
+            list,
+            ("CALLBACK_SOURCE_MODE", "enforce"),
+        ];
+        let cfg = CallbackConfig::load(&vars, None).await.unwrap();
+        assert!(!cfg.allowed_sources.is_report_only());
+        let vars = [
+            ("TABLE_NAME", "t"),
+            key,
+            list,
+            ("CALLBACK_SOURCE_MODE", "refuse"),
+        ];
+        let err = CallbackConfig::load(&vars, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CALLBACK_SOURCE_MODE") && err.contains("refuse"),
+            "{err}"
+        );
+    }
 }

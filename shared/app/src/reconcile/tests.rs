@@ -179,6 +179,7 @@ impl Fixture {
                 .expect("a valid charge"),
             created_at: self.clock.now() - chrono::Duration::seconds(secs_ago),
             callback_nonce: None,
+            created_by: None,
         };
         self.store.record_pending(&payment).await.unwrap();
     }

@@ -89,3 +89,24 @@ pub async fn a_result_before_the_pending_write_must_come_to_its_url(store: &dyn 
         Some(ReviewReason::UnboundCallback)
     );
 }
+
+pub async fn a_payment_is_shown_only_to_the_caller_that_asked_for_it(store: &dyn PaymentStore) {
+    for (id, result_first) in [("ws_CO_caller", false), ("ws_CO_caller_late", true)] {
+        if result_first {
+            apply(store, &success(id, "100", Some(100))).await;
+        }
+        let mut asked = payment(id, 100);
+        asked.created_by = Some("arn:aws:iam::123456789012:user/shop".to_owned());
+        pending(store, &asked).await;
+        let record = stored(store, id).await;
+        assert_eq!(record.created_by, asked.created_by, "{id}");
+        assert!(record.is_visible_to(Some("arn:aws:iam::123456789012:user/shop")));
+        assert!(!record.is_visible_to(Some("arn:aws:iam::123456789012:user/billing")));
+        assert!(!record.is_visible_to(None));
+    }
+    // A payment whose caller is not known is shown to every caller, as before.
+    pending(store, &payment("ws_CO_no_caller", 100)).await;
+    assert!(stored(store, "ws_CO_no_caller")
+        .await
+        .is_visible_to(Some("arn:aws:iam::123456789012:user/billing")));
+}

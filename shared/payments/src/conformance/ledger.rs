@@ -76,6 +76,7 @@ fn payment(id: &str, intent: &NewIntent) -> NewPayment {
         charge: intent.charge.clone(),
         created_at: intent.at + Duration::seconds(1),
         callback_nonce: None,
+        created_by: None,
     }
 }
 
@@ -451,6 +452,7 @@ pub async fn an_orphan_result_links_to_the_push_in_doubt_on_its_phone(
         charge: found.charge().unwrap(),
         created_at: found.created_at,
         callback_nonce: None,
+        created_by: None,
     };
     let replay = crate::intent::accepted_answer("ws_CO_LINKED", "m-1", "Success");
     let at = t + Duration::seconds(21);

@@ -58,6 +58,7 @@ macro_rules! payment_store_conformance {
             concurrent_payments_with_one_receipt_complete_once,
             a_result_sent_to_another_payments_url_is_not_applied,
             a_result_before_the_pending_write_must_come_to_its_url,
+            a_payment_is_shown_only_to_the_caller_that_asked_for_it,
             orphan_listed_until_pending_write,
             pending_index_lists_only_old_pending,
             query_attempts_counted_only_while_pending,
@@ -109,6 +110,7 @@ pub fn payment(id: &str, amount: u32) -> NewPayment {
         charge: charge("254708374149", amount),
         created_at: at(0),
         callback_nonce: None,
+        created_by: None,
     }
 }
 

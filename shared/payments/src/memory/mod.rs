@@ -139,6 +139,9 @@ fn with_details(
     if record.callback_nonce.is_none() {
         record.callback_nonce.clone_from(&payment.callback_nonce);
     }
+    if payment.created_by.is_some() {
+        record.created_by.clone_from(&payment.created_by);
+    }
     record
 }
 
@@ -171,6 +174,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         conflicting_callbacks: 0,
         details_recorded: false,
         callback_nonce: None,
+        created_by: None,
         raw_callback: None,
         history: Vec::new(),
     }

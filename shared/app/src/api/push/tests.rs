@@ -213,6 +213,7 @@ async fn a_busy_phone_is_a_409_with_the_open_checkout_id() {
         charge: daraja::Charge::parse(first.phone(), 100, "INV-1", None).expect("a valid charge"),
         created_at: now(),
         callback_nonce: None,
+        created_by: None,
     };
     let accepted = StoredAnswer {
         status: 202,
