@@ -1008,6 +1008,35 @@ async fn report_mode_accepts_and_counts_an_unlisted_source() {
 }
 
 #[tokio::test]
+async fn a_cancelled_prompt_frees_the_phone_at_once() {
+    // The customer cancels, then wants to pay: before, the phone answered 409 phone_busy for
+    // PHONE_LOCK_SECONDS after the push.
+    let stack = start(1, &[]).await;
+    let phone = "0712345681";
+    let first = stack
+        .accepted_with(phone, Outcome::code(1032), "CANCEL-1")
+        .await;
+    let sent = stack.delivered(&first, 1).await;
+    assert_eq!(sent[0].status, Some(200));
+    assert_eq!(stack.record(&first).await.status, PaymentStatus::Failed);
+    let second = stack.accepted(phone, 100, "CANCEL-2").await;
+    assert_ne!(second, first);
+    // A late copy of the first push's failure does not free the second push's phone.
+    let (status, _) = stack
+        .callback(
+            &stack.stack.callback_token_for(&first),
+            "196.201.214.200",
+            serde_json::to_vec(&sent[0].body).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = stack.pay(phone, 100, "CANCEL-3").await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "phone_busy");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
 async fn amount_mismatch_needs_review() {
     let stack = start(1, &[]).await;
     let phone = "0712345661";

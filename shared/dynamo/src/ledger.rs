@@ -330,6 +330,18 @@ impl PushLedger for DynamoLedger {
         Ok(Some(lock).filter(|l| l.locked_until > now.timestamp()))
     }
 
+    async fn release_phone(
+        &self,
+        phone: &str,
+        checkout_request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut expr = Expr::new();
+        let names = expr.name(item::CHECKOUT_REQUEST_ID);
+        let this = expr.value("checkout", s(checkout_request_id));
+        expr.condition(format!("{names} = {this}"));
+        self.table.delete_if(phone_pk(phone), expr).await
+    }
+
     async fn in_doubt_for_phone(
         &self,
         phone: &str,

@@ -3,6 +3,7 @@
 //! index partition in key order, and a transaction.
 
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -20,6 +21,23 @@ use crate::item::{s, Item, PK};
 /// What a conditional write did: `Ok(new item)`, or `Err(old item)` when the condition failed
 /// (`None`: there was no item).
 pub type Conditional = Result<Item, Option<Item>>;
+
+/// What a conditional write that returns nothing did: `Ok(true)` written, `Ok(false)` its
+/// condition failed (`failed` says which service error that is).
+fn held<T, E, R>(
+    answer: Result<T, SdkError<E, R>>,
+    failed: fn(&E) -> bool,
+) -> Result<bool, StoreError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match answer {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(failure)) if failed(failure.err()) => Ok(false),
+        Err(other) => Err(unavailable(other)),
+    }
+}
 
 /// The table's client and name.
 #[derive(Debug, Clone)]
@@ -65,15 +83,29 @@ impl Table {
     /// condition failed.
     pub async fn write(&self, pk: String, expr: Expr) -> Result<bool, StoreError> {
         let answer = self.update_request(pk, expr).send().await;
-        match answer {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(failure))
-                if failure.err().is_conditional_check_failed_exception() =>
-            {
-                Ok(false)
-            }
-            Err(other) => Err(unavailable(other)),
-        }
+        held(
+            answer,
+            UpdateItemError::is_conditional_check_failed_exception,
+        )
+    }
+
+    /// One conditional `DeleteItem` of `pk`: `Ok(false)` when the condition failed.
+    pub async fn delete_if(&self, pk: String, expr: Expr) -> Result<bool, StoreError> {
+        let parts = expr.finish();
+        let answer = self
+            .client
+            .delete_item()
+            .table_name(&self.name)
+            .key(PK, s(pk))
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .send()
+            .await;
+        held(
+            answer,
+            DeleteItemError::is_conditional_check_failed_exception,
+        )
     }
 
     /// The `UpdateItem` of `expr` on `pk`, before its return values are chosen.

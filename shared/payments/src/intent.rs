@@ -383,6 +383,15 @@ pub trait PushLedger: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Option<IntentRecord>, StoreError>;
 
+    /// Frees `phone` for a new push once the prompt of `checkout_request_id` is known closed
+    /// without payment (a final failure): removes the lock if it still names that push, so a
+    /// customer who cancelled can retry at once. Whether a lock was removed.
+    async fn release_phone(
+        &self,
+        phone: &str,
+        checkout_request_id: &str,
+    ) -> Result<bool, StoreError>;
+
     /// Links the in-doubt `intent` (as read) to the payment a result revealed: the intent
     /// takes `answer` (the `202` with the checkout id) and the checkout id, on condition that
     /// it is unchanged since it was read; the pending payment is recorded with

@@ -8,7 +8,7 @@ use super::{ApiError, CallbackKeys, ErrorCode, SourceAllowList};
 use crate::metrics::{self, Metric};
 use daraja::{mask_id, parse_callback, Clock, StkCallback};
 use payments::intent::PushLedger;
-use payments::link::link_to_push_in_doubt;
+use payments::link::{link_to_push_in_doubt, payer_phone};
 use payments::payment::{PaymentResult, PaymentStatus, ResultSource, ReviewReason};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
 use payments::{Applied, PaymentStore, Settled};
@@ -139,6 +139,14 @@ impl CallbackService {
             }
             Ok(applied) => {
                 log_applied(&applied, &result, source);
+                if let Applied::Transitioned(Settled {
+                    status: PaymentStatus::Failed,
+                    orphan: false,
+                    ..
+                }) = &applied
+                {
+                    self.release_phone(&result).await;
+                }
                 if let Applied::Transitioned(Settled { orphan: true, .. }) = &applied {
                     // The result itself is stored; its origin is audit detail worth a
                     // second write only on this rare path.
@@ -172,6 +180,29 @@ impl CallbackService {
                 );
                 CallbackAnswer::error(ApiError::from_store(&e))
             }
+        }
+    }
+
+    /// A final failure closed the prompt without payment: the phone may take a new push at
+    /// once (the customer who cancelled retries), instead of after `PHONE_LOCK_SECONDS`. One
+    /// conditional delete of the lock, only while it names this push; a failure to delete
+    /// leaves the lock to expire.
+    async fn release_phone(&self, result: &PaymentResult) {
+        let id = &result.checkout_request_id;
+        let Some(phone) = payer_phone(id, None) else {
+            return;
+        };
+        match self.ledger.release_phone(&phone, id).await {
+            Ok(released) => tracing::info!(
+                checkout_request_id = %mask_id(id),
+                released,
+                "phone lock released after a final failure"
+            ),
+            Err(e) => tracing::warn!(
+                checkout_request_id = %mask_id(id),
+                error = %e,
+                "phone lock not released; it expires on its own"
+            ),
         }
     }
 

@@ -318,17 +318,22 @@ impl ApiError {
 
     #[cfg(feature = "push")]
     /// The intent could not be written before the push: nothing was sent to the phone.
-    pub(crate) fn storage_unavailable_before_push(e: &StoreError) -> Self {
+    /// The store's own error stays in the log (the caller logs it): an SDK error names the
+    /// account, the role and the table, which are no business of whoever called.
+    pub(crate) fn storage_unavailable_before_push(_logged: &StoreError) -> Self {
         Self::new(
             ErrorCode::StorageUnavailable,
-            format!("The payment store is unavailable ({e}); no prompt was sent. Retry later with the same Idempotency-Key."),
+            "The payment store is unavailable; no prompt was sent. Retry later with the same Idempotency-Key.",
         )
     }
 
+    /// As [`storage_unavailable_before_push`](Self::storage_unavailable_before_push): the
+    /// error is logged here, and the answer does not show it.
     pub(crate) fn from_store(e: &StoreError) -> Self {
+        tracing::warn!(error = %e, "payment store unavailable");
         Self::new(
             ErrorCode::StorageUnavailable,
-            format!("The payment store is unavailable ({e}). Retry later."),
+            "The payment store is unavailable. Retry later.",
         )
     }
 }
@@ -336,6 +341,22 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_failure_is_answered_without_the_sdk_s_account_role_or_table() {
+        let sdk = "AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/stack-StkCallbackRole/fn is not authorized to perform: dynamodb:UpdateItem on resource: arn:aws:dynamodb:eu-west-1:123456789012:table/payments-prod";
+        let error = StoreError::Unavailable(sdk.into());
+        for answer in [
+            ApiError::from_store(&error),
+            ApiError::storage_unavailable_before_push(&error),
+        ] {
+            let body = answer.body().to_string();
+            assert_eq!(answer.code, ErrorCode::StorageUnavailable);
+            for secret in ["arn:", "123456789012", "payments-prod", "AccessDenied"] {
+                assert!(!body.contains(secret), "{secret} in {body}");
+            }
+        }
+    }
 
     #[test]
     fn codes_are_unique_and_each_has_a_client_or_server_status() {

@@ -37,6 +37,7 @@ macro_rules! push_ledger_conformance {
             accepted_after_the_callback_keeps_the_result,
             accepted_after_a_short_callback_needs_review,
             an_orphan_result_links_to_the_push_in_doubt_on_its_phone,
+            a_final_failure_releases_only_its_own_phone_lock,
         );
     };
     (@rules $make:path; $($rule:ident),* $(,)?) => {
@@ -195,6 +196,44 @@ pub async fn busy_phone_reports_the_open_checkout_id(ledger: Ledger, _: Payments
     assert_eq!(ledger.intent(&second.key, t).await.unwrap(), None);
     let elsewhere = intent(Some("k2"), "254708000006", t + Duration::seconds(3));
     assert_eq!(begin(&ledger, &elsewhere).await, Begin::Started);
+}
+
+pub async fn a_final_failure_releases_only_its_own_phone_lock(ledger: Ledger, _: Payments) {
+    let t = now();
+    let first = intent(Some("k1"), "254708000015", t);
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    ledger
+        .accepted(&first, &payment("ws_CO_R1", &first), &answer(202, "ok"))
+        .await
+        .unwrap();
+    // Another push's failure does not free the phone.
+    assert!(!ledger
+        .release_phone("254708000015", "ws_CO_OTHER")
+        .await
+        .unwrap());
+    let retry = intent(Some("k2"), "254708000015", t + Duration::seconds(1));
+    assert!(matches!(
+        begin(&ledger, &retry).await,
+        Begin::PhoneBusy { .. }
+    ));
+    // Its own does: the customer who cancelled can pay at once.
+    assert!(ledger
+        .release_phone("254708000015", "ws_CO_R1")
+        .await
+        .unwrap());
+    assert_eq!(begin(&ledger, &retry).await, Begin::Started);
+    // The new push's lock is not the old push's to release.
+    assert!(!ledger
+        .release_phone("254708000015", "ws_CO_R1")
+        .await
+        .unwrap());
+    assert!(ledger
+        .phone_lock("254708000015", t + Duration::seconds(2))
+        .await
+        .unwrap()
+        .is_some());
+    // The first key still replays its answer.
+    assert!(matches!(begin(&ledger, &first).await, Begin::Replay(_)));
 }
 
 pub async fn phone_lock_frees_after_its_window(ledger: Ledger, _: Payments) {

@@ -189,6 +189,22 @@ impl PushLedger for MemoryLedger {
             .cloned())
     }
 
+    async fn release_phone(
+        &self,
+        phone: &str,
+        checkout_request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        let names_it = state
+            .locks
+            .get(phone)
+            .is_some_and(|lock| lock.checkout_request_id.as_deref() == Some(checkout_request_id));
+        if names_it {
+            state.locks.remove(phone);
+        }
+        Ok(names_it)
+    }
+
     async fn link(
         &self,
         intent: &IntentRecord,

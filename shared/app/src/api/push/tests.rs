@@ -96,6 +96,9 @@ impl PushLedger for StoreDown {
     ) -> Result<Option<payments::PendingWrite>, StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
+    async fn release_phone(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Unavailable("connection refused".into()))
+    }
 }
 
 #[test]
@@ -369,6 +372,9 @@ impl PushLedger for FlakyAccept {
         at: DateTime<Utc>,
     ) -> Result<Option<payments::PendingWrite>, StoreError> {
         self.inner.link(i, p, a, at).await
+    }
+    async fn release_phone(&self, phone: &str, id: &str) -> Result<bool, StoreError> {
+        self.inner.release_phone(phone, id).await
     }
 }
 
