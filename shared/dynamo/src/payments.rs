@@ -538,10 +538,12 @@ impl PaymentStore for DynamoStore {
                     let mut update = details_update(payment, self.now());
                     update.remove(item::ORPHAN_PK);
                     update.remove(item::ORPHAN_SK);
-                    update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
-                    update.set(
-                        item::REVIEW_REASON,
-                        s(ReviewReason::UnboundCallback.as_str()),
+                    set_verdict(
+                        &mut update,
+                        Verdict {
+                            status: PaymentStatus::NeedsReview,
+                            review_reason: plan.review_reason(),
+                        },
                     );
                     // The stored nonce never changes once set, and the record is final.
                     let status = update.name(item::STATUS);
@@ -566,10 +568,12 @@ impl PaymentStore for DynamoStore {
                         "{status} = {completed} AND attribute_exists({paid}) AND {paid} <> {asked}"
                     );
                     if plan == PendingPlan::FlagForReview {
-                        update.set(item::STATUS, s(PaymentStatus::NeedsReview.as_str()));
-                        update.set(
-                            item::REVIEW_REASON,
-                            s(ReviewReason::AmountMismatch.as_str()),
+                        set_verdict(
+                            &mut update,
+                            Verdict {
+                                status: PaymentStatus::NeedsReview,
+                                review_reason: plan.review_reason(),
+                            },
                         );
                         update.condition(mismatch);
                     } else {
@@ -606,11 +610,8 @@ impl PaymentStore for DynamoStore {
         // The payment holding the result's receipt, once a claim found it is another one.
         let mut holder: Option<String> = None;
         for _ in 0..MAX_ROUNDS {
-            let verdict = |status| match holder {
-                Some(_) => Verdict::RECEIPT_REUSED,
-                None => result.verdict(status),
-            };
             let held = holder.as_deref();
+            let verdict = |status| result.verdict(status, held);
             let (written, settled) = match (plan, &stored) {
                 (ResultPlan::Transition(status), _) => (
                     self.transition(result, verdict(status), held).await?,

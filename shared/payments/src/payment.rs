@@ -231,10 +231,7 @@ impl PaymentResult {
     /// payment's URL may not. A record or a result without a nonce (a payment recorded before
     /// callback URLs were per payment, an STK query) binds nothing.
     pub fn is_bound_to(&self, record: &PaymentRecord) -> bool {
-        match (&self.callback_nonce, &record.callback_nonce) {
-            (Some(given), Some(stored)) => given == stored,
-            _ => true,
-        }
+        nonces_agree(&self.callback_nonce, &record.callback_nonce)
     }
 
     /// Whether a success can be checked. A callback's must carry one M-Pesa receipt and one
@@ -276,12 +273,16 @@ impl PaymentResult {
         }
     }
 
-    /// What a write of this result giving `status` records while its receipt, if any, is
-    /// recorded on no other payment.
-    pub fn verdict(&self, status: PaymentStatus) -> Verdict {
-        Verdict {
-            status,
-            review_reason: self.review_reason(status),
+    /// What a write of this result giving `status` records: that status, unless its receipt
+    /// is recorded on another payment (`receipt_holder`), which makes it
+    /// [`Verdict::RECEIPT_REUSED`] whatever the result says.
+    pub fn verdict(&self, status: PaymentStatus, receipt_holder: Option<&str>) -> Verdict {
+        match receipt_holder {
+            Some(_) => Verdict::RECEIPT_REUSED,
+            None => Verdict {
+                status,
+                review_reason: self.review_reason(status),
+            },
         }
     }
 
@@ -351,6 +352,14 @@ impl PaymentResult {
             source: self.source,
             raw: self.raw.clone(),
         }
+    }
+}
+
+/// Whether two callback URL nonces name the same push: either missing binds nothing.
+fn nonces_agree(given: &Option<String>, stored: &Option<String>) -> bool {
+    match (given, stored) {
+        (Some(given), Some(stored)) => given == stored,
+        _ => true,
     }
 }
 
@@ -467,15 +476,23 @@ pub enum PendingPlan {
     Unbound,
 }
 
+impl PendingPlan {
+    /// Why the write turns the record `NEEDS_REVIEW`, when it does.
+    pub fn review_reason(self) -> Option<ReviewReason> {
+        match self {
+            PendingPlan::FlagForReview => Some(ReviewReason::AmountMismatch),
+            PendingPlan::Unbound => Some(ReviewReason::UnboundCallback),
+            PendingPlan::Open | PendingPlan::AddDetails(_) => None,
+        }
+    }
+}
+
 /// Decides what [`NewPayment`] does given the stored record.
 pub fn plan_pending(payment: &NewPayment, stored: Option<&PaymentRecord>) -> PendingPlan {
     let Some(stored) = stored else {
         return PendingPlan::Open;
     };
-    let unbound = matches!(
-        (&payment.callback_nonce, &stored.callback_nonce),
-        (Some(ours), Some(theirs)) if ours != theirs
-    );
+    let unbound = !nonces_agree(&payment.callback_nonce, &stored.callback_nonce);
     match stored.status {
         status if unbound && status != PaymentStatus::Pending => PendingPlan::Unbound,
         PaymentStatus::Pending => PendingPlan::Open,

@@ -11,7 +11,7 @@ use payments::intent::PushLedger;
 use payments::link::{link_to_push_in_doubt, payer_phone};
 use payments::payment::{PaymentResult, PaymentStatus, ResultSource, ReviewReason};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
-use payments::{Applied, PaymentStore, Settled};
+use payments::{Applied, PaymentStore};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
 pub const MAX_CALLBACK_BYTES: usize = payments::raw::RAW_BODY_LIMIT;
@@ -139,15 +139,10 @@ impl CallbackService {
             }
             Ok(applied) => {
                 log_applied(&applied, &result, source);
-                if let Applied::Transitioned(Settled {
-                    status: PaymentStatus::Failed,
-                    orphan: false,
-                    ..
-                }) = &applied
-                {
-                    self.release_phone(&result).await;
-                }
-                if let Applied::Transitioned(Settled { orphan: true, .. }) = &applied {
+                let Applied::Transitioned(settled) = &applied else {
+                    return CallbackAnswer::accepted();
+                };
+                if settled.orphan {
                     // The result itself is stored; its origin is audit detail worth a
                     // second write only on this rare path.
                     if let Some(ip) = source_ip {
@@ -162,6 +157,8 @@ impl CallbackService {
                         }
                     }
                     self.link_orphan(&result).await;
+                } else if settled.status == PaymentStatus::Failed {
+                    self.release_phone(&result).await;
                 }
                 CallbackAnswer::accepted()
             }
@@ -178,7 +175,7 @@ impl CallbackService {
                     error = %e,
                     "callback could not be stored"
                 );
-                CallbackAnswer::error(ApiError::from_store(&e))
+                CallbackAnswer::error(ApiError::storage_unavailable())
             }
         }
     }
@@ -260,7 +257,7 @@ impl CallbackService {
                     error = %e,
                     "unreadable callback could not be kept"
                 );
-                CallbackAnswer::error(ApiError::from_store(&e))
+                CallbackAnswer::error(ApiError::storage_unavailable())
             }
         }
     }

@@ -4,7 +4,6 @@
 use serde_json::{json, Value};
 
 use daraja::values::ValidationError;
-use payments::StoreError;
 
 /// The stable, machine-readable causes of every 4xx and 5xx. `openapi.yaml` lists the same
 /// codes (a test checks they match).
@@ -318,9 +317,9 @@ impl ApiError {
 
     #[cfg(feature = "push")]
     /// The intent could not be written before the push: nothing was sent to the phone.
-    /// The store's own error stays in the log (the caller logs it): an SDK error names the
+    /// The store's own error stays in the log, which the caller writes: an SDK error names the
     /// account, the role and the table, which are no business of whoever called.
-    pub(crate) fn storage_unavailable_before_push(_logged: &StoreError) -> Self {
+    pub(crate) fn storage_unavailable_before_push() -> Self {
         Self::new(
             ErrorCode::StorageUnavailable,
             "The payment store is unavailable; no prompt was sent. Retry later with the same Idempotency-Key.",
@@ -328,9 +327,8 @@ impl ApiError {
     }
 
     /// As [`storage_unavailable_before_push`](Self::storage_unavailable_before_push): the
-    /// error is logged here, and the answer does not show it.
-    pub(crate) fn from_store(e: &StoreError) -> Self {
-        tracing::warn!(error = %e, "payment store unavailable");
+    /// caller logs the error, the answer does not show it.
+    pub(crate) fn storage_unavailable() -> Self {
         Self::new(
             ErrorCode::StorageUnavailable,
             "The payment store is unavailable. Retry later.",
@@ -344,11 +342,10 @@ mod tests {
 
     #[test]
     fn a_store_failure_is_answered_without_the_sdk_s_account_role_or_table() {
-        let sdk = "AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/stack-StkCallbackRole/fn is not authorized to perform: dynamodb:UpdateItem on resource: arn:aws:dynamodb:eu-west-1:123456789012:table/payments-prod";
-        let error = StoreError::Unavailable(sdk.into());
+        // What an SDK error says, and what neither answer may carry.
         for answer in [
-            ApiError::from_store(&error),
-            ApiError::storage_unavailable_before_push(&error),
+            ApiError::storage_unavailable(),
+            ApiError::storage_unavailable_before_push(),
         ] {
             let body = answer.body().to_string();
             assert_eq!(answer.code, ErrorCode::StorageUnavailable);

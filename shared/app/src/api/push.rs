@@ -301,7 +301,7 @@ impl PushService {
                     .ledger
                     .failed(&intent, &Failure::Retryable, self.clock.now());
                 let _ = tokio::time::timeout(UNDO_TIME.min(deadline.remaining()), undo).await;
-                return Err(ApiError::storage_unavailable_before_push(&e));
+                return Err(ApiError::storage_unavailable_before_push());
             }
         }
         if let Err(e) = ready {

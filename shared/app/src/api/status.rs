@@ -34,8 +34,14 @@ pub async fn get_payment(
             ErrorCode::PaymentNotFound,
             format!("No payment with CheckoutRequestID {id}."),
         )),
-        Err(e) => Err(ApiError::from_store(&e)),
+        Err(e) => Err(unavailable(&e)),
     }
+}
+
+/// A read the store could not answer: logged here, answered without the store's own words.
+fn unavailable(e: &payments::StoreError) -> ApiError {
+    tracing::warn!(error = %e, "payment store unavailable");
+    ApiError::storage_unavailable()
 }
 
 /// What `GET /payments` was asked to find.
@@ -87,7 +93,7 @@ pub async fn find_payments(
             let mut found = store
                 .by_reference(reference, MAX_FOUND)
                 .await
-                .map_err(|e| ApiError::from_store(&e))?;
+                .map_err(|e| unavailable(&e))?;
             found.retain(|record| record.is_visible_to(caller));
             Ok(json!({ "payments": found }))
         }
@@ -95,7 +101,7 @@ pub async fn find_payments(
             let intent = ledger
                 .intent(key, now)
                 .await
-                .map_err(|e| ApiError::from_store(&e))?
+                .map_err(|e| unavailable(&e))?
                 .ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::PaymentNotFound,
@@ -103,7 +109,7 @@ pub async fn find_payments(
                     )
                 })?;
             let payment = match &intent.checkout_request_id {
-                Some(id) => store.get(id).await.map_err(|e| ApiError::from_store(&e))?,
+                Some(id) => store.get(id).await.map_err(|e| unavailable(&e))?,
                 None => None,
             }
             .filter(|record| record.is_visible_to(caller));

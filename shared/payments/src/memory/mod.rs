@@ -16,7 +16,7 @@ use daraja::{Clock, SystemClock};
 
 use crate::payment::{
     plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource, ReviewReason, Verdict,
+    PendingPlan, ResultPlan, ResultSource, Verdict,
 };
 use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
 
@@ -68,11 +68,7 @@ impl MemoryStore {
             (*holder != result.checkout_request_id).then(|| holder.clone())
         });
         Written {
-            verdict: if holder.is_some() {
-                Verdict::RECEIPT_REUSED
-            } else {
-                result.verdict(status)
-            },
+            verdict: result.verdict(status, holder.as_deref()),
             holder,
         }
     }
@@ -288,14 +284,9 @@ impl PaymentStore for MemoryStore {
                 record.status = status;
                 PendingWrite::ResultAlreadyKnown(record)
             }
-            (PendingPlan::FlagForReview, Some(mut record)) => {
+            (plan @ (PendingPlan::FlagForReview | PendingPlan::Unbound), Some(mut record)) => {
                 record.status = PaymentStatus::NeedsReview;
-                record.review_reason = Some(ReviewReason::AmountMismatch);
-                PendingWrite::FlaggedForReview(record)
-            }
-            (PendingPlan::Unbound, Some(mut record)) => {
-                record.status = PaymentStatus::NeedsReview;
-                record.review_reason = Some(ReviewReason::UnboundCallback);
+                record.review_reason = plan.review_reason();
                 PendingWrite::FlaggedForReview(record)
             }
             (
