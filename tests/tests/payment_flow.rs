@@ -153,9 +153,14 @@ async fn successful_payment_is_completed_with_receipt_amount_phone_and_date() {
     assert_eq!(shown["checkout_request_id"], id.as_str());
     assert_eq!(shown["amount"], 150);
     assert_eq!(shown["reference"], "INV-2001");
-    assert_eq!(shown["phone"], msisdn(phone));
+    // Phone numbers are masked unless asked for.
+    assert_eq!(shown["phone"], "2547•••••678");
+    assert_eq!(shown["paying_phone"], "2547•••••678");
+    let (status, revealed) = client.get(&format!("{id}?reveal=phone")).await;
+    assert_eq!(status, 200, "{revealed}");
+    assert_eq!(revealed["phone"], msisdn(phone));
+    assert_eq!(revealed["paying_phone"], msisdn(phone));
     assert_eq!(shown["amount_paid"], "150");
-    assert_eq!(shown["paying_phone"], msisdn(phone));
     assert_eq!(shown["result_code"], "0");
     assert_eq!(shown["outcome"], "success");
     let receipt = shown["receipt"].as_str().expect("receipt");

@@ -518,3 +518,177 @@ async fn a_round_makes_no_more_queries_than_its_budget() {
     assert_eq!(s.status(&ids[2]).await["status"], "PENDING");
     s.stack.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Successes held until an STK query confirms them (`CALLBACK_CONFIRM`).
+
+impl Stack {
+    /// A success callback for `id` with a made-up `receipt`, posted to the payment's own URL
+    /// as if from `source_ip`: what someone holding that URL could send.
+    async fn forge_success(&self, id: &str, source_ip: &str, receipt: &str) -> u16 {
+        let body = json!({"Body": {"stkCallback": {
+            "MerchantRequestID": "29115-34620561-1",
+            "CheckoutRequestID": id,
+            "ResultCode": 0,
+            "ResultDesc": "The service request is processed successfully.",
+            "CallbackMetadata": {"Item": [
+                {"Name": "Amount", "Value": 100},
+                {"Name": "MpesaReceiptNumber", "Value": receipt},
+                {"Name": "TransactionDate", "Value": 20261201120000_u64}
+            ]}
+        }}});
+        let token = self.stack.callback_token_for(id);
+        self.http
+            .post(format!("{}/callbacks/stk/{token}", self.stack.api_url()))
+            .header("x-local-source-ip", source_ip)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST callback")
+            .status()
+            .as_u16()
+    }
+
+    /// Waits until the simulator's own callback for `id` was answered `200`.
+    async fn callback_answered(&self, id: &str) -> Value {
+        let deadline = Deadline::after(WAIT, format!("the callback of {id} to be answered"));
+        loop {
+            let sent = self.stack.sim().callbacks();
+            if let Some(cb) = sent.iter().find(|c| c.checkout_request_id == id) {
+                assert_eq!(cb.status, Some(200), "{:?}", cb.body);
+                return cb.body.clone();
+            }
+            deadline
+                .not_yet(format!("{} callbacks sent", sent.len()))
+                .await;
+        }
+    }
+}
+
+fn receipt_in(callback: &Value) -> Value {
+    callback["Body"]["stkCallback"]["CallbackMetadata"]["Item"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["Name"] == "MpesaReceiptNumber"))
+        .map(|i| i["Value"].clone())
+        .expect("a receipt in the simulator's callback")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_confirmation_a_success_counts_only_once_the_query_confirms_it() {
+    let s = start_with(quick_sim(), 100, &[("CALLBACK_CONFIRM", "always")]).await;
+    // A real payment, whose callback Safaricom sends; and a cancelled one, whose callback is
+    // lost, given a made-up success by someone who holds its URL.
+    s.stack
+        .sim()
+        .script(Some("0712000101"), vec![Outcome::success()]);
+    s.stack
+        .sim()
+        .script(Some("0712000102"), vec![Outcome::code(1032).lost()]);
+    let paid = s.pay("0712000101").await;
+    let forged = s.pay("0712000102").await;
+    let callback = s.callback_answered(&paid).await;
+    s.let_prompts_close(&[paid.clone(), forged.clone()]).await;
+    assert_eq!(
+        s.forge_success(&forged, "198.51.100.7", "FORGED0001").await,
+        200
+    );
+
+    // Held: nothing counts yet, and no query was sent.
+    for id in [&paid, &forged] {
+        let record = s.status(id).await;
+        assert_eq!(record["status"], "PENDING", "{record}");
+        assert_eq!(record["awaiting_confirmation"], true, "{record}");
+        assert!(record["receipt"].is_null(), "{record}");
+    }
+    assert_eq!(s.stack.sim().counts().stk_query, 0);
+    let held = s
+        .stack
+        .logs()
+        .iter()
+        .filter(|l| l.contains("\"decision\":\"held\""))
+        .count();
+    assert_eq!(held, 2);
+
+    let report = s.reconcile().await;
+    assert_eq!(report["queried"], 2, "{report}");
+    assert_eq!(s.stack.sim().counts().stk_query, 2);
+
+    // Confirmed: completed, with the receipt Safaricom sent.
+    let record = s.status(&paid).await;
+    assert_eq!(record["status"], "COMPLETED", "{record}");
+    assert_eq!(record["receipt"], receipt_in(&callback), "{record}");
+    assert_eq!(record["amount_paid"], "100");
+    assert_eq!(record["awaiting_confirmation"], false);
+    // Not confirmed: Daraja says cancelled; the success goes to review, never to COMPLETED.
+    let record = s.status(&forged).await;
+    assert_eq!(record["status"], "NEEDS_REVIEW", "{record}");
+    assert_eq!(record["review_reason"], "success_after_failure", "{record}");
+    assert_eq!(record["result_code"], "1032", "{record}");
+    assert!(record["receipt"].is_null(), "{record}");
+    let unconfirmed = s
+        .stack
+        .logs()
+        .iter()
+        .filter(|l| l.contains("\"decision\":\"unconfirmed\"") && l.contains("198.51.100.7"))
+        .count();
+    assert_eq!(unconfirmed, 1);
+    s.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_confirmation_of_unlisted_sources_a_listed_success_counts_at_once() {
+    let s = start_with(
+        quick_sim(),
+        100,
+        &[
+            ("CALLBACK_CONFIRM", "unlisted"),
+            ("CALLBACK_ALLOWED_IPS", "safaricom"),
+            // The round below must find only the held payment: the other is not yet due.
+            ("RECONCILE_GRACE_SECONDS", "3600"),
+            ("RECONCILE_MAX_AGE_SECONDS", "7200"),
+        ],
+    )
+    .await;
+    for phone in ["0712000111", "0712000112"] {
+        s.stack
+            .sim()
+            .script(Some(phone), vec![Outcome::success().lost()]);
+    }
+    let listed = s.pay("0712000111").await;
+    let unlisted = s.pay("0712000112").await;
+    s.answer_now(&listed);
+    s.answer_now(&unlisted);
+    s.let_prompts_close(&[listed.clone(), unlisted.clone()])
+        .await;
+
+    // From one of Safaricom's addresses: applied on arrival.
+    assert_eq!(
+        s.forge_success(&listed, "196.201.214.207", "TKL0000001")
+            .await,
+        200
+    );
+    assert_eq!(s.status(&listed).await["status"], "COMPLETED");
+    // From elsewhere: held, and the payment is queried in the next round, before its grace
+    // period is over.
+    assert_eq!(
+        s.forge_success(&unlisted, "198.51.100.7", "TKU0000002")
+            .await,
+        200
+    );
+    let record = s.status(&unlisted).await;
+    assert_eq!(record["status"], "PENDING", "{record}");
+    assert_eq!(record["awaiting_confirmation"], true, "{record}");
+    let report = s.reconcile().await;
+    assert_eq!(
+        (report["queried"].as_u64(), report["due"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    let record = s.status(&unlisted).await;
+    assert_eq!(record["status"], "COMPLETED", "{record}");
+    assert_eq!(
+        record["receipt"], "TKU0000002",
+        "the query confirmed it: {record}"
+    );
+    s.stack.shutdown().await;
+}

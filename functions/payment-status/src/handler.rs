@@ -1,6 +1,6 @@
 //! HTTP in, HTTP out: the lookups live in `app::api::get_payment` and `find_payments`.
 
-use app::api::{find_payments, get_payment, Lookup};
+use app::api::{find_payments, get_payment, payment_json, Lookup, Phones};
 use app::lambda::{caller, error_response, json_response, path_param};
 use daraja::Clock;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -18,21 +18,26 @@ pub struct Deps<'a> {
 pub async fn handle(deps: &Deps<'_>, request: Request) -> Result<Response<Body>, Error> {
     let caller = caller(&request);
     let caller = caller.as_deref();
+    let query = request.query_string_parameters_ref();
+    let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
+    let phones = match Phones::parse(param("reveal").as_deref()) {
+        Ok(phones) => phones,
+        Err(error) => return Ok(error_response(&error)),
+    };
     if let Some(id) = path_param(&request, "checkout_request_id") {
         return Ok(match get_payment(deps.store, Some(&id), caller).await {
-            Ok(record) => json_response(200, &serde_json::to_value(record)?),
+            Ok(record) => json_response(200, &payment_json(&record, phones)),
             Err(error) => error_response(&error),
         });
     }
-    let query = request.query_string_parameters_ref();
-    let param = |name: &str| query.and_then(|q| q.first(name)).map(str::to_owned);
     let found = match Lookup::parse(
         caller,
         param("idempotency_key").as_deref(),
         param("reference").as_deref(),
     ) {
         Ok(lookup) => {
-            find_payments(deps.store, deps.ledger, &lookup, caller, deps.clock.now()).await
+            let now = deps.clock.now();
+            find_payments(deps.store, deps.ledger, &lookup, caller, phones, now).await
         }
         Err(error) => Err(error),
     };
@@ -144,7 +149,12 @@ mod tests {
     /// The sample lookup event with `params` as its query (already decoded, as API Gateway
     /// hands them over).
     fn lookup(params: &[(&str, &str)]) -> String {
-        let mut event: serde_json::Value = serde_json::from_str(BY_REFERENCE).unwrap();
+        with_query(BY_REFERENCE, params)
+    }
+
+    /// `event` with `params` as its query.
+    fn with_query(event: &str, params: &[(&str, &str)]) -> String {
+        let mut event: serde_json::Value = serde_json::from_str(event).unwrap();
         let encode = |v: &str| -> String {
             v.bytes()
                 .map(|b| match b {
@@ -166,6 +176,34 @@ mod tests {
             .collect();
         event["queryStringParameters"] = map.into();
         event.to_string()
+    }
+
+    #[tokio::test]
+    async fn phone_numbers_are_masked_unless_revealed() {
+        let store = MemoryStore::default();
+        let mut payment = pending(ID, "INV-1001", 0);
+        payment.charge = daraja::Charge::parse("0708374149", 100, "INV-1001", None).unwrap();
+        store.record_pending(&payment).await.unwrap();
+        let (status, body) = answer(&store).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["phone"], "2547•••••149");
+        let (_, body) = answer_to(&store, &with_query(EVENT, &[("reveal", "phone")])).await;
+        assert_eq!(body["phone"], "254708374149");
+        let (_, found) = answer_to(&store, &lookup(&[("reference", "INV-1001")])).await;
+        assert_eq!(found["payments"][0]["phone"], "2547•••••149", "{found}");
+        let (_, found) = answer_to(
+            &store,
+            &lookup(&[("reference", "INV-1001"), ("reveal", "phone")]),
+        )
+        .await;
+        assert_eq!(found["payments"][0]["phone"], "254708374149", "{found}");
+        for event in [EVENT, BY_REFERENCE] {
+            let (status, body) = answer_to(&store, &with_query(event, &[("reveal", "all")])).await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("invalid_reveal"))
+            );
+        }
     }
 
     #[tokio::test]

@@ -44,6 +44,7 @@ mod tests {
             clock: Arc::new(SystemClock),
             callback_keys: app::api::CallbackKeys::parse(KEY).unwrap(),
             allowed_sources,
+            confirmation: Default::default(),
         };
         let request = lambda_http::request::from_str(event).unwrap();
         let response = handle(&service, request).await.unwrap();

@@ -36,6 +36,7 @@ async fn main() -> Result<(), Error> {
         clock,
         callback_keys: config.callback_keys,
         allowed_sources: config.allowed_sources,
+        confirmation: config.confirmation,
     };
     run(service_fn(|request| handler::handle(&service, request))).await
 }

@@ -40,6 +40,10 @@ pub enum Metric {
     /// because `CALLBACK_SOURCE_MODE` is `report`: Safaricom has an address the list lacks, or
     /// someone holds a real callback URL.
     CallbackUnlistedSource,
+    /// A success callback held until an STK query confirms it (`CALLBACK_CONFIRM`).
+    CallbackHeld,
+    /// A held success the STK query did not confirm: the payment needs review.
+    CallbackUnconfirmed,
     /// A callback whose result could not be stored: answered 503, and Safaricom does not
     /// resend it. The `store_failed` log line holds the result to replay.
     CallbackStoreFailed,
@@ -77,6 +81,8 @@ impl Metric {
             Metric::CallbackReceived => "CallbackReceived",
             Metric::CallbackRefused => "CallbackRefused",
             Metric::CallbackUnlistedSource => "CallbackUnlistedSource",
+            Metric::CallbackHeld => "CallbackHeld",
+            Metric::CallbackUnconfirmed => "CallbackUnconfirmed",
             Metric::CallbackStoreFailed => "CallbackStoreFailed",
             Metric::CallbackDuplicate => "CallbackDuplicate",
             Metric::CallbackConflict => "CallbackConflict",

@@ -25,7 +25,7 @@ use daraja::client::MIN_CALL_TIME;
 use daraja::{mask_id, Clock, Daraja, DarajaError, Deadline, QueryAnswer, ResultCode};
 use payments::intent::PushLedger;
 use payments::link::{link_to_push_in_doubt, Link};
-use payments::payment::{PaymentRecord, PaymentResult, PaymentStatus, ResultSource};
+use payments::payment::{HeldCallback, PaymentRecord, PaymentResult, PaymentStatus, ResultSource};
 use payments::{Applied, PaymentStore, QueryQueue, StoreError};
 
 /// How many payments one round reads from each queue: more than the queries a round may make.
@@ -399,6 +399,7 @@ impl Reconciler {
         } else {
             None
         };
+        let held = counted.as_ref().and_then(|r| r.held_callback.clone());
         let not_final = |processing: bool| async move {
             match &counted {
                 Some(record) => self.reschedule(store, clock, record, processing).await,
@@ -434,7 +435,7 @@ impl Reconciler {
             merchant_request_id,
             clock.now(),
         );
-        match store.apply_result(&result).await {
+        let step = match store.apply_result(&result).await {
             Ok(Applied::Transitioned(settled)) => {
                 metrics::payment_final(settled.status, result.outcome());
                 tracing::info!(
@@ -479,6 +480,79 @@ impl Reconciler {
                 );
                 (Step::StoreError, None)
             }
+        };
+        // A success callback held for this query is applied now, after the query's answer:
+        // confirmed, it adds its receipt (or its amount turns the payment NEEDS_REVIEW);
+        // contradicted, the payment needs review.
+        if let Some(held) = &held {
+            confirm_held(store, id, held, &result).await;
+        }
+        step
+    }
+}
+
+/// Applies the success callback held for `id` once the STK query answered `query`: it is
+/// the callback's own result, under the rules of any late callback.
+async fn confirm_held(
+    store: &dyn PaymentStore,
+    id: &str,
+    held: &HeldCallback,
+    query: &PaymentResult,
+) {
+    let masked = mask_id(id);
+    let result = match held.result(id) {
+        Ok(result) => result,
+        Err(error) => {
+            tracing::error!(checkout_request_id = %masked, error = %error, "held callback unreadable; check it by hand");
+            return;
+        }
+    };
+    let confirmed = query.is_success();
+    match store.apply_result(&result).await {
+        Ok(Applied::Transitioned(settled)) => {
+            if settled.status == PaymentStatus::NeedsReview {
+                metrics::count(Metric::PaymentNeedsReview);
+            }
+            tracing::info!(
+                decision = "confirmed",
+                checkout_request_id = %masked,
+                status = settled.status.as_str(),
+                review_reason = settled.review_reason.map(|r| r.as_str()),
+                "held success confirmed by query and applied"
+            );
+        }
+        Ok(Applied::Flagged(record)) => {
+            metrics::count(Metric::PaymentNeedsReview);
+            if !confirmed {
+                metrics::count(Metric::CallbackUnconfirmed);
+            }
+            tracing::warn!(
+                decision = "unconfirmed",
+                checkout_request_id = %masked,
+                query_result_code = %query.result_code,
+                review_reason = record.review_reason.map(|r| r.as_str()),
+                source_ip = held.source_ip.as_deref().unwrap_or(""),
+                "held success not confirmed by the query; the payment needs review"
+            );
+        }
+        Ok(other) => {
+            let record = match &other {
+                Applied::Duplicate(r) | Applied::Conflict(r) | Applied::Unbound(r) => Some(r),
+                _ => None,
+            };
+            tracing::info!(
+                checkout_request_id = %masked,
+                status = record.map(|r| r.status.as_str()),
+                "held success already applied or superseded"
+            );
+        }
+        Err(error) => {
+            tracing::error!(
+                checkout_request_id = %masked,
+                receipt = result.receipt.as_deref().unwrap_or(""),
+                error = %error,
+                "held success could not be applied; apply it by hand"
+            );
         }
     }
 }

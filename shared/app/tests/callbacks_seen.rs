@@ -92,6 +92,7 @@ async fn every_callback_seen_gets_the_outcome_its_manifest_names() {
             clock: Arc::new(SystemClock),
             callback_keys: keys,
             allowed_sources: SourceAllowList::default(),
+            confirmation: Default::default(),
         };
         let answer = service
             .receive(Some(&url.token), Some("196.201.214.200"), text.as_bytes())

@@ -40,6 +40,7 @@ fn deploy(store: &Arc<MemoryStore>, daraja: &Arc<FakeDaraja>, callback_token: &s
             clock: Arc::new(SystemClock),
             callback_keys: keys,
             allowed_sources: SourceAllowList::default(),
+            confirmation: Default::default(),
         },
     }
 }

@@ -9,7 +9,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 
 use payments::payment::{
-    timestamp, PaymentRecord, PaymentStatus, ResultHistoryEntry, ResultSource, ReviewReason,
+    timestamp, HeldCallback, PaymentRecord, PaymentStatus, ResultHistoryEntry, ResultSource,
+    ReviewReason,
 };
 use payments::StoreError;
 
@@ -47,6 +48,9 @@ pub const QUERY_ATTEMPTS: &str = "query_attempts";
 pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
 pub const CONFLICTING_CALLBACKS: &str = "conflicting_callbacks";
 pub const HISTORY: &str = "history";
+/// A success callback waiting for its STK query: a map of `raw`, `received_at`,
+/// `callback_nonce` and `source_ip`.
+pub const HELD_CALLBACK: &str = "held_callback";
 /// The TTL attribute, epoch seconds.
 pub const EXPIRES_AT: &str = "expires_at";
 pub const DETAILS_RECORDED: &str = "details_recorded";
@@ -111,6 +115,21 @@ pub fn history_entry(entry: &ResultHistoryEntry) -> AttributeValue {
     AttributeValue::M(map)
 }
 
+/// The attribute holding a [`HeldCallback`].
+pub fn held_callback(held: &HeldCallback) -> AttributeValue {
+    let mut map = HashMap::from([
+        ("raw".to_owned(), s(&held.raw)),
+        ("received_at".to_owned(), time(held.received_at)),
+    ]);
+    if let Some(nonce) = &held.callback_nonce {
+        map.insert("callback_nonce".to_owned(), s(nonce));
+    }
+    if let Some(ip) = &held.source_ip {
+        map.insert("source_ip".to_owned(), s(ip));
+    }
+    AttributeValue::M(map)
+}
+
 /// Reads an item back. Every attribute written by the store is read here and nowhere else.
 pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
     let reader = Reader::new(item);
@@ -157,6 +176,7 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         created_by: reader.string(CREATED_BY)?,
         raw_callback: reader.string(RAW_CALLBACK)?,
         history: reader.history()?,
+        held_callback: reader.held_callback()?,
     })
 }
 
@@ -263,6 +283,28 @@ impl<'a> Reader<'a> {
             Some(AttributeValue::B(blob)) => Ok(Some(blob.as_ref().to_vec())),
             Some(_) => Err(self.corrupt(format!("{name} is neither a string nor binary"))),
         }
+    }
+
+    fn held_callback(&self) -> Result<Option<HeldCallback>, StoreError> {
+        let map = match self.item.get(HELD_CALLBACK) {
+            None | Some(AttributeValue::Null(_)) => return Ok(None),
+            Some(AttributeValue::M(map)) => map,
+            Some(_) => return Err(self.corrupt("held_callback is not a map")),
+        };
+        let inner = Reader {
+            item: map,
+            pk: self.pk.clone(),
+        };
+        Ok(Some(HeldCallback {
+            raw: inner
+                .string("raw")?
+                .ok_or_else(|| inner.corrupt("held_callback lacks raw"))?,
+            received_at: inner
+                .time("received_at")?
+                .ok_or_else(|| inner.corrupt("held_callback lacks received_at"))?,
+            callback_nonce: inner.string("callback_nonce")?,
+            source_ip: inner.string("source_ip")?,
+        }))
     }
 
     fn history(&self) -> Result<Vec<ResultHistoryEntry>, StoreError> {

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use daraja::{Clock, SystemClock};
 use payments::payment::{
-    plan_pending, plan_result, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource, ReviewReason, Verdict,
+    plan_pending, plan_result, HeldCallback, NewPayment, PaymentRecord, PaymentResult,
+    PaymentStatus, PendingPlan, ResultPlan, ResultSource, ReviewReason, Verdict,
 };
-use payments::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
+use payments::{Applied, Hold, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
 
 use crate::error::{cancelled, contention, CONDITION_FAILED, TRANSACTION_CONFLICT};
 use crate::expr::Expr;
@@ -195,7 +195,7 @@ impl DynamoStore {
             expired = update.value("open_expired", s(PaymentStatus::Expired.as_str())),
         );
         let amount_check = amount_check(&mut update, verdict, result);
-        let binding_check = binding_check(&mut update, result);
+        let binding_check = binding_check(&mut update, result.callback_nonce.as_deref());
         update.condition(format!("{open}{amount_check}{binding_check}"));
         self.write_result(result, update, holder).await
     }
@@ -224,7 +224,7 @@ impl DynamoStore {
             receipt = update.name(item::RECEIPT),
         );
         let amount_check = amount_check(&mut update, verdict, result);
-        let binding_check = binding_check(&mut update, result);
+        let binding_check = binding_check(&mut update, result.callback_nonce.as_deref());
         update.condition(format!("{condition}{amount_check}{binding_check}"));
         self.write_result(result, update, holder).await
     }
@@ -414,8 +414,8 @@ fn amount_check(update: &mut Expr, verdict: Verdict, result: &PaymentResult) -> 
 
 /// The binding check of a callback's write, as a condition suffix: the stored nonce, when
 /// there is one, is the URL's. Nothing for a result without a nonce (an STK query).
-fn binding_check(update: &mut Expr, result: &PaymentResult) -> String {
-    match &result.callback_nonce {
+fn binding_check(update: &mut Expr, nonce: Option<&str>) -> String {
+    match nonce {
         Some(nonce) => {
             let stored = update.name(item::CALLBACK_NONCE);
             let given = update.value("nonce", s(nonce));
@@ -762,6 +762,37 @@ impl PaymentStore for DynamoStore {
         let expected = update.value("expected", s(queue.status().as_str()));
         update.condition(format!("{status} = {expected}"));
         Ok(self.update(checkout_request_id, update).await?.is_ok())
+    }
+
+    async fn hold_for_confirmation(
+        &self,
+        checkout_request_id: &str,
+        held: &HeldCallback,
+    ) -> Result<Hold, StoreError> {
+        // Pending first (the common case), then expired; each write states the one it expects.
+        for queue in [QueryQueue::Retry, QueryQueue::Expired] {
+            let mut update = Expr::new();
+            update.set(item::HELD_CALLBACK, item::held_callback(held));
+            Self::enqueue(
+                &mut update,
+                checkout_request_id,
+                queue,
+                Some(held.received_at),
+            );
+            let status = update.name(item::STATUS);
+            let open = update.value("open", s(queue.status().as_str()));
+            let binding = binding_check(&mut update, held.callback_nonce.as_deref());
+            update.condition(format!("{status} = {open}{binding}"));
+            match self.update(checkout_request_id, update).await? {
+                Ok(_) => return Ok(Hold::Held),
+                Err(Some(found))
+                    if found.status == PaymentStatus::Expired
+                        && queue == QueryQueue::Retry
+                        && held.is_bound_to(&found) => {}
+                Err(found) => return Ok(Hold::NotOpen(found)),
+            }
+        }
+        Ok(Hold::NotOpen(self.get(checkout_request_id).await?))
     }
 
     async fn expire(

@@ -24,7 +24,8 @@ pub mod store;
 pub use intent::PushLedger;
 pub use memory::{MemoryLedger, MemoryRawStore, MemoryStore};
 pub use payment::{
-    timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource, ReviewReason,
+    timestamp, HeldCallback, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ResultSource,
+    ReviewReason,
 };
 pub use raw::{RawCallbackStore, UnreadableCallback};
-pub use store::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
+pub use store::{Applied, Hold, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};

@@ -227,6 +227,32 @@ pub struct PaymentResult {
 }
 
 impl PaymentResult {
+    /// The result a parsed callback reports; `raw` is its body as received.
+    pub fn from_callback(
+        cb: &daraja::StkCallback,
+        raw: &[u8],
+        source: ResultSource,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        let meta = &cb.metadata;
+        Self {
+            checkout_request_id: cb.checkout_request_id.clone(),
+            merchant_request_id: cb.merchant_request_id.clone(),
+            result_code: cb.result_code.clone(),
+            result_desc: cb.result_desc.clone(),
+            receipt: meta.receipt.clone(),
+            amount_paid: meta.amount.as_ref().map(|a| a.to_string()),
+            amount_paid_whole: meta.amount.as_ref().and_then(|a| a.whole_shillings()),
+            paying_phone: meta.phone.clone(),
+            transaction_date: meta.transaction_date.clone(),
+            raw: Some(String::from_utf8_lossy(raw).into_owned()),
+            contradictory: !meta.contradictions.is_empty(),
+            source,
+            received_at,
+            callback_nonce: None,
+        }
+    }
+
     /// Whether this result may be applied to `record`: a callback delivered to another
     /// payment's URL may not. A record or a result without a nonce (a payment recorded before
     /// callback URLs were per payment, an STK query) binds nothing.
@@ -355,6 +381,44 @@ impl PaymentResult {
     }
 }
 
+/// A success callback kept on its open payment until an STK query confirms it (the callback
+/// function's `CALLBACK_CONFIRM`): it changes nothing until reconciliation applies it, after
+/// the query's own answer, so a made-up success can no longer complete a payment by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldCallback {
+    /// The body as received; applied as the callback it is once the query has answered.
+    pub raw: String,
+    pub received_at: DateTime<Utc>,
+    /// The nonce of the callback URL it was delivered to.
+    pub callback_nonce: Option<String>,
+    /// Where it came from (API Gateway's `sourceIp`), for the operator.
+    pub source_ip: Option<String>,
+}
+
+impl HeldCallback {
+    /// The callback's result, as it would have been applied on arrival.
+    pub fn result(&self, checkout_request_id: &str) -> Result<PaymentResult, String> {
+        let callback = daraja::parse_callback(self.raw.as_bytes()).map_err(|e| e.to_string())?;
+        if callback.checkout_request_id != checkout_request_id {
+            return Err("the held callback names another payment".to_owned());
+        }
+        let mut result = PaymentResult::from_callback(
+            &callback,
+            self.raw.as_bytes(),
+            ResultSource::Callback,
+            self.received_at,
+        );
+        result.callback_nonce = self.callback_nonce.clone();
+        Ok(result)
+    }
+
+    /// Whether it was delivered to `record`'s own callback URL (as
+    /// [`PaymentResult::is_bound_to`]).
+    pub fn is_bound_to(&self, record: &PaymentRecord) -> bool {
+        nonces_agree(&self.callback_nonce, &record.callback_nonce)
+    }
+}
+
 /// Whether two callback URL nonces name the same push: either missing binds nothing.
 fn nonces_agree(given: &Option<String>, stored: &Option<String>) -> bool {
     match (given, stored) {
@@ -448,6 +512,10 @@ pub struct PaymentRecord {
     pub raw_callback: Option<String>,
     #[serde(skip)]
     pub history: Vec<ResultHistoryEntry>,
+    /// A success callback waiting for an STK query to confirm it; while the payment is open,
+    /// shown as `awaiting_confirmation`.
+    #[serde(skip)]
+    pub held_callback: Option<HeldCallback>,
 }
 
 impl PaymentRecord {
@@ -734,6 +802,7 @@ mod tests {
             created_by: None,
             raw_callback: Some("{\"secret\":1}".into()),
             history: vec![result(false, None).history_entry()],
+            held_callback: None,
         }
     }
 

@@ -11,7 +11,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::payment::{NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ReviewReason};
+use crate::payment::{
+    HeldCallback, NewPayment, PaymentRecord, PaymentResult, PaymentStatus, ReviewReason,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -89,6 +91,17 @@ pub struct Settled {
     pub enriched: bool,
 }
 
+/// What [`PaymentStore::hold_for_confirmation`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// Kept on the open payment, which is due for a query now.
+    Held,
+    /// The payment is not open (final), the callback is another payment's, or there is no
+    /// payment yet (`None`): nothing was written, and the result is applied as it is, since
+    /// it cannot complete a payment that an unconfirmed success could.
+    NotOpen(Option<PaymentRecord>),
+}
+
 #[async_trait]
 pub trait PaymentStore: Send + Sync {
     /// Records the request details once Daraja has acknowledged the push.
@@ -107,6 +120,16 @@ pub trait PaymentStore: Send + Sync {
     /// A receipt is recorded on one payment only: the write that records it claims it, and
     /// a receipt another payment holds turns this one `NEEDS_REVIEW` (`receipt_reused`).
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError>;
+
+    /// Keeps a success callback on its payment until an STK query confirms it, when the
+    /// payment is open (`PENDING` or `EXPIRED`) and the callback was delivered to its URL: the
+    /// payment's status stays, and it is put at the head of its query queue (`Retry` or
+    /// `Expired`, due at the callback's `received_at`). One conditional write.
+    async fn hold_for_confirmation(
+        &self,
+        checkout_request_id: &str,
+        held: &HeldCallback,
+    ) -> Result<Hold, StoreError>;
 
     async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError>;
 

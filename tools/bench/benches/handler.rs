@@ -58,6 +58,7 @@ fn callback_service(store: Arc<MemoryStore>) -> CallbackService {
         clock: Arc::new(SystemClock),
         callback_keys: keys(),
         allowed_sources: SourceAllowList::default(),
+        confirmation: Default::default(),
     }
 }
 

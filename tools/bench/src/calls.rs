@@ -195,6 +195,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         clock: world.clock.clone(),
         callback_keys: CallbackKeys::parse(CALLBACK_KEY).expect("a valid key"),
         allowed_sources: SourceAllowList::default(),
+        confirmation: Default::default(),
     };
     // Each result goes to its push's own callback URL; an orphan to a URL no push sent.
     let token_of = |id: &str| {

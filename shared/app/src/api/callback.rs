@@ -9,9 +9,9 @@ use crate::metrics::{self, Metric};
 use daraja::{mask_id, parse_callback, Clock, StkCallback};
 use payments::intent::PushLedger;
 use payments::link::{link_to_push_in_doubt, payer_phone};
-use payments::payment::{PaymentResult, PaymentStatus, ResultSource, ReviewReason};
+use payments::payment::{HeldCallback, PaymentResult, PaymentStatus, ResultSource, ReviewReason};
 use payments::raw::{RawCallbackStore, UnreadableCallback};
-use payments::{Applied, PaymentStore};
+use payments::{Applied, Hold, PaymentStore};
 
 /// Callbacks larger than this are refused unread: Daraja's are well under 2 KiB.
 pub const MAX_CALLBACK_BYTES: usize = payments::raw::RAW_BODY_LIMIT;
@@ -48,6 +48,44 @@ impl CallbackAnswer {
     }
 }
 
+/// Which success callbacks wait for an STK query before they count (`CALLBACK_CONFIRM`).
+///
+/// A held success changes no status: it is kept on its payment, which reconciliation queries
+/// in its next round; the callback is applied after the query's answer, so a success Daraja
+/// does not confirm turns the payment `NEEDS_REVIEW` instead of `COMPLETED`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Every result counts on arrival.
+    #[default]
+    Off,
+    /// A success from a source outside `CALLBACK_ALLOWED_IPS` waits for the query.
+    Unlisted,
+    /// Every success waits for the query.
+    Always,
+}
+
+impl Confirmation {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "off" => Ok(Self::Off),
+            "unlisted" => Ok(Self::Unlisted),
+            "always" => Ok(Self::Always),
+            other => Err(format!(
+                "{other:?} is not \"off\", \"unlisted\" or \"always\""
+            )),
+        }
+    }
+
+    /// Whether a success from a source `listed` or not waits for the query.
+    pub fn holds(self, listed: bool) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Unlisted => !listed,
+            Self::Always => true,
+        }
+    }
+}
+
 /// What the callback function needs, built once at cold start.
 pub struct CallbackService {
     pub store: Arc<dyn PaymentStore>,
@@ -60,13 +98,15 @@ pub struct CallbackService {
     pub callback_keys: CallbackKeys,
     /// Empty: every source may deliver.
     pub allowed_sources: SourceAllowList,
+    /// Which successes wait for an STK query.
+    pub confirmation: Confirmation,
 }
 
 impl CallbackService {
     /// Handles one delivery. `source_ip` is API Gateway's `sourceIp`.
     ///
     /// Every decision logs one event with a `decision` field (`transitioned`, `duplicate`,
-    /// `conflict`, `orphan`, `unreadable`, `refused_source`, `refused_token`, `refused_binding`,
+    /// `conflict`, `orphan`, `held`, `unreadable`, `refused_source`, `refused_token`, `refused_binding`,
     /// `oversized`, `store_failed`, `unreadable_lost`), which a metric filter can count.
     pub async fn receive(
         &self,
@@ -125,6 +165,11 @@ impl CallbackService {
         };
         let mut result = payment_result(&callback, body, ResultSource::Callback, received_at);
         result.callback_nonce = Some(nonce);
+        if result.is_success() && self.confirmation.holds(listed) {
+            if let Some(answer) = self.hold(&result, source_ip).await {
+                return answer;
+            }
+        }
         match self.store.apply_result(&result).await {
             Ok(Applied::Unbound(_)) => {
                 // A valid URL of another payment: someone who saw one is replaying it.
@@ -162,21 +207,41 @@ impl CallbackService {
                 }
                 CallbackAnswer::accepted()
             }
-            Err(e) => {
-                // Safaricom does not resend: keep the whole result in the log so it can be
-                // replayed, and count it for the alarm (a 503 is a normal answer to Lambda).
-                metrics::count(Metric::CallbackStoreFailed);
-                tracing::error!(
-                    decision = "store_failed",
+            Err(e) => store_failed(&result, &e),
+        }
+    }
+
+    /// Keeps a success on its open payment until an STK query confirms it. `None`: the payment
+    /// is not open (final, another payment's URL, or not recorded yet), and the result is
+    /// applied by its own rules.
+    async fn hold(
+        &self,
+        result: &PaymentResult,
+        source_ip: Option<&str>,
+    ) -> Option<CallbackAnswer> {
+        let held = HeldCallback {
+            raw: result.raw.clone().unwrap_or_default(),
+            received_at: result.received_at,
+            callback_nonce: result.callback_nonce.clone(),
+            source_ip: source_ip.map(str::to_owned),
+        };
+        match self
+            .store
+            .hold_for_confirmation(&result.checkout_request_id, &held)
+            .await
+        {
+            Ok(Hold::Held) => {
+                metrics::count(Metric::CallbackHeld);
+                tracing::info!(
+                    decision = "held",
                     checkout_request_id = %mask_id(&result.checkout_request_id),
-                    result_code = %result.result_code,
-                    receipt = result.receipt.as_deref().unwrap_or(""),
-                    amount_paid = result.amount_paid.as_deref().unwrap_or(""),
-                    error = %e,
-                    "callback could not be stored"
+                    source_ip = source_ip.unwrap_or(""),
+                    "success held until an STK query confirms it"
                 );
-                CallbackAnswer::error(ApiError::storage_unavailable())
+                Some(CallbackAnswer::accepted())
             }
+            Ok(Hold::NotOpen(_)) => None,
+            Err(e) => Some(store_failed(result, &e)),
         }
     }
 
@@ -263,6 +328,22 @@ impl CallbackService {
     }
 }
 
+/// A result the store could not take. Safaricom does not resend: the whole result goes to the
+/// log so it can be replayed, and is counted for the alarm (a 503 is a normal answer to Lambda).
+fn store_failed(result: &PaymentResult, e: &payments::StoreError) -> CallbackAnswer {
+    metrics::count(Metric::CallbackStoreFailed);
+    tracing::error!(
+        decision = "store_failed",
+        checkout_request_id = %mask_id(&result.checkout_request_id),
+        result_code = %result.result_code,
+        receipt = result.receipt.as_deref().unwrap_or(""),
+        amount_paid = result.amount_paid.as_deref().unwrap_or(""),
+        error = %e,
+        "callback could not be stored"
+    );
+    CallbackAnswer::error(ApiError::storage_unavailable())
+}
+
 /// The answer code of a body that is not a Daraja STK callback.
 fn unreadable_code(reason: &str) -> ErrorCode {
     match reason {
@@ -322,21 +403,5 @@ pub fn payment_result(
     source: ResultSource,
     received_at: chrono::DateTime<chrono::Utc>,
 ) -> PaymentResult {
-    let meta = &cb.metadata;
-    PaymentResult {
-        checkout_request_id: cb.checkout_request_id.clone(),
-        merchant_request_id: cb.merchant_request_id.clone(),
-        result_code: cb.result_code.clone(),
-        result_desc: cb.result_desc.clone(),
-        receipt: meta.receipt.clone(),
-        amount_paid: meta.amount.as_ref().map(|a| a.to_string()),
-        amount_paid_whole: meta.amount.as_ref().and_then(|a| a.whole_shillings()),
-        paying_phone: meta.phone.clone(),
-        transaction_date: meta.transaction_date.clone(),
-        raw: Some(String::from_utf8_lossy(raw).into_owned()),
-        contradictory: !meta.contradictions.is_empty(),
-        source,
-        received_at,
-        callback_nonce: None,
-    }
+    PaymentResult::from_callback(cb, raw, source, received_at)
 }

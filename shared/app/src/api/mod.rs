@@ -20,7 +20,9 @@ mod status;
 #[cfg(feature = "callback")]
 pub use allow_list::{SourceAllowList, SAFARICOM_CALLBACK_IPS};
 #[cfg(feature = "callback")]
-pub use callback::{payment_result, CallbackAnswer, CallbackService, MAX_CALLBACK_BYTES};
+pub use callback::{
+    payment_result, CallbackAnswer, CallbackService, Confirmation, MAX_CALLBACK_BYTES,
+};
 pub use caller::principal;
 pub use capability::{CallbackKeys, Capability};
 pub use error::{ApiError, ErrorCode};
@@ -30,7 +32,7 @@ pub use push::{
     parse_payment_request, PushAccepted, PushAnswer, PushService, DEFAULT_INVOCATION_TIME,
     MAX_PUSH_BYTES, RECORDING_TIME,
 };
-pub use status::{find_payments, get_payment, Lookup};
+pub use status::{find_payments, get_payment, payment_json, Lookup, Phones};
 
 /// How long a phone stays locked after a push that may have reached it, unless configured
 /// (`PHONE_LOCK_SECONDS`).

@@ -5,13 +5,55 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::{parse_idempotency_key, ApiError, ErrorCode};
-use daraja::values::AccountReference;
+use daraja::values::{mask_msisdn, AccountReference};
 use payments::intent::{IntentKey, IntentRecord, IntentStatus, PushLedger};
 use payments::payment::PaymentRecord;
 use payments::PaymentStore;
 
 /// The most payments a lookup by reference answers.
 pub const MAX_FOUND: u32 = 20;
+
+/// How the phone numbers of a payment are shown: masked (`2547•••••678`) unless the caller
+/// asks for them with `?reveal=phone`. A record read over the status API then names no
+/// customer in a log, a browser history or a support ticket by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phones {
+    #[default]
+    Masked,
+    Revealed,
+}
+
+impl Phones {
+    /// The `reveal` query parameter: absent, or `phone`.
+    pub fn parse(reveal: Option<&str>) -> Result<Self, ApiError> {
+        match reveal {
+            None => Ok(Self::Masked),
+            Some("phone") => Ok(Self::Revealed),
+            Some(_) => Err(ApiError::new(
+                ErrorCode::InvalidReveal,
+                "The one value of reveal is phone (show the full phone numbers); leave it out to see them masked.",
+            )),
+        }
+    }
+}
+
+/// The payment as the status API shows it.
+pub fn payment_json(record: &PaymentRecord, phones: Phones) -> Value {
+    let mut shown = serde_json::to_value(record).unwrap_or(Value::Null);
+    // A success callback came, and waits for an STK query to confirm it.
+    let awaiting = record.held_callback.is_some() && record.status.accepts_result();
+    shown["awaiting_confirmation"] = Value::Bool(awaiting);
+    if phones == Phones::Masked {
+        for field in ["phone", "paying_phone"] {
+            if let Some(phone) = shown.get_mut(field) {
+                if let Some(number) = phone.as_str() {
+                    *phone = Value::String(mask_msisdn(number));
+                }
+            }
+        }
+    }
+    shown
+}
 
 /// `GET /payments/{id}` for `caller`: another caller's payment is answered as not found.
 pub async fn get_payment(
@@ -86,8 +128,12 @@ pub async fn find_payments(
     ledger: &dyn PushLedger,
     lookup: &Lookup,
     caller: Option<&str>,
+    phones: Phones,
     now: DateTime<Utc>,
 ) -> Result<Value, ApiError> {
+    let shown = |records: Vec<PaymentRecord>| -> Vec<Value> {
+        records.iter().map(|r| payment_json(r, phones)).collect()
+    };
     match lookup {
         Lookup::Reference(reference) => {
             let mut found = store
@@ -95,7 +141,7 @@ pub async fn find_payments(
                 .await
                 .map_err(|e| unavailable(&e))?;
             found.retain(|record| record.is_visible_to(caller));
-            Ok(json!({ "payments": found }))
+            Ok(json!({ "payments": shown(found) }))
         }
         Lookup::IdempotencyKey(key) => {
             let intent = ledger
@@ -115,7 +161,7 @@ pub async fn find_payments(
             .filter(|record| record.is_visible_to(caller));
             Ok(json!({
                 "request": request_json(&intent, now),
-                "payments": payment.into_iter().collect::<Vec<_>>(),
+                "payments": shown(payment.into_iter().collect()),
             }))
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::{callback_keys, load_secrets, required, ConfigError, SecretName, SecretSource, Vars};
-use crate::api::{CallbackKeys, SourceAllowList};
+use crate::api::{CallbackKeys, Confirmation, SourceAllowList};
 
 #[derive(Debug)]
 pub struct CallbackConfig {
@@ -13,6 +13,8 @@ pub struct CallbackConfig {
     /// `CALLBACK_ALLOWED_IPS`; empty allows every source. `CALLBACK_SOURCE_MODE`: `report`
     /// (the default) accepts and counts a source outside it, `enforce` refuses it.
     pub allowed_sources: SourceAllowList,
+    /// `CALLBACK_CONFIRM`: `off` (the default), `unlisted` or `always`.
+    pub confirmation: Confirmation,
 }
 
 impl CallbackConfig {
@@ -42,11 +44,27 @@ impl CallbackConfig {
                 })
             }
         };
+        let confirmation = match vars.var("CALLBACK_CONFIRM") {
+            None => Confirmation::Off,
+            Some(text) => Confirmation::parse(&text).map_err(|reason| ConfigError::Invalid {
+                name: "CALLBACK_CONFIRM",
+                reason,
+            })?,
+        };
+        if confirmation == Confirmation::Unlisted && allowed_sources.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "CALLBACK_CONFIRM",
+                reason:
+                    "\"unlisted\" needs CALLBACK_ALLOWED_IPS: without a list no source is unlisted"
+                        .to_owned(),
+            });
+        }
         let mut secrets = load_secrets(vars, &[SecretName::CallbackToken], source).await?;
         Ok(Self {
             table_name,
             callback_keys: callback_keys(secrets.take(SecretName::CallbackToken)?)?,
             allowed_sources,
+            confirmation,
         })
     }
 }

@@ -399,4 +399,43 @@ mod tests {
             "{err}"
         );
     }
+
+    #[tokio::test]
+    async fn confirmation_is_off_unless_asked_and_unlisted_needs_a_list() {
+        use crate::api::Confirmation;
+        async fn load(vars: &dyn Vars) -> Result<Confirmation, String> {
+            CallbackConfig::load(vars, None)
+                .await
+                .map(|c| c.confirmation)
+                .map_err(|e| e.to_string())
+        }
+        let key = ("CALLBACK_TOKEN", "a-key-of-thirty-two-characters!!");
+        let list = ("CALLBACK_ALLOWED_IPS", "safaricom");
+        assert_eq!(
+            load(&[("TABLE_NAME", "t"), key, list]).await,
+            Ok(Confirmation::Off)
+        );
+        for (text, want) in [
+            ("off", Confirmation::Off),
+            ("unlisted", Confirmation::Unlisted),
+            ("always", Confirmation::Always),
+        ] {
+            let vars = [("TABLE_NAME", "t"), key, list, ("CALLBACK_CONFIRM", text)];
+            assert_eq!(load(&vars).await, Ok(want), "{text}");
+        }
+        let vars = [
+            ("TABLE_NAME", "t"),
+            key,
+            list,
+            ("CALLBACK_CONFIRM", "sometimes"),
+        ];
+        let err = load(&vars).await.unwrap_err();
+        assert!(
+            err.contains("CALLBACK_CONFIRM") && err.contains("sometimes"),
+            "{err}"
+        );
+        let vars = [("TABLE_NAME", "t"), key, ("CALLBACK_CONFIRM", "unlisted")];
+        let err = load(&vars).await.unwrap_err();
+        assert!(err.contains("CALLBACK_ALLOWED_IPS"), "{err}");
+    }
 }

@@ -7,6 +7,7 @@
 //! Each function here panics when the store breaks its rule.
 
 mod binding;
+mod confirmation;
 pub mod ledger;
 mod lists;
 mod query;
@@ -14,6 +15,7 @@ mod receipts;
 mod results;
 
 pub use binding::*;
+pub use confirmation::*;
 pub use lists::*;
 pub use query::*;
 pub use receipts::*;
@@ -58,6 +60,8 @@ macro_rules! payment_store_conformance {
             concurrent_payments_with_one_receipt_complete_once,
             a_result_sent_to_another_payments_url_is_not_applied,
             a_result_before_the_pending_write_must_come_to_its_url,
+            a_held_success_changes_no_status_and_is_queried_first,
+            a_success_is_held_only_on_its_own_open_payment,
             a_payment_is_shown_only_to_the_caller_that_asked_for_it,
             orphan_listed_until_pending_write,
             pending_index_lists_only_old_pending,

@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use daraja::{Clock, SystemClock};
 
 use crate::payment::{
-    plan_pending, plan_result, timestamp, NewPayment, PaymentRecord, PaymentResult, PaymentStatus,
-    PendingPlan, ResultPlan, ResultSource, Verdict,
+    plan_pending, plan_result, timestamp, HeldCallback, NewPayment, PaymentRecord, PaymentResult,
+    PaymentStatus, PendingPlan, ResultPlan, ResultSource, Verdict,
 };
-use crate::store::{Applied, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
+use crate::store::{Applied, Hold, PaymentStore, PendingWrite, QueryQueue, Settled, StoreError};
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -173,6 +173,7 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         created_by: None,
         raw_callback: None,
         history: Vec::new(),
+        held_callback: None,
     }
 }
 
@@ -379,6 +380,30 @@ impl PaymentStore for MemoryStore {
             },
         );
         Ok(applied)
+    }
+
+    async fn hold_for_confirmation(
+        &self,
+        checkout_request_id: &str,
+        held: &HeldCallback,
+    ) -> Result<Hold, StoreError> {
+        let mut items = self.items();
+        let Some(stored) = items.get_mut(checkout_request_id) else {
+            return Ok(Hold::NotOpen(None));
+        };
+        let queue = match stored.record.status {
+            PaymentStatus::Pending => QueryQueue::Retry,
+            PaymentStatus::Expired => QueryQueue::Expired,
+            _ => return Ok(Hold::NotOpen(Some(stored.record.clone()))),
+        };
+        if !held.is_bound_to(&stored.record) {
+            return Ok(Hold::NotOpen(Some(stored.record.clone())));
+        }
+        let mut held = held.clone();
+        held.received_at = timestamp::truncate(held.received_at);
+        stored.queued = Some((queue, held.received_at));
+        stored.record.held_callback = Some(held);
+        Ok(Hold::Held)
     }
 
     async fn get(&self, checkout_request_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
