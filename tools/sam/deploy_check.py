@@ -338,6 +338,7 @@ class Aws:
         self.lam = self._client("lambda")
         self.iam = self._client("iam")
         self.events = self._client("events")
+        self.logs = self._client("logs")
         self._account: str | None = None
 
     def account_id(self) -> str:
@@ -444,6 +445,7 @@ class StackCheck:
         "AWS::IAM::Role": {"AssumeRolePolicyDocument", "Policies", "ManagedPolicyArns", "Tags"},
         "AWS::Events::Rule": {"ScheduleExpression", "State", "Description", "EventPattern", "Targets"},
         "AWS::Lambda::Permission": {"Action", "FunctionName", "Principal", "SourceArn"},
+        "AWS::Logs::LogGroup": {"LogGroupName", "RetentionInDays"},
     }
 
     def __init__(self, report: Report, aws: Aws, label: str, stack: str, template: dict[str, Any],
@@ -498,6 +500,7 @@ class StackCheck:
             "AWS::IAM::Role": self.check_role,
             "AWS::Events::Rule": self.check_rule,
             "AWS::Lambda::Permission": self.check_permission,
+            "AWS::Logs::LogGroup": self.check_log_group,
         }
         for logical_id, resource in sorted(self.template["Resources"].items(), key=lambda kv: (kv[1]["Type"], kv[0])):
             kind = resource["Type"]
@@ -621,10 +624,16 @@ class StackCheck:
                                conf.get("Environment", {}).get("Variables", {}))
         self.check_code(logical_id, value(props["Code"]), conf, declared)
         if "LoggingConfig" in props:
+            logging_config = value(props["LoggingConfig"])
             if "LoggingConfig" in conf:
-                self.expect(logical_id, "logging config", value(props["LoggingConfig"]), conf["LoggingConfig"])
+                self.expect(logical_id, "logging config", logging_config, conf["LoggingConfig"])
             else:
-                self.gap("AWS::Lambda::Function LoggingConfig (JSON logs, log levels): moto does not keep it")
+                self.gap("AWS::Lambda::Function LoggingConfig (JSON logs, log levels, the log group written to): moto"
+                         " does not keep it; only that the group it names exists is checked")
+            if "LogGroup" in logging_config:
+                group = logging_config["LogGroup"]
+                found = self.log_group(group) is not None
+                self.row(found, logical_id, "LoggingConfig log group exists", group if found else f"moto has no log group {group}")
         if props.get("Tags"):
             tags = self.aws.lam.list_tags(Resource=conf["FunctionArn"]).get("Tags", {})
             if tags:
@@ -702,6 +711,26 @@ class StackCheck:
             return
         arns = [s.get("Condition", {}).get("ArnLike", {}).get("AWS:SourceArn") for s in candidates]
         self.row(source in arns, logical_id, "source ARN", short(source) if source in arns else f"template {source}, moto {arns}")
+
+    # -- CloudWatch Logs -----------------------------------------------------------------------
+
+    def log_group(self, name: str) -> dict[str, Any] | None:
+        groups = self.aws.logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        return next((g for g in groups if g["logGroupName"] == name), None)
+
+    def check_log_group(self, logical_id: str, props: dict[str, Any]) -> None:
+        props = self.resolver.value(props)
+        name = self.resolver.physical[logical_id]
+        if "LogGroupName" in props:
+            self.expect(logical_id, "name", props["LogGroupName"], name)
+        group = self.log_group(name)
+        if not self.expect(logical_id, "in CloudWatch Logs", True, group is not None, shown=name):
+            return
+        # Absent: the events never expire. Compared as numbers: a Number parameter's value may come
+        # as a string.
+        expected, got = props.get("RetentionInDays"), group.get("retentionInDays")
+        self.expect(logical_id, "retention (days)", None if expected is None else int(expected),
+                    None if got is None else int(got), shown="never expires" if got is None else None)
 
     # -- IAM -----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ use serde_yaml::Value;
 pub struct FunctionSettings {
     pub timeout: Duration,
     pub memory_mb: u32,
-    /// `JSON` or `Text`, from `LoggingConfig.LogFormat`.
+    /// `JSON` or `Text`, from `LoggingConfig.LogFormat` (the function's, else the global one).
     pub log_format: Option<String>,
 }
 
@@ -153,6 +153,18 @@ impl Template {
                 .and_then(|p| p.get(key))
                 .or_else(|| globals.and_then(|g| g.get(key)))
         };
+        // SAM merges a function's LoggingConfig into the global one key by key: a function that
+        // only names its log group keeps the global LogFormat.
+        let logging = |key: &str| {
+            properties
+                .and_then(|p| p.get("LoggingConfig"))
+                .and_then(|l| l.get(key))
+                .or_else(|| {
+                    globals
+                        .and_then(|g| g.get("LoggingConfig"))
+                        .and_then(|l| l.get(key))
+                })
+        };
         let defaults = FunctionSettings::default();
         FunctionSettings {
             timeout: lookup("Timeout")
@@ -162,8 +174,7 @@ impl Template {
                 .and_then(Value::as_u64)
                 .and_then(|m| u32::try_from(m).ok())
                 .unwrap_or(defaults.memory_mb),
-            log_format: lookup("LoggingConfig")
-                .and_then(|l| l.get("LogFormat"))
+            log_format: logging("LogFormat")
                 .and_then(Value::as_str)
                 .map(str::to_string),
         }
@@ -191,6 +202,8 @@ Resources:
         Binary: stk-push
     Properties:
       Timeout: 25
+      LoggingConfig:
+        LogGroup: !Ref PushLogs
       Environment:
         Variables:
           X: !Ref Y
@@ -207,6 +220,7 @@ Resources:
         let push = t.function("stk-push");
         assert_eq!(push.timeout, Duration::from_secs(25));
         assert_eq!(push.memory_mb, 256);
+        // Its own LoggingConfig only names a log group: the format is still the global one.
         assert_eq!(push.log_format.as_deref(), Some("JSON"));
     }
 
@@ -232,6 +246,16 @@ Resources:
         for f in ["stk-push", "stk-callback", "payment-status"] {
             let timeout = t.function(f).timeout;
             assert!(timeout < Duration::from_secs(30), "{f}: {timeout:?}");
+        }
+    }
+
+    /// Each function's LoggingConfig names its log group; the JSON format comes from the globals.
+    #[test]
+    fn project_template_gives_every_function_json_logs() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+        let t = Template::load(&path).unwrap();
+        for f in ["stk-push", "stk-callback", "payment-status", "reconcile"] {
+            assert_eq!(t.function(f).log_format.as_deref(), Some("JSON"), "{f}");
         }
     }
 
