@@ -789,10 +789,12 @@ impl PaymentStore for DynamoStore {
                     if found.status == PaymentStatus::Expired
                         && queue == QueryQueue::Retry
                         && held.is_bound_to(&found) => {}
-                Err(found) => return Ok(Hold::NotOpen(found)),
+                Err(found) => return Ok(Hold::NotOpen(found.map(Box::new))),
             }
         }
-        Ok(Hold::NotOpen(self.get(checkout_request_id).await?))
+        Ok(Hold::NotOpen(
+            self.get(checkout_request_id).await?.map(Box::new),
+        ))
     }
 
     async fn expire(

@@ -99,7 +99,7 @@ pub enum Hold {
     /// The payment is not open (final), the callback is another payment's, or there is no
     /// payment yet (`None`): nothing was written, and the result is applied as it is, since
     /// it cannot complete a payment that an unconfirmed success could.
-    NotOpen(Option<PaymentRecord>),
+    NotOpen(Option<Box<PaymentRecord>>),
 }
 
 #[async_trait]

@@ -394,10 +394,10 @@ impl PaymentStore for MemoryStore {
         let queue = match stored.record.status {
             PaymentStatus::Pending => QueryQueue::Retry,
             PaymentStatus::Expired => QueryQueue::Expired,
-            _ => return Ok(Hold::NotOpen(Some(stored.record.clone()))),
+            _ => return Ok(Hold::NotOpen(Some(Box::new(stored.record.clone())))),
         };
         if !held.is_bound_to(&stored.record) {
-            return Ok(Hold::NotOpen(Some(stored.record.clone())));
+            return Ok(Hold::NotOpen(Some(Box::new(stored.record.clone()))));
         }
         let mut held = held.clone();
         held.received_at = timestamp::truncate(held.received_at);
