@@ -792,9 +792,9 @@ impl PaymentStore for DynamoStore {
                 Err(found) => return Ok(Hold::NotOpen(found.map(Box::new))),
             }
         }
-        Ok(Hold::NotOpen(
-            self.get(checkout_request_id).await?.map(Box::new),
-        ))
+        // Each round above answers unless a pending payment expired between the two writes
+        // and then closed: not open either way.
+        Ok(Hold::NotOpen(None))
     }
 
     async fn expire(

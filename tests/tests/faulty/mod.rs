@@ -21,6 +21,18 @@ pub struct FaultyDynamo {
     /// While set, every request fails.
     down: AtomicBool,
     failed: AtomicUsize,
+    /// Every request forwarded: the access key id it was signed with, and its JSON.
+    seen: std::sync::Mutex<Vec<SeenRequest>>,
+}
+
+/// One DynamoDB request as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// From the SigV4 `Credential=` of its `Authorization` header.
+    pub access_key_id: String,
+    /// The operation, e.g. `GetItem` (from `X-Amz-Target`).
+    pub operation: String,
+    pub body: serde_json::Value,
 }
 
 impl FaultyDynamo {
@@ -42,6 +54,24 @@ impl FaultyDynamo {
             headers: HeaderMap,
             body: Bytes,
         ) -> axum::response::Response {
+            let access_key_id = headers
+                .get("authorization")
+                .and_then(|a| a.to_str().ok())
+                .and_then(|a| a.split("Credential=").nth(1))
+                .and_then(|c| c.split('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            let operation = headers
+                .get("x-amz-target")
+                .and_then(|t| t.to_str().ok())
+                .and_then(|t| t.rsplit('.').next())
+                .unwrap_or_default()
+                .to_owned();
+            faults.seen.lock().unwrap().push(SeenRequest {
+                access_key_id,
+                operation,
+                body: serde_json::from_slice(&body).unwrap_or_default(),
+            });
             let is_transaction = headers
                 .get("x-amz-target")
                 .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
@@ -91,6 +121,11 @@ impl FaultyDynamo {
         let url = format!("http://{}", listener.local_addr().expect("address"));
         tokio::spawn(async move { axum::serve(listener, app).await });
         (faults, url)
+    }
+
+    /// Every request forwarded so far.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
     }
 
     pub fn failed(&self) -> usize {

@@ -65,6 +65,18 @@ pub struct StackOptions {
     pub gateway_port: u16,
 }
 
+/// `env` with the function's own AWS access key id, `local-<binary>`, in place of the shared
+/// one: moto takes any, and a proxy in front of it can tell which function sent a request, as
+/// IAM tells the functions' roles apart. A key set in [`StackOptions::extra_env`] stays.
+fn own_access_key(env: &[(String, String)], function: Function) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(name, value)| match (name.as_str(), value.as_str()) {
+            ("AWS_ACCESS_KEY_ID", "test") => (name.clone(), format!("local-{}", function.name())),
+            _ => (name.clone(), value.clone()),
+        })
+        .collect()
+}
+
 /// Environment variables as [`StackOptions::extra_env`] holds them.
 pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -242,7 +254,7 @@ impl LocalStack {
                 rie: rie.clone(),
                 size: opts.pool_size,
                 settings: template.function(function.name()),
-                env: function_env.clone(),
+                env: own_access_key(&function_env, function),
             };
             match RiePool::start(config, logs.clone()).await {
                 Ok(pool) => {
