@@ -45,7 +45,6 @@ pub const CALLBACK_NONCE: &str = "callback_nonce";
 pub const CREATED_BY: &str = "created_by";
 pub const LAST_QUERIED_AT: &str = "last_queried_at";
 pub const QUERY_ATTEMPTS: &str = "query_attempts";
-pub const DUPLICATE_CALLBACKS: &str = "duplicate_callbacks";
 pub const CONFLICTING_CALLBACKS: &str = "conflicting_callbacks";
 pub const HISTORY: &str = "history";
 /// A success callback waiting for its STK query: a map of `raw`, `received_at`,
@@ -169,7 +168,6 @@ pub fn record_from_item(item: &Item) -> Result<PaymentRecord, StoreError> {
         receipt_holder: reader.string(RECEIPT_HOLDER)?,
         query_attempts: reader.number(QUERY_ATTEMPTS)?.unwrap_or(0),
         last_queried_at: reader.time(LAST_QUERIED_AT)?,
-        duplicate_callbacks: reader.number(DUPLICATE_CALLBACKS)?.unwrap_or(0),
         conflicting_callbacks: reader.number(CONFLICTING_CALLBACKS)?.unwrap_or(0),
         details_recorded: reader.boolean(DETAILS_RECORDED)?.unwrap_or(false),
         callback_nonce: reader.string(CALLBACK_NONCE)?,

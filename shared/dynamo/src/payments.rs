@@ -342,46 +342,23 @@ impl DynamoStore {
         }
     }
 
-    /// Counts a repeated or contradicting result on a final record. The record's status
+    /// Keeps a contradicting result of a final record in its history. The record's status
     /// and result fields never change once final, so no condition beyond existence.
-    async fn note_repeat(
-        &self,
-        result: &PaymentResult,
-        plan: ResultPlan,
-        stored: PaymentRecord,
-    ) -> Result<Applied, StoreError> {
+    async fn note_conflict(&self, result: &PaymentResult) -> Result<Applied, StoreError> {
         let mut update = Expr::new();
-        let conflict = plan == ResultPlan::Conflict;
-        if conflict {
-            update.append(
-                item::HISTORY,
-                vec![item::history_entry(&result.history_entry())],
-            );
-        }
+        update.append(
+            item::HISTORY,
+            vec![item::history_entry(&result.history_entry())],
+        );
         if result.source == ResultSource::Callback {
-            let counter = if conflict {
-                item::CONFLICTING_CALLBACKS
-            } else {
-                item::DUPLICATE_CALLBACKS
-            };
-            update.add(counter, 1);
+            update.add(item::CONFLICTING_CALLBACKS, 1);
         }
-        let record = if update.is_empty() {
-            // A query repeating the stored result: nothing to record.
-            stored
-        } else {
-            let pk = update.name(item::PK);
-            update.condition(format!("attribute_exists({pk})"));
-            match self.update(&result.checkout_request_id, update).await? {
-                Ok(record) => record,
-                Err(_) => return Err(contention(&result.checkout_request_id)),
-            }
-        };
-        Ok(if conflict {
-            Applied::Conflict(record)
-        } else {
-            Applied::Duplicate(record)
-        })
+        let pk = update.name(item::PK);
+        update.condition(format!("attribute_exists({pk})"));
+        match self.update(&result.checkout_request_id, update).await? {
+            Ok(record) => Ok(Applied::Conflict(record)),
+            Err(_) => Err(contention(&result.checkout_request_id)),
+        }
     }
 }
 
@@ -653,9 +630,10 @@ impl PaymentStore for DynamoStore {
             };
             plan = plan_result(result, found.as_ref());
             match (plan, found) {
-                (ResultPlan::Duplicate | ResultPlan::Conflict, Some(found)) => {
-                    return self.note_repeat(result, plan, found).await;
-                }
+                // A replay (Safaricom's duplicate delivery, or someone resending what they
+                // saw) writes nothing: its failed condition was the only request.
+                (ResultPlan::Duplicate, Some(found)) => return Ok(Applied::Duplicate(found)),
+                (ResultPlan::Conflict, Some(_)) => return self.note_conflict(result).await,
                 (ResultPlan::Unbound, Some(found)) => return Ok(Applied::Unbound(found)),
                 (_, found) => stored = found,
             }

@@ -495,8 +495,6 @@ pub struct PaymentRecord {
     pub query_attempts: u32,
     #[serde(default, with = "timestamp::serde_millis_opt")]
     pub last_queried_at: Option<DateTime<Utc>>,
-    /// Identical results delivered again by callback.
-    pub duplicate_callbacks: u32,
     /// Callbacks that contradicted the final result (kept in `history`).
     pub conflicting_callbacks: u32,
     /// Whether the request details (amount, phone, reference) are known. False for a
@@ -795,7 +793,6 @@ mod tests {
             receipt_holder: None,
             query_attempts: 0,
             last_queried_at: None,
-            duplicate_callbacks: 0,
             conflicting_callbacks: 1,
             details_recorded: true,
             callback_nonce: None,

@@ -9,8 +9,8 @@ use ::dynamo::token::DynamoTokenStore;
 use ::dynamo::DynamoLedger;
 use ::dynamo::DynamoRawStore;
 use ::dynamo::DynamoStore;
-use app::api::SourceAllowList;
 use app::api::{get_payment, CallbackKeys, CallbackService, PushAnswer, PushService};
+use app::api::{Confirmation, SourceAllowList};
 use bench::events::{self, SAFARICOM_IP};
 use bench::stats::{Ms, Samples, Verdict};
 use bench::CountRequests;
@@ -188,15 +188,17 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         Verdict::of(daraja_per_push == 1.0),
     );
 
-    let callbacks = CallbackService {
+    let callback_service = |confirmation: Confirmation| CallbackService {
         store: Arc::new(DynamoStore::new(world.counted.clone(), &world.table)),
         ledger: Arc::new(DynamoLedger::new(world.counted.clone(), &world.table)),
         raw: Arc::new(DynamoRawStore::new(world.counted.clone(), &world.table)),
         clock: world.clock.clone(),
         callback_keys: CallbackKeys::parse(CALLBACK_KEY).expect("a valid key"),
         allowed_sources: SourceAllowList::default(),
-        confirmation: Default::default(),
+        confirmation,
     };
+    let callbacks = callback_service(Confirmation::Off);
+    let confirming = callback_service(Confirmation::Always);
     // Each result goes to its push's own callback URL; an orphan to a URL no push sent.
     let token_of = |id: &str| {
         world
@@ -210,8 +212,9 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
                     .token
             })
     };
-    let deliver = |label: &'static str, bodies: Vec<(String, String)>| {
-        let callbacks = &callbacks;
+    // `held`: delivered with CALLBACK_CONFIRM=always.
+    let deliver = |held: bool, label: &'static str, bodies: Vec<(String, String)>| {
+        let callbacks = if held { &confirming } else { &callbacks };
         async move {
             counter.reset();
             let n = bodies.len();
@@ -249,6 +252,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         })
         .collect();
     let per_callback = deliver(
+        false,
         "first result for a pending payment (common path)",
         results.clone(),
     )
@@ -259,7 +263,12 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         "1",
         Verdict::of(per_callback == 1.0),
     );
-    deliver("exact duplicate", results[..20].to_vec()).await?;
+    deliver(
+        false,
+        "exact duplicate (nothing written)",
+        results[..20].to_vec(),
+    )
+    .await?;
     let orphans = (0..20)
         .map(|i| {
             let id = format!("ws_CO_orphan_{i}_{}", std::process::id());
@@ -267,7 +276,46 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
             (token_of(&id), body)
         })
         .collect();
-    deliver("orphan (unknown id: record + source)", orphans).await?;
+    deliver(false, "orphan (unknown id: record + source)", orphans).await?;
+    // Fresh payments on fresh phones: the first 100 phones are locked by the pushes above.
+    let fresh = |from: usize| {
+        let service = &service;
+        async move {
+            let mut ids = Vec::with_capacity(20);
+            for i in from..from + 20 {
+                ids.push(push(service, &phone(i)).await?);
+            }
+            Ok::<Vec<String>, String>(ids)
+        }
+    };
+    let failed = fresh(WARM_PUSHES + 100).await?;
+    let failures = failed
+        .iter()
+        .map(|id| (token_of(id), events::failure_body(id)))
+        .collect();
+    deliver(
+        false,
+        "final failure (FAILED, then the phone lock freed)",
+        failures,
+    )
+    .await?;
+    let held = fresh(WARM_PUSHES + 200).await?;
+    let successes = held
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            (
+                token_of(id),
+                events::callback_body(id, 100, &format!("TKRHELD{i:03}")),
+            )
+        })
+        .collect();
+    deliver(
+        true,
+        "success held for confirmation (CALLBACK_CONFIRM=always)",
+        successes,
+    )
+    .await?;
 
     counter.reset();
     let store = DynamoStore::new(world.counted.clone(), &world.table);

@@ -77,6 +77,17 @@ pub fn callback_body(checkout_request_id: &str, amount: u32, receipt: &str) -> S
     .to_string()
 }
 
+/// A cancelled prompt's callback body (result 1032) for `checkout_request_id`.
+pub fn failure_body(checkout_request_id: &str) -> String {
+    json!({"Body": {"stkCallback": {
+        "MerchantRequestID": "29115-34620561-1",
+        "CheckoutRequestID": checkout_request_id,
+        "ResultCode": 1032,
+        "ResultDesc": "Request cancelled by user"
+    }}})
+    .to_string()
+}
+
 /// `POST /callbacks/stk/{token}` carrying a success for `checkout_request_id`.
 pub fn callback(token: &str, checkout_request_id: &str, amount: u32, receipt: &str) -> Value {
     let path = format!("/callbacks/stk/{token}");

@@ -385,7 +385,7 @@ fn log_applied(applied: &Applied, result: &PaymentResult, source_ip: &str) {
         }
         Applied::Duplicate(record) => {
             metrics::count(Metric::CallbackDuplicate);
-            tracing::info!(decision = "duplicate", checkout_request_id = %id, duplicate_callbacks = record.duplicate_callbacks, "duplicate result ignored");
+            tracing::info!(decision = "duplicate", checkout_request_id = %id, status = record.status.as_str(), "duplicate result ignored; nothing written");
         }
         // Answered by `receive` before it logs.
         Applied::Unbound(_) => {}

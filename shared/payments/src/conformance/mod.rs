@@ -41,7 +41,7 @@ macro_rules! payment_store_conformance {
             each_failure_after_pending_fails,
             success_before_pending_converges,
             failure_before_pending_converges,
-            duplicate_result_is_counted_and_changes_nothing,
+            duplicate_result_changes_nothing,
             conflicting_result_is_kept_in_history,
             contradicting_success_needs_review,
             query_result_never_overwrites_completed,

@@ -22,7 +22,6 @@ pub async fn query_result_never_overwrites_completed(store: &dyn PaymentStore) {
     let applied = apply(store, &queried(success("ws_CO_q_done", "100", Some(100)))).await;
     assert!(matches!(applied, Applied::Duplicate(_)), "{applied:?}");
     let record = stored(store, "ws_CO_q_done").await;
-    assert_eq!(record.duplicate_callbacks, 0, "a query is not a callback");
     assert_eq!(
         record.receipt,
         Some(receipt_of(&record.checkout_request_id))
@@ -77,17 +76,15 @@ pub async fn success_callback_after_query_completion_adds_receipt(store: &dyn Pa
     assert_eq!(record.reconciled_by, Some(ResultSource::Query));
     assert_eq!(record.completed_at, by_query.completed_at);
     assert_eq!(record.result_desc, by_query.result_desc);
-    assert_eq!(
-        (record.duplicate_callbacks, record.conflicting_callbacks),
-        (0, 0)
-    );
+    assert_eq!(record.conflicting_callbacks, 0);
     assert!(record.history.is_empty());
 
     // The same callback delivered again is a duplicate now that the receipt is known.
+    let enriched = record;
     let Applied::Duplicate(record) = apply(store, &late).await else {
         panic!("the enriching callback delivered again must be a duplicate");
     };
-    assert_eq!(record.duplicate_callbacks, 1);
+    assert_eq!(record, enriched, "a duplicate writes nothing");
 
     // Another receipt never replaces the one stored: the customer may have paid twice.
     let mut other = late.clone();
@@ -199,8 +196,8 @@ pub async fn concurrent_callbacks_after_query_completion_enrich_once(store: &dyn
     assert_eq!(flagged, 1, "{answers:?}");
     assert_eq!(record.status, PaymentStatus::NeedsReview);
     assert_eq!(record.review_reason, Some(ReviewReason::SecondReceipt));
-    // The winner's twin is a duplicate; both deliveries of the other receipt are kept.
-    assert_eq!(record.duplicate_callbacks, 1);
+    // The winner's twin is a duplicate (nothing written); both deliveries of the other
+    // receipt are kept.
     assert_eq!(record.conflicting_callbacks, 2);
     assert!(record.history.iter().all(|h| h.receipt != record.receipt));
 }

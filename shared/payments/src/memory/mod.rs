@@ -166,7 +166,6 @@ fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -
         receipt_holder: None,
         last_queried_at: None,
         query_attempts: 0,
-        duplicate_callbacks: 0,
         conflicting_callbacks: 0,
         details_recorded: false,
         callback_nonce: None,
@@ -329,12 +328,8 @@ impl PaymentStore for MemoryStore {
                 let record = with_receipt(record, result, &written, now);
                 (written.settled(false, true), record)
             }
-            (ResultPlan::Duplicate, Some(mut record)) => {
-                if result.source == ResultSource::Callback {
-                    record.duplicate_callbacks += 1;
-                }
-                (Applied::Duplicate(record.clone()), record)
-            }
+            // A replay changes nothing, and writes nothing.
+            (ResultPlan::Duplicate, Some(record)) => (Applied::Duplicate(record.clone()), record),
             (ResultPlan::Review(reason), Some(mut record)) => {
                 record.history.push(result.history_entry());
                 if result.source == ResultSource::Callback {
