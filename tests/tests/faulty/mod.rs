@@ -18,6 +18,8 @@ pub struct FaultyDynamo {
     fail: std::sync::Mutex<std::ops::Range<usize>>,
     /// While set, every transaction fails: a DynamoDB outage on the push path.
     outage: AtomicBool,
+    /// When set, faults hit only requests signed with this access key id (one function's).
+    only_from: std::sync::Mutex<Option<String>>,
     /// While set, every request fails.
     down: AtomicBool,
     failed: AtomicUsize,
@@ -68,13 +70,20 @@ impl FaultyDynamo {
                 .unwrap_or_default()
                 .to_owned();
             faults.seen.lock().unwrap().push(SeenRequest {
-                access_key_id,
+                access_key_id: access_key_id.clone(),
                 operation,
                 body: serde_json::from_slice(&body).unwrap_or_default(),
             });
-            let is_transaction = headers
-                .get("x-amz-target")
-                .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
+            let targeted = faults
+                .only_from
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_none_or(|key| *key == access_key_id);
+            let is_transaction = targeted
+                && headers
+                    .get("x-amz-target")
+                    .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
             // Down: every request fails, and no transaction is counted.
             let fails = faults.down.load(Ordering::SeqCst)
                 || (is_transaction && {
@@ -137,6 +146,12 @@ impl FaultyDynamo {
         *self.fail.lock().unwrap() = 0..0;
         self.outage.store(false, Ordering::SeqCst);
         self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// From now on, faults hit only the requests of the function built from `binary` (the
+    /// local stack signs each function's requests with the access key id `local-<binary>`).
+    pub fn only_for(&self, binary: &str) {
+        *self.only_from.lock().unwrap() = Some(format!("local-{binary}"));
     }
 
     /// Starts or ends an outage of every transaction.
