@@ -13,7 +13,7 @@ async fn main() -> Result<(), Error> {
     app::lambda::init_tracing();
     let config = StatusConfig::load(&ProcessEnv)?;
     let aws = app::aws::sdk_config().await;
-    let client = aws_sdk_dynamodb::Client::new(&aws);
+    let client = dynamo::observed_client(&aws, app::timing::dynamodb_request);
     let store = DynamoStore::new(client.clone(), &config.table_name);
     let ledger = DynamoLedger::new(client, config.table_name);
     let deps = handler::Deps {
@@ -21,5 +21,8 @@ async fn main() -> Result<(), Error> {
         ledger: &ledger,
         clock: &SystemClock,
     };
-    run(service_fn(|request| handler::handle(&deps, request))).await
+    run(service_fn(|request| {
+        app::timing::timed(handler::handle(&deps, request))
+    }))
+    .await
 }

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
     app::logging::init();
     let aws = app::aws::sdk_config().await;
     let config = ReconcileConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
-    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamo = dynamo::observed_client(&aws, app::timing::dynamodb_request);
     let clock = Arc::new(SystemClock);
     let tokens = DynamoTokenStore::new(dynamo.clone(), config.table_name.clone(), clock.clone());
     let deps = Deps {
@@ -35,5 +35,8 @@ async fn main() -> Result<(), Error> {
         clock,
         reconciler: Reconciler::new(config.settings),
     };
-    run(service_fn(|event| handler::handle(&deps, event))).await
+    run(service_fn(|event| {
+        app::timing::timed(handler::handle(&deps, event))
+    }))
+    .await
 }

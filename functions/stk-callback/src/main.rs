@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
     app::lambda::init_tracing();
     let aws = app::aws::sdk_config().await;
     let config = CallbackConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
-    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamo = dynamo::observed_client(&aws, app::timing::dynamodb_request);
     if !config.allowed_sources.is_empty() {
         if config.allowed_sources.is_report_only() {
             tracing::info!("callbacks from outside CALLBACK_ALLOWED_IPS are accepted and counted");
@@ -38,5 +38,8 @@ async fn main() -> Result<(), Error> {
         allowed_sources: config.allowed_sources,
         confirmation: config.confirmation,
     };
-    run(service_fn(|request| handler::handle(&service, request))).await
+    run(service_fn(|request| {
+        app::timing::timed(handler::handle(&service, request))
+    }))
+    .await
 }

@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     app::lambda::init_tracing();
     let aws = app::aws::sdk_config().await;
     let config = PushConfig::load(&ProcessEnv, Some(&SecretsManager(aws.clone()))).await?;
-    let dynamo = aws_sdk_dynamodb::Client::new(&aws);
+    let dynamo = dynamo::observed_client(&aws, app::timing::dynamodb_request);
     let clock = Arc::new(SystemClock);
     let service = PushService {
         // One OAuth token for every container, kept in the payments table.
@@ -36,5 +36,8 @@ async fn main() -> Result<(), Error> {
         callback_base_url: config.callback_base_url,
         phone_lock: config.phone_lock,
     };
-    run(service_fn(|request| handler::handle(&service, request))).await
+    run(service_fn(|request| {
+        app::timing::timed(handler::handle(&service, request))
+    }))
+    .await
 }

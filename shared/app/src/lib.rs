@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 #[cfg(feature = "reconcile")]
 pub mod reconcile;
+pub mod timing;
 pub mod tls;
 
 /// The Daraja client as every function builds it: trusting the process's one set of system

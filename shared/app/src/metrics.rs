@@ -69,6 +69,9 @@ pub enum Metric {
     DarajaError,
     /// An STK Query sent by reconciliation.
     ReconciliationQuery,
+    /// Milliseconds one DynamoDB operation took, retries included; dimension `Operation`
+    /// (`GetItem`, `UpdateItem`, `TransactWriteItems`, …).
+    DynamoDbLatency,
 }
 
 impl Metric {
@@ -92,6 +95,7 @@ impl Metric {
             Metric::PaymentNeedsReview => "PaymentNeedsReview",
             Metric::PaymentExpired => "PaymentExpired",
             Metric::DarajaLatency => "DarajaLatency",
+            Metric::DynamoDbLatency => "DynamoDbLatency",
             Metric::DarajaError => "DarajaError",
             Metric::ReconciliationQuery => "ReconciliationQuery",
         }
@@ -99,7 +103,7 @@ impl Metric {
 
     fn unit(self) -> &'static str {
         match self {
-            Metric::DarajaLatency => "Milliseconds",
+            Metric::DarajaLatency | Metric::DynamoDbLatency => "Milliseconds",
             _ => "Count",
         }
     }
@@ -238,6 +242,7 @@ pub struct DarajaCalls;
 
 impl daraja::CallObserver for DarajaCalls {
     fn call_finished(&self, endpoint: daraja::Endpoint, latency: std::time::Duration) {
+        crate::timing::daraja_request(latency);
         emit(
             Metric::DarajaLatency,
             latency.as_millis() as f64,

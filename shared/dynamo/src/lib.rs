@@ -8,12 +8,14 @@ pub mod error;
 pub mod expr;
 pub mod item;
 pub mod ledger;
+pub mod observe;
 pub mod payments;
 pub mod raw;
 pub mod table;
 pub mod token;
 
 pub use ledger::DynamoLedger;
+pub use observe::{observed_client, Observer};
 pub use payments::DynamoStore;
 pub use raw::DynamoRawStore;
 pub use token::DynamoTokenStore;

@@ -152,3 +152,28 @@ pub async fn empty_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Resu
     }
     Ok(deleted)
 }
+
+/// How many items `table` holds (a counting scan, outside any measurement).
+pub async fn count_items(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<usize, String> {
+    let (mut count, mut start) = (0, None);
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "scan {table}: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?;
+        count += usize::try_from(page.count).unwrap_or(0);
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(count);
+        }
+    }
+}

@@ -9,6 +9,7 @@
 mod calls;
 mod cold;
 mod criterion_summary;
+mod e2e;
 mod report;
 mod sizes;
 mod warm;
@@ -102,7 +103,15 @@ pub fn load_average() -> String {
         .unwrap_or_else(|_| "?".to_string())
 }
 
-const SECTIONS: [&str; 6] = ["sizes", "cold", "startup", "warm", "calls", "criterion"];
+const SECTIONS: [&str; 7] = [
+    "sizes",
+    "cold",
+    "startup",
+    "warm",
+    "calls",
+    "e2e",
+    "criterion",
+];
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -138,6 +147,7 @@ async fn main() -> ExitCode {
             "startup" => cold::startup(&paths, &mut report).await,
             "warm" => warm::run(&mut report).await,
             "calls" => calls::run(&mut report).await,
+            "e2e" => e2e::run(&mut report).await,
             "criterion" => criterion_summary::run(&paths, &mut report),
             _ => unreachable!("sections are checked above"),
         };
