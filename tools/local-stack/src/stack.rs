@@ -65,6 +65,15 @@ pub struct StackOptions {
     pub gateway_port: u16,
 }
 
+/// The secrets a `CALLBACK_TOKEN` value holds: itself, and each key of an `id:key` list alone.
+fn callback_secrets(value: &str) -> Vec<String> {
+    let keys = value
+        .split(',')
+        .filter_map(|entry| entry.split_once(':'))
+        .map(|(_, key)| key.trim().to_string());
+    std::iter::once(value.to_string()).chain(keys).collect()
+}
+
 /// `env` with the function's own AWS access key id, `local-<binary>`, in place of the shared
 /// one: moto takes any, and a proxy in front of it can tell which function sent a request, as
 /// IAM tells the functions' roles apart. A key set in [`StackOptions::extra_env`] stays.
@@ -282,12 +291,10 @@ impl LocalStack {
             dynamo,
             dynamodb_endpoint,
             table,
-            secrets: vec![
-                consumer_key,
-                consumer_secret,
-                passkey,
-                callback_token.clone(),
-            ],
+            secrets: [consumer_key, consumer_secret, passkey]
+                .into_iter()
+                .chain(callback_secrets(&callback_token))
+                .collect(),
             callback_token,
             callback_keys,
             function_env,
@@ -333,13 +340,7 @@ impl LocalStack {
             if name == "CALLBACK_TOKEN" {
                 self.callback_token.clone_from(value);
                 self.callback_keys = CallbackKeys::parse(value).ok();
-                self.secrets.push(value.clone());
-                // Each key of an `id:key` list alone, too.
-                for entry in value.split(',') {
-                    if let Some((_, key)) = entry.split_once(':') {
-                        self.secrets.push(key.trim().to_string());
-                    }
-                }
+                self.secrets.extend(callback_secrets(value));
             }
         }
         Ok(())
