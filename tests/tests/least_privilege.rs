@@ -239,18 +239,7 @@ impl Stack {
 }
 
 fn success(id: &str, receipt: &str) -> String {
-    json!({"Body": {"stkCallback": {
-        "MerchantRequestID": "29115-34620561-1",
-        "CheckoutRequestID": id,
-        "ResultCode": 0,
-        "ResultDesc": "The service request is processed successfully.",
-        "CallbackMetadata": {"Item": [
-            {"Name": "Amount", "Value": 100},
-            {"Name": "MpesaReceiptNumber", "Value": receipt},
-            {"Name": "TransactionDate", "Value": 20261201120000_u64}
-        ]}
-    }}})
-    .to_string()
+    common::success_callback(id, receipt).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 //!
 //! Needs the function binaries: `cargo build -p stk-push -p stk-callback -p payment-status -p reconcile`.
 
+mod common;
 mod wait;
 
 use std::time::Duration;
@@ -526,17 +527,7 @@ impl Stack {
     /// A success callback for `id` with a made-up `receipt`, posted to the payment's own URL
     /// as if from `source_ip`: what someone holding that URL could send.
     async fn forge_success(&self, id: &str, source_ip: &str, receipt: &str) -> u16 {
-        let body = json!({"Body": {"stkCallback": {
-            "MerchantRequestID": "29115-34620561-1",
-            "CheckoutRequestID": id,
-            "ResultCode": 0,
-            "ResultDesc": "The service request is processed successfully.",
-            "CallbackMetadata": {"Item": [
-                {"Name": "Amount", "Value": 100},
-                {"Name": "MpesaReceiptNumber", "Value": receipt},
-                {"Name": "TransactionDate", "Value": 20261201120000_u64}
-            ]}
-        }}});
+        let body = common::success_callback(id, receipt);
         let token = self.stack.callback_token_for(id);
         self.http
             .post(format!("{}/callbacks/stk/{token}", self.stack.api_url()))

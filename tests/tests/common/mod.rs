@@ -44,3 +44,18 @@ pub async fn fresh_table(prefix: &str) -> (Client, String) {
         .unwrap_or_else(|e| panic!("create {table}: {e}"));
     (client, table)
 }
+
+/// A success callback body for `id`, paid 100 with `receipt`, as Daraja sends it (no phone).
+pub fn success_callback(id: &str, receipt: &str) -> serde_json::Value {
+    serde_json::json!({"Body": {"stkCallback": {
+        "MerchantRequestID": "29115-34620561-1",
+        "CheckoutRequestID": id,
+        "ResultCode": 0,
+        "ResultDesc": "The service request is processed successfully.",
+        "CallbackMetadata": {"Item": [
+            {"Name": "Amount", "Value": 100},
+            {"Name": "MpesaReceiptNumber", "Value": receipt},
+            {"Name": "TransactionDate", "Value": 20261201120000_u64}
+        ]}
+    }}})
+}

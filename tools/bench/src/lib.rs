@@ -96,32 +96,20 @@ pub async fn empty_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Resu
     use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 
     let mut keys = Vec::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .projection_expression("pk")
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "scan {table}: {}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                )
-            })?;
-        keys.extend(page.items.unwrap_or_default().into_iter().filter(|item| {
-            item.get("pk")
-                .and_then(|pk| pk.as_s().ok())
-                .map(String::as_str)
-                != Some(dynamo::token::TOKEN_PK)
-        }));
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
-        }
-    }
+    scan_pages(
+        client,
+        table,
+        |scan| scan.projection_expression("pk"),
+        |page| {
+            keys.extend(page.items.unwrap_or_default().into_iter().filter(|item| {
+                item.get("pk")
+                    .and_then(|pk| pk.as_s().ok())
+                    .map(String::as_str)
+                    != Some(dynamo::token::TOKEN_PK)
+            }))
+        },
+    )
+    .await?;
     let deleted = keys.len();
     for chunk in keys.chunks(25) {
         let mut requests: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
@@ -155,12 +143,29 @@ pub async fn empty_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Resu
 
 /// How many items `table` holds (a counting scan, outside any measurement).
 pub async fn count_items(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<usize, String> {
-    let (mut count, mut start) = (0, None);
+    let mut count = 0;
+    scan_pages(
+        client,
+        table,
+        |scan| scan.select(aws_sdk_dynamodb::types::Select::Count),
+        |page| count += usize::try_from(page.count).unwrap_or(0),
+    )
+    .await?;
+    Ok(count)
+}
+
+/// Scans all of `table`, the request shaped by `shape`, handing each page to `each`.
+async fn scan_pages(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shape: impl Fn(
+        aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,
+    ) -> aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder,
+    mut each: impl FnMut(aws_sdk_dynamodb::operation::scan::ScanOutput),
+) -> Result<(), String> {
+    let mut start = None;
     loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .select(aws_sdk_dynamodb::types::Select::Count)
+        let page = shape(client.scan().table_name(table))
             .set_exclusive_start_key(start)
             .send()
             .await
@@ -170,10 +175,10 @@ pub async fn count_items(client: &aws_sdk_dynamodb::Client, table: &str) -> Resu
                     aws_sdk_dynamodb::error::DisplayErrorContext(e)
                 )
             })?;
-        count += usize::try_from(page.count).unwrap_or(0);
-        start = page.last_evaluated_key;
+        start = page.last_evaluated_key.clone();
+        each(page);
         if start.is_none() {
-            return Ok(count);
+            return Ok(());
         }
     }
 }

@@ -74,13 +74,18 @@ fn callback_secrets(value: &str) -> Vec<String> {
     std::iter::once(value.to_string()).chain(keys).collect()
 }
 
+/// The access key id every function would share (moto takes any).
+const SHARED_ACCESS_KEY: &str = "test";
+
 /// `env` with the function's own AWS access key id, `local-<binary>`, in place of the shared
 /// one: moto takes any, and a proxy in front of it can tell which function sent a request, as
 /// IAM tells the functions' roles apart. A key set in [`StackOptions::extra_env`] stays.
 fn own_access_key(env: &[(String, String)], function: Function) -> Vec<(String, String)> {
     env.iter()
         .map(|(name, value)| match (name.as_str(), value.as_str()) {
-            ("AWS_ACCESS_KEY_ID", "test") => (name.clone(), format!("local-{}", function.name())),
+            ("AWS_ACCESS_KEY_ID", SHARED_ACCESS_KEY) => {
+                (name.clone(), format!("local-{}", function.name()))
+            }
             _ => (name.clone(), value.clone()),
         })
         .collect()
@@ -234,7 +239,7 @@ impl LocalStack {
             ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint.as_str()),
             ("AWS_REGION", "us-east-1"),
             ("AWS_DEFAULT_REGION", "us-east-1"),
-            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_ACCESS_KEY_ID", SHARED_ACCESS_KEY),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("DARAJA_BASE_URL", sim.base_url().as_str()),
             ("DARAJA_SHORTCODE", shortcode.as_str()),
