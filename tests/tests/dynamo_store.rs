@@ -108,6 +108,11 @@ async fn table_from_template_has_sparse_indexes_and_ttl() {
         indexes,
         [
             (
+                "intent-index".to_owned(),
+                vec!["push_intent".to_owned()],
+                Some(ProjectionType::Include)
+            ),
+            (
                 "orphan-index".to_owned(),
                 vec!["orphan_pk".to_owned(), "orphan_sk".to_owned()],
                 Some(ProjectionType::All)

@@ -56,9 +56,16 @@ payments::push_ledger_conformance!(ledger);
 // ---------------------------------------------------------------------------------------
 // In-process: the push service with the DynamoDB ledger and the simulator.
 
-/// Counts every request the DynamoDB client sends (each attempt).
+/// Counts every request the DynamoDB client sends (each attempt), and keeps its operation.
 #[derive(Debug, Clone, Default)]
-struct CountRequests(Arc<AtomicUsize>);
+struct CountRequests(Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>);
+
+impl CountRequests {
+    /// The operations sent since the last call, in order.
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.1.lock().unwrap())
+    }
+}
 
 impl Intercept for CountRequests {
     fn name(&self) -> &'static str {
@@ -67,11 +74,19 @@ impl Intercept for CountRequests {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.0.fetch_add(1, Ordering::SeqCst);
+        let operation = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
+        self.1.lock().unwrap().push(operation);
         Ok(())
     }
 }
@@ -140,7 +155,7 @@ fn body(phone: &str, amount: u32) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn an_accepted_push_costs_two_dynamodb_requests() {
+async fn an_accepted_push_costs_two_dynamodb_requests_one_transaction_only_with_a_key() {
     let p = in_process().await;
     let answer = p
         .service
@@ -154,13 +169,16 @@ async fn an_accepted_push_costs_two_dynamodb_requests() {
         .expect("accepted");
     assert_eq!(answer.status(), 202);
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
+    // The key's intent and the phone lock change together; after Daraja, only the payment.
+    assert_eq!(p.requests.take(), ["TransactWriteItems", "UpdateItem"]);
     let id = answer.body()["checkout_request_id"]
         .as_str()
         .expect("checkout id")
         .to_owned();
     let record = p.store.get(&id).await.unwrap().expect("pending record");
     assert_eq!(record.status, PaymentStatus::Pending);
-    // Without a key the intent is still written first: same cost.
+    // Without a key the phone lock is the intent, still written first: one item, no
+    // transaction.
     p.service
         .start(
             &body("0708374150", 100),
@@ -171,6 +189,7 @@ async fn an_accepted_push_costs_two_dynamodb_requests() {
         .await
         .expect("accepted");
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 4);
+    assert_eq!(p.requests.take(), ["PutItem", "UpdateItem"]);
     assert_eq!(p.sim.counts().stk_push, 2);
 }
 
@@ -441,10 +460,18 @@ async fn a_retry_with_the_same_key_replays_the_first_answer_with_one_push() {
     let items = s.items().await;
     assert_eq!(with_prefix(&items, "PAY#").len(), 1);
     assert_eq!(with_prefix(&items, "IDEM#").len(), 1);
-    let lock = &items["PHONE#254708374149"];
+    // The push wrote only the payment after Daraja's answer: the payment names the intent.
+    let pay = &items[&format!("PAY#{id}")];
+    let intent_pk = with_prefix(&items, "IDEM#")[0].clone();
+    assert_eq!(pay["push_intent"], AttributeValue::S(intent_pk));
     assert_eq!(
-        lock["checkout_request_id"],
-        AttributeValue::S(id.to_owned())
+        s.ledger
+            .phone_lock("254708374149", SystemClock.now())
+            .await
+            .unwrap()
+            .and_then(|l| l.checkout_request_id)
+            .as_deref(),
+        Some(id)
     );
     // The key is stored hashed only.
     assert!(items.keys().all(|pk| !pk.contains("order-1001")));
@@ -567,7 +594,9 @@ async fn a_second_push_to_a_busy_phone_is_409_with_the_open_id_and_no_daraja_cal
     assert_eq!(s.intent_status("order-1004").await, None);
     let items = s.items().await;
     assert_eq!(with_prefix(&items, "PAY#").len(), 1);
-    assert_eq!(with_prefix(&items, "INTENT#").len(), 1);
+    // Without a key the phone lock is the whole intent: no intent item of its own.
+    assert_eq!(with_prefix(&items, "PHONE#").len(), 1);
+    assert_eq!(with_prefix(&items, "INTENT#").len(), 0);
     // Another phone is not held up.
     let elsewhere = s.pay(payment("0711000001", 300), Some("order-1004")).await;
     assert_eq!(elsewhere.status, 202, "{}", elsewhere.body);
@@ -783,7 +812,8 @@ async fn a_daraja_answer_held_past_the_function_timeout_is_recorded_as_unknown_b
 
 #[tokio::test]
 async fn an_accepted_write_that_fails_for_a_while_is_retried_and_lands() {
-    // Transaction 1 is the intent; 2 to 5 (the SDK's three attempts and one more) fail.
+    // Write 1 is the intent; 2 to 5, the pending payment (the SDK's three attempts and one
+    // more), fail.
     let (s, faults) = start_faulty(2..6, &[]).await;
     let answer = s.pay(payment("0708374149", 100), Some("order-2002")).await;
     assert_eq!(answer.status, 202, "{}", answer.body);
@@ -803,7 +833,7 @@ async fn an_accepted_write_that_fails_for_a_while_is_retried_and_lands() {
 
 #[tokio::test]
 async fn an_accepted_push_the_store_never_records_is_in_doubt_counted_and_never_contradicted() {
-    // Every transaction after the intent fails: Daraja's acceptance cannot be recorded.
+    // Every write after the intent fails: Daraja's acceptance cannot be recorded.
     let (s, faults) = start_faulty(2..usize::MAX, &[("AWS_LAMBDA_FUNCTION_TIMEOUT", "10")]).await;
     let first = s.pay(payment("0708374149", 100), Some("order-2003")).await;
     assert_eq!(first.status, 504, "{}", first.body);

@@ -490,8 +490,8 @@ fn fault_outcome(i: usize) -> (Outcome, Option<PaymentStatus>, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "load test: run with `make storm`"]
 async fn pushes_through_dynamodb_outages_leave_no_charged_payment_without_a_record() {
-    // Every transaction of the push function fails during outages of 8 s in every 12 s; the
-    // functions have 8 s (so an accepted write retried to the deadline can still fail); the
+    // Every write of the push function (its token's aside) fails during outages of 8 s in
+    // every 12 s; the functions have 8 s (so an accepted write retried to the deadline can still fail); the
     // callbacks come 15 s after the push, when a push left in doubt can be linked. The outage
     // is the push path's: a callback's own write failing too is another storm (a 503, counted
     // and alarmed as CallbackStoreFailed, that nothing else can make up for when its push is
@@ -661,7 +661,7 @@ async fn pushes_through_dynamodb_outages_leave_no_charged_payment_without_a_reco
     let linked = count("\"PushInDoubtLinked\":1");
     let mut answer_list: Vec<_> = by_answer.into_iter().collect();
     answer_list.sort();
-    println!("pushes                   {FAULT_PAYMENTS} in {push_secs:.1} s, {} transactions failed by the proxy", faults.failed());
+    println!("pushes                   {FAULT_PAYMENTS} in {push_secs:.1} s, {} writes failed by the proxy", faults.failed());
     println!("answers                  {answer_list:?}");
     println!("charged by the simulator {}", accepted.len());
     println!("recorded as charged      {recorded} (of them linked from doubt: {linked})");

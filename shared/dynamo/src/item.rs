@@ -67,6 +67,12 @@ pub const REFERENCE_INDEX: &str = "reference-index";
 pub const REF_PK: &str = "ref_pk";
 pub const REF_SK: &str = "ref_sk";
 pub const ORPHAN_INDEX: &str = "orphan-index";
+/// The payment an accepted push wrote, by its intent's key: `push_intent` = the intent's key
+/// (`IDEM#…` or `INTENT#…`), with `answer_body` (the `202` answered) and the ids projected.
+pub const INTENT_INDEX: &str = "intent-index";
+pub const PUSH_INTENT: &str = "push_intent";
+/// The body of an answer kept for replay (on an intent, and on the payment of an accepted push).
+pub const ANSWER_BODY: &str = "answer_body";
 
 pub fn pk(checkout_request_id: &str) -> String {
     format!("{PK_PREFIX}{checkout_request_id}")

@@ -2,8 +2,11 @@
 //!
 //! | `pk` | what |
 //! |---|---|
-//! | `IDEM#<sha256 of the Idempotency-Key>` or `INTENT#<generated id>` | the intent: request fingerprint and details, `intent_status`, the first answer for replay, the checkout id; TTL `expires_at` = 24 h |
-//! | `PHONE#<msisdn>` | the phone lock: owner intent, `locked_until` (epoch seconds), the open checkout id; TTL `expires_at` = `locked_until` |
+//! | `PHONE#<msisdn>` | the phone lock: owner `intent_pk`, `locked_until` (epoch seconds), the push's `callback_nonce`; TTL `expires_at` = `locked_until`. Without a key it is the intent too (`intent_pk` = `INTENT#<generated id>`, the intent's attributes) |
+//! | `IDEM#<sha256 of the Idempotency-Key>` | the intent of a keyed push: request fingerprint and details, `intent_status`, the answer for replay, the checkout id; TTL `expires_at` = 24 h |
+//!
+//! An accepted push writes only its payment, with `push_intent` (the owner's key) and
+//! `answer_body`: the `intent-index` leads from an intent still in progress to it.
 
 use std::collections::HashMap;
 
@@ -13,15 +16,15 @@ use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 use payments::intent::{
     begin_on_existing, new_record, phone_pk, Begin, Failure, IntentKey, IntentRecord, IntentStatus,
-    NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer, DEFAULT_SETTLE_TIME,
+    NewIntent, PhoneLock, PushLedger, Recorded, StoredAnswer, DEFAULT_SETTLE_TIME, IDEMPOTENCY_TTL,
 };
 use payments::payment::NewPayment;
 use payments::{PaymentStore, PendingWrite, StoreError};
 
 use crate::error::{cancelled, codes, condition_failed, CONDITION_FAILED, TRANSACTION_CONFLICT};
 use crate::expr::Expr;
-use crate::item::{self, n, s, time, Item, Reader, EXPIRES_AT};
-use crate::payments::DynamoStore;
+use crate::item::{self, n, s, time, Item, Reader, ANSWER_BODY, EXPIRES_AT};
+use crate::payments::{DynamoStore, PushTag};
 use crate::table::Table;
 
 const RECORD_TYPE: &str = "record_type";
@@ -30,7 +33,6 @@ const LOCK_TYPE: &str = "PHONE_LOCK";
 const INTENT_STATUS: &str = "intent_status";
 const FINGERPRINT: &str = "request_fingerprint";
 const ANSWER_STATUS: &str = "answer_status";
-const ANSWER_BODY: &str = "answer_body";
 const INTENT_PK: &str = "intent_pk";
 const LOCKED_UNTIL: &str = "locked_until";
 const SETTLE_BY: &str = "settle_by";
@@ -42,6 +44,12 @@ pub struct DynamoLedger {
     payments: DynamoStore,
 }
 
+/// Whether the intent `intent_pk` is stored on its phone's lock (a push without a key) rather
+/// than in an item of its own.
+fn on_lock(intent_pk: &str) -> bool {
+    intent_pk.starts_with("INTENT#")
+}
+
 impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         let table = Table::new(client.clone(), table);
@@ -51,15 +59,15 @@ impl DynamoLedger {
         }
     }
 
-    /// Dates the payment writes of its rare path (a cancelled transaction) with `clock`; the
-    /// transaction itself is dated by the intent and the payment it writes.
+    /// Dates the payment writes with `clock` (their `updated_at`); the payment's `created_at`
+    /// is the acceptance time the push gives it.
     #[must_use]
     pub fn with_clock(mut self, clock: std::sync::Arc<dyn daraja::Clock>) -> Self {
         self.payments = self.payments.with_clock(clock);
         self
     }
 
-    /// The rare path after a cancelled settle: each write on its own. A failed condition
+    /// The rare path after a cancelled transaction: each write on its own. A failed condition
     /// means the item is already past the state this write expects, which is fine.
     async fn each(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         for item in items {
@@ -72,98 +80,112 @@ impl DynamoLedger {
         Ok(())
     }
 
-    /// Writes `items` in one transaction; `payment`, when given, is the first of them. Says what
-    /// the pending write found (`Pending` too when there is no payment).
-    async fn settle(
-        &self,
-        items: Vec<TransactWriteItem>,
-        payment: Option<&NewPayment>,
-    ) -> Result<Recorded, StoreError> {
-        match self.table.transact(items.clone()).await? {
-            Ok(()) => Ok(Recorded::Pending),
-            Err(reasons) => {
-                tracing::warn!(
-                    reasons = %codes(&reasons),
-                    "push ledger transaction cancelled; writing its parts one by one"
-                );
-                let mut rest = items;
-                let Some(payment) = payment else {
-                    self.each(rest).await?;
-                    return Ok(Recorded::Pending);
-                };
-                // The payment is the first item, the intent the second. The intent goes first:
-                // it holds Daraja's answer with the full checkout id, which a retry with the key
-                // then replays. Then the payment, by the store's own rules (a callback may have
-                // come first), then the lock.
-                rest.remove(0);
-                let intent = rest.remove(0);
-                self.each(vec![intent]).await?;
-                let known = Recorded::from(&self.payments.record_pending(payment).await?);
-                self.each(rest).await?;
-                Ok(known)
-            }
+    /// Writes `items` (a keyed push's intent and its lock) in one transaction, or one by one
+    /// when it is cancelled.
+    async fn settle(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+        if let Err(reasons) = self.table.transact(items.clone()).await? {
+            tracing::warn!(
+                reasons = %codes(&reasons),
+                "push ledger transaction cancelled; writing its parts one by one"
+            );
+            self.each(items).await?;
         }
+        Ok(())
     }
 
-    /// Updates the intent only while it is in progress.
-    fn settle_intent(
-        &self,
+    /// The intent's settlement, only while it is in progress (and, on a lock, while it is this
+    /// intent's).
+    fn settle_expr(
         intent: &NewIntent,
         status: IntentStatus,
         answer: &StoredAnswer,
-        payment: Option<&NewPayment>,
         at: DateTime<Utc>,
-    ) -> TransactWriteItem {
+    ) -> Expr {
         let mut expr = Expr::new();
         expr.set(INTENT_STATUS, s(status.as_str()));
         expr.set(ANSWER_STATUS, n(answer.status));
         expr.set(ANSWER_BODY, s(answer.body.to_string()));
         expr.set(item::UPDATED_AT, time(at));
-        if let Some(payment) = payment {
-            expr.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
-            expr.set(item::MERCHANT_REQUEST_ID, s(&payment.merchant_request_id));
-        }
         let st = expr.name(INTENT_STATUS);
         let open = expr.value("open", s(IntentStatus::InProgress.as_str()));
-        expr.condition(format!("{st} = {open}"));
-        self.table.update_item(intent.key.pk(), expr)
+        let mut condition = format!("{st} = {open}");
+        if let IntentKey::Generated(_) = intent.key {
+            condition = format!("{condition} AND {}", owned_by(&mut expr, intent));
+        }
+        expr.condition(condition);
+        expr
     }
 
     /// Keeps the phone locked until `until`, only while this intent owns the lock.
-    fn extend_lock(
-        &self,
-        intent: &NewIntent,
-        until: DateTime<Utc>,
-        checkout_request_id: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> TransactWriteItem {
-        let mut expr = Expr::new();
+    fn extend(expr: &mut Expr, until: DateTime<Utc>) {
         expr.set(LOCKED_UNTIL, n(until.timestamp()));
         expr.set(EXPIRES_AT, n(until.timestamp()));
-        expr.set(item::UPDATED_AT, time(at));
-        if let Some(id) = checkout_request_id {
-            expr.set(item::CHECKOUT_REQUEST_ID, s(id));
-        }
-        let owned = owned_by(&mut expr, intent);
-        expr.condition(owned);
-        self.table.update_item(phone_pk(intent.phone()), expr)
     }
 
-    fn release_lock(&self, intent: &NewIntent) -> TransactWriteItem {
+    fn release_lock(&self, intent: &NewIntent) -> Expr {
         let mut expr = Expr::new();
         let owned = owned_by(&mut expr, intent);
         expr.condition(owned);
-        self.table.delete(phone_pk(intent.phone()), expr)
+        expr
     }
 
-    /// The pending payment, written as [`PaymentStore::record_pending`] writes it when no
-    /// item exists yet; any other case cancels the transaction and goes to that method.
-    fn pending_payment(&self, payment: &NewPayment) -> TransactWriteItem {
-        let mut expr = crate::payments::open_pending(payment, payment.created_at);
-        let absent = expr.absent(item::PK);
-        expr.condition(absent);
-        self.table
-            .update_item(item::pk(&payment.checkout_request_id), expr)
+    /// The payment an accepted push wrote for the intent `intent_pk`, as the intent-index
+    /// projects it.
+    async fn accepted_payment(&self, intent_pk: &str) -> Result<Option<Item>, StoreError> {
+        let found = self
+            .table
+            .query_partition(item::INTENT_INDEX, (item::PUSH_INTENT, intent_pk), None, 1)
+            .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// The intent as it stands: one still in progress without a checkout id is accepted when
+    /// a payment names it (the push wrote only that).
+    async fn resolved(&self, mut intent: IntentRecord) -> Result<IntentRecord, StoreError> {
+        if intent.status != IntentStatus::InProgress || intent.checkout_request_id.is_some() {
+            return Ok(intent);
+        }
+        let Some(payment) = self.accepted_payment(&intent.pk).await? else {
+            return Ok(intent);
+        };
+        let payment = Reader::new(&payment);
+        intent.status = IntentStatus::Accepted;
+        intent.checkout_request_id = payment.string(item::CHECKOUT_REQUEST_ID)?;
+        intent.merchant_request_id = payment.string(item::MERCHANT_REQUEST_ID)?;
+        intent.answer = Some(StoredAnswer {
+            status: 202,
+            body: serde_json::from_str(&payment.required(ANSWER_BODY)?)
+                .map_err(|_| payment.corrupt("answer_body is not JSON"))?,
+        });
+        Ok(intent)
+    }
+
+    /// The checkout id of the push holding `lock`: on the lock once linked, else on the
+    /// payment that push wrote.
+    async fn open_checkout(&self, lock: &Item) -> Result<Option<String>, StoreError> {
+        let lock = Reader::new(lock);
+        if let Some(id) = lock.string(item::CHECKOUT_REQUEST_ID)? {
+            return Ok(Some(id));
+        }
+        let Some(owner) = lock.string(INTENT_PK)? else {
+            return Ok(None);
+        };
+        match self.accepted_payment(&owner).await? {
+            Some(payment) => Reader::new(&payment).string(item::CHECKOUT_REQUEST_ID),
+            None => Ok(None),
+        }
+    }
+
+    /// The answer to a `begin` that found the phone locked by `old` (or, when the item is not
+    /// handed back, by a concurrent push).
+    async fn busy(&self, old: Option<&Item>) -> Result<Begin, StoreError> {
+        let checkout_request_id = match old {
+            Some(old) => self.open_checkout(old).await?,
+            None => None,
+        };
+        Ok(Begin::PhoneBusy {
+            checkout_request_id,
+        })
     }
 }
 
@@ -173,11 +195,51 @@ fn owned_by(expr: &mut Expr, intent: &NewIntent) -> String {
     format!("{owner} = {mine}")
 }
 
+/// The phone lock `begin` puts: without a key, the intent itself.
+fn lock_item(intent: &NewIntent) -> Item {
+    let until = intent.lock_until().timestamp();
+    let mut lock = match intent.key {
+        IntentKey::Generated(_) => intent_item(&new_record(intent)),
+        IntentKey::Idempotency(_) => Item::new(),
+    };
+    lock.extend([
+        (item::PK.to_owned(), s(phone_pk(intent.phone()))),
+        (RECORD_TYPE.to_owned(), s(LOCK_TYPE)),
+        (INTENT_PK.to_owned(), s(intent.key.pk())),
+        (LOCKED_UNTIL.to_owned(), n(until)),
+        (EXPIRES_AT.to_owned(), n(until)),
+        (item::CREATED_AT.to_owned(), time(intent.at)),
+        (item::UPDATED_AT.to_owned(), time(intent.at)),
+    ]);
+    if let Some(nonce) = &intent.callback_nonce {
+        lock.insert(item::CALLBACK_NONCE.to_owned(), s(nonce));
+    }
+    lock
+}
+
+/// The condition on the lock `begin` puts: free, or past its time.
+fn lock_free(now: i64) -> Expr {
+    let mut expr = Expr::new();
+    let pk = expr.name(item::PK);
+    let locked = expr.name(LOCKED_UNTIL);
+    let now_value = expr.value("now", n(now));
+    expr.condition(format!(
+        "attribute_not_exists({pk}) OR {locked} <= {now_value}"
+    ));
+    expr
+}
+
 #[async_trait]
 impl PushLedger for DynamoLedger {
     async fn begin(&self, intent: &NewIntent) -> Result<Begin, StoreError> {
         let now = intent.at.timestamp();
-        let record = new_record(intent);
+        if let IntentKey::Generated(_) = intent.key {
+            // One item to reserve, the phone: no transaction.
+            return match self.table.put_if(lock_item(intent), lock_free(now)).await? {
+                Ok(_) => Ok(Begin::Started),
+                Err(old) => self.busy(old.as_ref()).await,
+            };
+        }
         let mut intent_expr = Expr::new();
         let pk = intent_expr.name(item::PK);
         let expires = intent_expr.name(EXPIRES_AT);
@@ -185,28 +247,10 @@ impl PushLedger for DynamoLedger {
         intent_expr.condition(format!(
             "attribute_not_exists({pk}) OR {expires} <= {now_value}"
         ));
-
-        let until = (intent.at + intent.phone_lock).timestamp();
-        let lock_item = HashMap::from([
-            (item::PK.to_owned(), s(phone_pk(intent.phone()))),
-            (RECORD_TYPE.to_owned(), s(LOCK_TYPE)),
-            (INTENT_PK.to_owned(), s(intent.key.pk())),
-            (LOCKED_UNTIL.to_owned(), n(until)),
-            (EXPIRES_AT.to_owned(), n(until)),
-            (item::CREATED_AT.to_owned(), time(intent.at)),
-            (item::UPDATED_AT.to_owned(), time(intent.at)),
-        ]);
-        let mut lock_expr = Expr::new();
-        let pk = lock_expr.name(item::PK);
-        let locked = lock_expr.name(LOCKED_UNTIL);
-        let now_value = lock_expr.value("now", n(now));
-        lock_expr.condition(format!(
-            "attribute_not_exists({pk}) OR {locked} <= {now_value}"
-        ));
-
         let items = vec![
-            self.table.put(intent_item(&record), intent_expr),
-            self.table.put(lock_item, lock_expr),
+            self.table
+                .put(intent_item(&new_record(intent)), intent_expr),
+            self.table.put(lock_item(intent), lock_free(now)),
         ];
         let reasons = match self.table.transact(items).await? {
             Ok(()) => return Ok(Begin::Started),
@@ -219,28 +263,16 @@ impl PushLedger for DynamoLedger {
                     pk: intent.key.pk(),
                     detail: "condition failed without the item".into(),
                 })?;
-                if let IntentKey::Generated(_) = intent.key {
-                    return Err(StoreError::Corrupt {
-                        pk: intent.key.pk(),
-                        detail: "generated intent id already taken".into(),
-                    });
-                }
-                return begin_on_existing(&intent_from_item(old)?, intent);
+                let existing = self.resolved(intent_from_item(old)?).await?;
+                return begin_on_existing(&existing, intent);
             }
             // Real DynamoDB cancels a transaction that races another on the same item.
             Some(TRANSACTION_CONFLICT) => return Ok(Begin::InProgress),
             _ => {}
         }
         match reason(1) {
-            Some(CONDITION_FAILED) => Ok(Begin::PhoneBusy {
-                checkout_request_id: match reasons[1].item() {
-                    Some(old) => Reader::new(old).string(item::CHECKOUT_REQUEST_ID)?,
-                    None => None,
-                },
-            }),
-            Some(TRANSACTION_CONFLICT) => Ok(Begin::PhoneBusy {
-                checkout_request_id: None,
-            }),
+            Some(CONDITION_FAILED) => self.busy(reasons[1].item()).await,
+            Some(TRANSACTION_CONFLICT) => self.busy(None).await,
             _ => Err(cancelled("the intent write", &reasons)),
         }
     }
@@ -251,23 +283,15 @@ impl PushLedger for DynamoLedger {
         payment: &NewPayment,
         answer: &StoredAnswer,
     ) -> Result<Recorded, StoreError> {
-        let items = vec![
-            self.pending_payment(payment),
-            self.settle_intent(
-                intent,
-                IntentStatus::Accepted,
-                answer,
-                Some(payment),
-                payment.created_at,
-            ),
-            self.extend_lock(
-                intent,
-                payment.created_at + intent.phone_lock,
-                Some(&payment.checkout_request_id),
-                payment.created_at,
-            ),
-        ];
-        self.settle(items, Some(payment)).await
+        let push = PushTag {
+            intent_pk: intent.key.pk(),
+            answer_body: answer.body.to_string(),
+        };
+        let written = self
+            .payments
+            .record_pending_for(payment, Some(&push))
+            .await?;
+        Ok(Recorded::from(&written))
     }
 
     async fn failed(
@@ -276,10 +300,32 @@ impl PushLedger for DynamoLedger {
         failure: &Failure,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let lock = phone_pk(intent.phone());
+        if let IntentKey::Generated(_) = intent.key {
+            // The lock is the intent: one write, nothing kept for a replay nobody can ask for.
+            match failure {
+                Failure::Refused(_) | Failure::Retryable => {
+                    self.table
+                        .delete_if(lock, self.release_lock(intent))
+                        .await?;
+                }
+                Failure::OutcomeUnknown(answer) => {
+                    let mut expr =
+                        Self::settle_expr(intent, IntentStatus::OutcomeUnknown, answer, at);
+                    Self::extend(&mut expr, at + intent.phone_lock);
+                    self.table.write(lock, expr).await?;
+                }
+            }
+            return Ok(());
+        }
+        let pk = intent.key.pk();
         let items = match failure {
             Failure::Refused(answer) => vec![
-                self.settle_intent(intent, IntentStatus::Refused, answer, None, at),
-                self.release_lock(intent),
+                self.table.update_item(
+                    pk,
+                    Self::settle_expr(intent, IntentStatus::Refused, answer, at),
+                ),
+                self.table.delete(lock, self.release_lock(intent)),
             ],
             Failure::Retryable => {
                 let mut expr = Expr::new();
@@ -287,16 +333,26 @@ impl PushLedger for DynamoLedger {
                 let open = expr.value("open", s(IntentStatus::InProgress.as_str()));
                 expr.condition(format!("{st} = {open}"));
                 vec![
-                    self.table.delete(intent.key.pk(), expr),
-                    self.release_lock(intent),
+                    self.table.delete(pk, expr),
+                    self.table.delete(lock, self.release_lock(intent)),
                 ]
             }
-            Failure::OutcomeUnknown(answer) => vec![
-                self.settle_intent(intent, IntentStatus::OutcomeUnknown, answer, None, at),
-                self.extend_lock(intent, at + intent.phone_lock, None, at),
-            ],
+            Failure::OutcomeUnknown(answer) => {
+                let mut extend = Expr::new();
+                Self::extend(&mut extend, at + intent.phone_lock);
+                extend.set(item::UPDATED_AT, time(at));
+                let owned = owned_by(&mut extend, intent);
+                extend.condition(owned);
+                vec![
+                    self.table.update_item(
+                        pk,
+                        Self::settle_expr(intent, IntentStatus::OutcomeUnknown, answer, at),
+                    ),
+                    self.table.update_item(lock, extend),
+                ]
+            }
         };
-        self.settle(items, None).await.map(|_| ())
+        self.settle(items).await
     }
 
     async fn intent(
@@ -304,12 +360,17 @@ impl PushLedger for DynamoLedger {
         key: &IntentKey,
         now: DateTime<Utc>,
     ) -> Result<Option<IntentRecord>, StoreError> {
-        match self.table.get(key.pk(), &[]).await? {
-            Some(found) => {
-                Ok(Some(intent_from_item(&found)?).filter(|i| i.expires_at > now.timestamp()))
-            }
-            None => Ok(None),
+        if let IntentKey::Generated(_) = key {
+            return Ok(None);
         }
+        let Some(found) = self.table.get(key.pk(), &[]).await? else {
+            return Ok(None);
+        };
+        let found = intent_from_item(&found)?;
+        if found.expires_at <= now.timestamp() {
+            return Ok(None);
+        }
+        self.resolved(found).await.map(Some)
     }
 
     async fn phone_lock(
@@ -320,25 +381,37 @@ impl PushLedger for DynamoLedger {
         let Some(found) = self.table.get(phone_pk(phone), &[]).await? else {
             return Ok(None);
         };
-        let found = Reader::new(&found);
+        let reader = Reader::new(&found);
         // Strict: a lock that cannot be read is corrupt, never "free".
-        let lock = PhoneLock {
-            intent_pk: found.required(INTENT_PK)?,
-            locked_until: found.required_number(LOCKED_UNTIL)?,
-            checkout_request_id: found.string(item::CHECKOUT_REQUEST_ID)?,
-        };
-        Ok(Some(lock).filter(|l| l.locked_until > now.timestamp()))
+        let locked_until = reader.required_number(LOCKED_UNTIL)?;
+        if locked_until <= now.timestamp() {
+            return Ok(None);
+        }
+        Ok(Some(PhoneLock {
+            intent_pk: reader.required(INTENT_PK)?,
+            locked_until,
+            checkout_request_id: self.open_checkout(&found).await?,
+            callback_nonce: reader.string(item::CALLBACK_NONCE)?,
+        }))
     }
 
     async fn release_phone(
         &self,
         phone: &str,
         checkout_request_id: &str,
+        callback_nonce: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut expr = Expr::new();
-        let names = expr.name(item::CHECKOUT_REQUEST_ID);
-        let this = expr.value("checkout", s(checkout_request_id));
-        expr.condition(format!("{names} = {this}"));
+        let mut owned = expr.equals(
+            item::CHECKOUT_REQUEST_ID,
+            "checkout",
+            s(checkout_request_id),
+        );
+        if let Some(nonce) = callback_nonce {
+            let same = expr.equals(item::CALLBACK_NONCE, "nonce", s(nonce));
+            owned = format!("{owned} OR {same}");
+        }
+        expr.condition(owned);
         self.table.delete_if(phone_pk(phone), expr).await
     }
 
@@ -350,11 +423,20 @@ impl PushLedger for DynamoLedger {
         let Some(lock) = self.table.get(phone_pk(phone), &[]).await? else {
             return Ok(None);
         };
-        let owner: String = Reader::new(&lock).required(INTENT_PK)?;
-        let Some(found) = self.table.get(owner, &[]).await? else {
-            return Ok(None);
+        let reader = Reader::new(&lock);
+        let owner: String = reader.required(INTENT_PK)?;
+        let intent = if on_lock(&owner) && reader.string(INTENT_STATUS)?.is_some() {
+            intent_from_item(&lock)?
+        } else {
+            match self.table.get(owner, &[]).await? {
+                Some(found) => intent_from_item(&found)?,
+                None => return Ok(None),
+            }
         };
-        Ok(Some(intent_from_item(&found)?).filter(|intent| intent.is_in_doubt(now)))
+        if !intent.is_in_doubt(now) {
+            return Ok(None);
+        }
+        Ok(Some(self.resolved(intent).await?).filter(|intent| intent.is_in_doubt(now)))
     }
 
     async fn link(
@@ -364,6 +446,12 @@ impl PushLedger for DynamoLedger {
         answer: &StoredAnswer,
         at: DateTime<Utc>,
     ) -> Result<Option<PendingWrite>, StoreError> {
+        let on_lock = on_lock(&intent.pk);
+        let home = if on_lock {
+            phone_pk(&intent.phone)
+        } else {
+            intent.pk.clone()
+        };
         let mut expr = Expr::new();
         expr.set(INTENT_STATUS, s(IntentStatus::Accepted.as_str()));
         expr.set(ANSWER_STATUS, n(answer.status));
@@ -377,20 +465,26 @@ impl PushLedger for DynamoLedger {
         let updated = expr.name(item::UPDATED_AT);
         let read_at = expr.value("read_at", time(intent.updated_at));
         let checkout = expr.name(item::CHECKOUT_REQUEST_ID);
-        expr.condition(format!(
+        let mut condition = format!(
             "{status} = {was} AND {updated} = {read_at} AND attribute_not_exists({checkout})"
-        ));
-        if self.table.update(intent.pk.clone(), expr).await?.is_err() {
+        );
+        if on_lock {
+            let owner = expr.equals(INTENT_PK, "mine", s(&intent.pk));
+            condition = format!("{condition} AND {owner}");
+        }
+        expr.condition(condition);
+        if self.table.update(home, expr).await?.is_err() {
             return Ok(None);
         }
         let written = self.payments.record_pending(payment).await?;
-        let mut lock = Expr::new();
-        lock.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
-        let owner = lock.name(INTENT_PK);
-        let mine = lock.value("mine", s(&intent.pk));
-        lock.condition(format!("{owner} = {mine}"));
-        // Another push owns the lock by now: it keeps its own checkout id.
-        let _ = self.table.update(phone_pk(&intent.phone), lock).await?;
+        if !on_lock {
+            let mut lock = Expr::new();
+            lock.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
+            let owner = lock.equals(INTENT_PK, "mine", s(&intent.pk));
+            lock.condition(owner);
+            // Another push owns the lock by now: it keeps its own checkout id.
+            let _ = self.table.update(phone_pk(&intent.phone), lock).await?;
+        }
         Ok(Some(written))
     }
 }
@@ -434,8 +528,16 @@ fn intent_from_item(found: &Item) -> Result<IntentRecord, StoreError> {
         _ => None,
     };
     let created_at = reader.required_time(item::CREATED_AT)?;
+    // A lock that is the intent: named by its owner key, remembered as long as an intent.
+    let on_lock = reader.string(RECORD_TYPE)?.as_deref() == Some(LOCK_TYPE);
+    let (pk, expires_at) = if on_lock {
+        let owner = reader.required(INTENT_PK)?;
+        (owner, (created_at + IDEMPOTENCY_TTL).timestamp())
+    } else {
+        (reader.pk().to_owned(), reader.required_number(EXPIRES_AT)?)
+    };
     Ok(IntentRecord {
-        pk: reader.pk().to_owned(),
+        pk,
         status,
         fingerprint: reader.required(FINGERPRINT)?,
         phone: reader.required(item::PHONE)?,
@@ -444,7 +546,7 @@ fn intent_from_item(found: &Item) -> Result<IntentRecord, StoreError> {
         description: reader.string(item::DESCRIPTION)?,
         created_at,
         updated_at: reader.required_time(item::UPDATED_AT)?,
-        expires_at: reader.required_number(EXPIRES_AT)?,
+        expires_at,
         // Intents written before deadlines were recorded.
         settle_by: reader
             .time(SETTLE_BY)?

@@ -445,8 +445,13 @@ fn result_update(result: &PaymentResult, verdict: Verdict, now: DateTime<Utc>) -
 }
 
 /// The request details, written by both pending-write variants.
-fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
+fn details_update(payment: &NewPayment, now: DateTime<Utc>, push: Option<&PushTag>) -> Expr {
     let mut update = Expr::new();
+    if let Some(push) = push {
+        // The intent-index entry: the intent's key finds this payment and its answer.
+        update.set(item::PUSH_INTENT, s(&push.intent_pk));
+        update.set(item::ANSWER_BODY, s(&push.answer_body));
+    }
     update.set(item::CHECKOUT_REQUEST_ID, s(&payment.checkout_request_id));
     update.set(item::MERCHANT_REQUEST_ID, s(&payment.merchant_request_id));
     update.set(item::AMOUNT, n(payment.amount()));
@@ -478,8 +483,8 @@ fn details_update(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
 /// pending-index entry in the queue of payments never queried (a repeated pending write puts
 /// it back there: it is queried sooner, never later). The push ledger writes the same inside
 /// its transaction.
-pub(crate) fn open_pending(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
-    let mut update = details_update(payment, now);
+fn open_pending(payment: &NewPayment, now: DateTime<Utc>, push: Option<&PushTag>) -> Expr {
+    let mut update = details_update(payment, now, push);
     update.set(item::STATUS, s(PaymentStatus::Pending.as_str()));
     update.set(item::PENDING_PK, s(QueryQueue::New.as_str()));
     update.set(
@@ -492,15 +497,27 @@ pub(crate) fn open_pending(payment: &NewPayment, now: DateTime<Utc>) -> Expr {
     update
 }
 
-#[async_trait]
-impl PaymentStore for DynamoStore {
-    async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
+/// The push a payment was written by: its intent's key and the `202` that key replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PushTag {
+    pub intent_pk: String,
+    pub answer_body: String,
+}
+
+impl DynamoStore {
+    /// [`PaymentStore::record_pending`], the payment naming the push that wrote it (`push`):
+    /// one `UpdateItem` in the common path, whatever a result that came first left.
+    pub(crate) async fn record_pending_for(
+        &self,
+        payment: &NewPayment,
+        push: Option<&PushTag>,
+    ) -> Result<PendingWrite, StoreError> {
         // Common path first: nothing stored yet.
         let mut plan = PendingPlan::Open;
         for _ in 0..MAX_ROUNDS {
             let written = match plan {
                 PendingPlan::Open => {
-                    let mut update = open_pending(payment, self.now());
+                    let mut update = open_pending(payment, self.now(), push);
                     let pk = update.name(item::PK);
                     let status = update.name(item::STATUS);
                     let pending = update.value("pending", s(PaymentStatus::Pending.as_str()));
@@ -512,7 +529,7 @@ impl PaymentStore for DynamoStore {
                         .map(PendingWrite::Created)
                 }
                 PendingPlan::Unbound => {
-                    let mut update = details_update(payment, self.now());
+                    let mut update = details_update(payment, self.now(), push);
                     update.remove(item::ORPHAN_PK);
                     update.remove(item::ORPHAN_SK);
                     set_verdict(
@@ -532,7 +549,7 @@ impl PaymentStore for DynamoStore {
                         .map(PendingWrite::FlaggedForReview)
                 }
                 plan @ (PendingPlan::AddDetails(_) | PendingPlan::FlagForReview) => {
-                    let mut update = details_update(payment, self.now());
+                    let mut update = details_update(payment, self.now(), push);
                     update.remove(item::ORPHAN_PK);
                     update.remove(item::ORPHAN_SK);
                     let status = update.name(item::STATUS);
@@ -578,6 +595,13 @@ impl PaymentStore for DynamoStore {
             }
         }
         Err(contention(&payment.checkout_request_id))
+    }
+}
+
+#[async_trait]
+impl PaymentStore for DynamoStore {
+    async fn record_pending(&self, payment: &NewPayment) -> Result<PendingWrite, StoreError> {
+        self.record_pending_for(payment, None).await
     }
 
     async fn apply_result(&self, result: &PaymentResult) -> Result<Applied, StoreError> {

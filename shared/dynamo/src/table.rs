@@ -1,9 +1,10 @@
 //! The payments table and the few requests every store makes of it: a conditional update that
-//! hands back the old item when its condition fails, a consistent read, a read of one sparse
-//! index partition in key order, and a transaction.
+//! hands back the old item when its condition fails, a conditional put, a consistent
+//! read, a read of one sparse index partition in key order, and a transaction.
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -87,6 +88,33 @@ impl Table {
             answer,
             UpdateItemError::is_conditional_check_failed_exception,
         )
+    }
+
+    /// One conditional `PutItem` of `item`: `Ok(Err(old))` when the condition failed, with the
+    /// item that was there.
+    pub async fn put_if(&self, item: Item, expr: Expr) -> Result<Conditional, StoreError> {
+        let parts = expr.finish();
+        let answer = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(item))
+            .set_condition_expression(parts.condition)
+            .set_expression_attribute_names(parts.names)
+            .set_expression_attribute_values(parts.values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(Ok(Item::new())),
+            Err(SdkError::ServiceError(failure)) => match failure.err() {
+                PutItemError::ConditionalCheckFailedException(failed) => {
+                    Ok(Err(failed.item().filter(|old| !old.is_empty()).cloned()))
+                }
+                _ => Err(unavailable(SdkError::ServiceError(failure))),
+            },
+            Err(other) => Err(unavailable(other)),
+        }
     }
 
     /// One conditional `DeleteItem` of `pk`: `Ok(false)` when the condition failed.

@@ -5,15 +5,18 @@
 //!
 //! | `pk` | what |
 //! |---|---|
-//! | `IDEM#<sha256 of the Idempotency-Key>` or `INTENT#<generated id>` | the intent: request fingerprint and details, `intent_status` (`IN_PROGRESS`, `ACCEPTED`, `REFUSED`, `OUTCOME_UNKNOWN`), the first answer for replay, the checkout id; TTL `expires_at` = 24 h |
-//! | `PHONE#<msisdn>` | the phone lock: owner intent, `locked_until` (epoch seconds), the open checkout id; TTL `expires_at` = `locked_until` |
+//! | `PHONE#<msisdn>` | the phone lock: owner intent (`intent_pk`), `locked_until` (epoch seconds), the push's callback nonce; TTL `expires_at` = `locked_until`. For a push without a key the lock **is** the intent (the intent's fields, under the owner `INTENT#<generated id>`) |
+//! | `IDEM#<sha256 of the Idempotency-Key>` | the intent of a keyed push: request fingerprint and details, `intent_status` (`IN_PROGRESS`, `ACCEPTED`, `REFUSED`, `OUTCOME_UNKNOWN`), the answer for replay, the checkout id; TTL `expires_at` = 24 h |
 //!
-//! A push costs two DynamoDB requests in the common path: [`PushLedger::begin`] writes the
-//! intent and takes the phone lock in one conditional transaction (a failed condition hands
-//! back the item it found, so no read is needed), and [`PushLedger::accepted`] writes the
-//! pending payment, completes the intent and tags the lock with the checkout id in a second
-//! one. TTL deletion lags by hours, so every condition and every read treats an item past
-//! its expiry as absent.
+//! A push costs two DynamoDB requests in the common path, and a transaction only where two
+//! items must change together. [`PushLedger::begin`] takes the phone lock: one conditional
+//! `PutItem` without a key; with a key, one transaction that also writes the key's intent (a
+//! failed condition hands back the item it found, so no read is needed).
+//! [`PushLedger::accepted`] writes only the pending payment, which names its intent and carries
+//! the `202` answered; the intent and the lock are left as they are, and whoever reads an
+//! intent still in progress (a replay, a lookup by key, the search for a push in doubt) finds
+//! that payment through the intent's key. TTL deletion lags by hours, so every condition and
+//! every read treats an item past its expiry as absent.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -177,6 +180,13 @@ impl NewIntent {
         self.charge.phone.as_str()
     }
 
+    /// Until when [`PushLedger::begin`] locks the phone: the push is sent right after, and
+    /// nothing extends the lock once Daraja accepts it (Daraja itself refuses a second prompt on
+    /// a phone whose prompt is open).
+    pub fn lock_until(&self) -> DateTime<Utc> {
+        self.at + self.phone_lock
+    }
+
     /// When the intent is forgotten (epoch seconds, the TTL attribute).
     pub fn expires_at(&self) -> i64 {
         (self.at + IDEMPOTENCY_TTL).timestamp()
@@ -332,19 +342,22 @@ pub struct PhoneLock {
     pub intent_pk: String,
     /// Epoch seconds; the lock is free from then on.
     pub locked_until: i64,
+    /// The checkout id of the push that holds it, once Daraja accepted that push.
     pub checkout_request_id: Option<String>,
+    /// The nonce of that push's callback URL: its callback's failure frees the phone.
+    pub callback_nonce: Option<String>,
 }
 
 /// Where `POST /payments` keeps its intents and phone locks, and writes the pending payment.
 #[async_trait]
 pub trait PushLedger: Send + Sync {
-    /// Writes the intent and takes the phone lock, both or neither.
+    /// Takes the phone lock and writes the intent (on the lock without a key), both or neither.
     async fn begin(&self, intent: &NewIntent) -> Result<Begin, StoreError>;
 
     /// Daraja accepted the push: records the pending payment (with
-    /// [`PaymentStore::record_pending`]'s rules, so it commutes with the callback), completes
-    /// the intent with `answer` and tags the phone lock with the checkout id. Says what the
-    /// pending write found.
+    /// [`PaymentStore::record_pending`]'s rules, so it commutes with the callback), naming the
+    /// intent and `answer`; from then on the intent reads as accepted with `answer` and the
+    /// phone lock names the checkout id. Says what the pending write found.
     async fn accepted(
         &self,
         intent: &NewIntent,
@@ -360,7 +373,8 @@ pub trait PushLedger: Send + Sync {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// The intent under `key`, unless absent or expired at `now`.
+    /// The intent under `key`, unless absent or expired at `now`. A generated key is never
+    /// looked up (nobody holds it): `None`.
     async fn intent(
         &self,
         key: &IntentKey,
@@ -384,12 +398,14 @@ pub trait PushLedger: Send + Sync {
     ) -> Result<Option<IntentRecord>, StoreError>;
 
     /// Frees `phone` for a new push once the prompt of `checkout_request_id` is known closed
-    /// without payment (a final failure): removes the lock if it still names that push, so a
-    /// customer who cancelled can retry at once. Whether a lock was removed.
+    /// without payment (a final failure): removes the lock if it still belongs to that push (it
+    /// names the checkout id, or the push's `callback_nonce`), so a customer who cancelled can
+    /// retry at once. Whether a lock was removed.
     async fn release_phone(
         &self,
         phone: &str,
         checkout_request_id: &str,
+        callback_nonce: Option<&str>,
     ) -> Result<bool, StoreError>;
 
     /// Links the in-doubt `intent` (as read) to the payment a result revealed: the intent

@@ -1,6 +1,7 @@
 //! A fault proxy between the functions and the DynamoDB emulator: every request is forwarded;
-//! chosen `TransactWriteItems` (the push path's writes) are answered with a 500
-//! `InternalServerError`, which the SDK and the push function both retry.
+//! chosen writes of the push path (every `TransactWriteItems`, `PutItem`, `UpdateItem` and
+//! `DeleteItem` but the shared OAuth token's) are answered with a 500 `InternalServerError`,
+//! which the SDK and the push function both retry.
 
 // Not every test file uses every helper.
 #![allow(dead_code)]
@@ -8,15 +9,18 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Between the functions and moto: forwards every request, and answers the transactions
-/// whose number (1-based, counted across all callers) is in `fail` with a 500
-/// `InternalServerError`, which the SDK and the push function both retry.
+/// Between the functions and moto: forwards every request, and answers the writes whose
+/// number (1-based, counted across all callers; the shared token's writes are not counted) is
+/// in `fail` with a 500 `InternalServerError`, which the SDK and the push function both retry.
+/// The shared OAuth token's item: its writes are no part of a push's record.
+const TOKEN_KEY: &[u8] = b"TOKEN#daraja";
+
 #[derive(Default)]
 pub struct FaultyDynamo {
     target: String,
-    transactions: AtomicUsize,
+    writes: AtomicUsize,
     fail: std::sync::Mutex<std::ops::Range<usize>>,
-    /// While set, every transaction fails: a DynamoDB outage on the push path.
+    /// While set, every counted write fails: a DynamoDB outage on the push path.
     outage: AtomicBool,
     /// When set, faults hit only requests signed with this access key id (one function's).
     only_from: std::sync::Mutex<Option<String>>,
@@ -71,7 +75,7 @@ impl FaultyDynamo {
                 .to_owned();
             faults.seen.lock().unwrap().push(SeenRequest {
                 access_key_id: access_key_id.clone(),
-                operation,
+                operation: operation.clone(),
                 body: serde_json::from_slice(&body).unwrap_or_default(),
             });
             let targeted = faults
@@ -80,14 +84,16 @@ impl FaultyDynamo {
                 .unwrap()
                 .as_ref()
                 .is_none_or(|key| *key == access_key_id);
-            let is_transaction = targeted
-                && headers
-                    .get("x-amz-target")
-                    .is_some_and(|t| t.as_bytes().ends_with(b".TransactWriteItems"));
-            // Down: every request fails, and no transaction is counted.
+            let is_write = targeted
+                && matches!(
+                    operation.as_str(),
+                    "TransactWriteItems" | "PutItem" | "UpdateItem" | "DeleteItem"
+                )
+                && !body.windows(TOKEN_KEY.len()).any(|w| w == TOKEN_KEY);
+            // Down: every request fails, and no write is counted.
             let fails = faults.down.load(Ordering::SeqCst)
-                || (is_transaction && {
-                    let n = faults.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+                || (is_write && {
+                    let n = faults.writes.fetch_add(1, Ordering::SeqCst) + 1;
                     faults.outage.load(Ordering::SeqCst) || faults.fail.lock().unwrap().contains(&n)
                 });
             if fails {
@@ -154,7 +160,7 @@ impl FaultyDynamo {
         *self.only_from.lock().unwrap() = Some(format!("local-{binary}"));
     }
 
-    /// Starts or ends an outage of every transaction.
+    /// Starts or ends an outage of every counted write.
     pub fn outage(&self, on: bool) {
         self.outage.store(on, Ordering::SeqCst);
     }

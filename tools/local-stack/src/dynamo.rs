@@ -577,7 +577,12 @@ Resources:
         indexes.sort_unstable();
         assert_eq!(
             indexes,
-            ["orphan-index", "pending-index", "reference-index"]
+            [
+                "intent-index",
+                "orphan-index",
+                "pending-index",
+                "reference-index"
+            ]
         );
         assert_eq!(spec.key_schema[0].attribute_name(), "pk");
         assert_eq!(spec.ttl_attribute.as_deref(), Some("expires_at"));

@@ -254,7 +254,11 @@ impl CallbackService {
         let Some(phone) = payer_phone(id, None) else {
             return;
         };
-        match self.ledger.release_phone(&phone, id).await {
+        match self
+            .ledger
+            .release_phone(&phone, id, result.callback_nonce.as_deref())
+            .await
+        {
             Ok(released) => tracing::info!(
                 checkout_request_id = %mask_id(id),
                 released,

@@ -38,6 +38,8 @@ macro_rules! push_ledger_conformance {
             accepted_after_a_short_callback_needs_review,
             an_orphan_result_links_to_the_push_in_doubt_on_its_phone,
             a_final_failure_releases_only_its_own_phone_lock,
+            an_accepted_push_is_never_in_doubt,
+            a_push_without_a_key_keeps_every_rule_on_its_phone_lock,
         );
     };
     (@rules $make:path; $($rule:ident),* $(,)?) => {
@@ -200,40 +202,42 @@ pub async fn busy_phone_reports_the_open_checkout_id(ledger: Ledger, _: Payments
 
 pub async fn a_final_failure_releases_only_its_own_phone_lock(ledger: Ledger, _: Payments) {
     let t = now();
-    let first = intent(Some("k1"), "254708000015", t);
-    assert_eq!(begin(&ledger, &first).await, Begin::Started);
-    ledger
-        .accepted(&first, &payment("ws_CO_R1", &first), &answer(202, "ok"))
-        .await
-        .unwrap();
-    // Another push's failure does not free the phone.
-    assert!(!ledger
-        .release_phone("254708000015", "ws_CO_OTHER")
-        .await
-        .unwrap());
-    let retry = intent(Some("k2"), "254708000015", t + Duration::seconds(1));
-    assert!(matches!(
-        begin(&ledger, &retry).await,
-        Begin::PhoneBusy { .. }
-    ));
-    // Its own does: the customer who cancelled can pay at once.
-    assert!(ledger
-        .release_phone("254708000015", "ws_CO_R1")
-        .await
-        .unwrap());
-    assert_eq!(begin(&ledger, &retry).await, Begin::Started);
-    // The new push's lock is not the old push's to release.
-    assert!(!ledger
-        .release_phone("254708000015", "ws_CO_R1")
-        .await
-        .unwrap());
-    assert!(ledger
-        .phone_lock("254708000015", t + Duration::seconds(2))
-        .await
-        .unwrap()
-        .is_some());
-    // The first key still replays its answer.
-    assert!(matches!(begin(&ledger, &first).await, Begin::Replay(_)));
+    // With a key and without: the callback names its push by checkout id and URL nonce.
+    for (key, phone) in [(Some("k1"), "254708000015"), (None, "254708000016")] {
+        let first = intent(key, phone, t).with_callback_nonce(format!("nonce-1-{phone}"));
+        let own = first.callback_nonce.as_deref();
+        assert_eq!(begin(&ledger, &first).await, Begin::Started);
+        ledger
+            .accepted(&first, &payment("ws_CO_R1", &first), &answer(202, "ok"))
+            .await
+            .unwrap();
+        // Another push's failure does not free the phone.
+        assert!(!ledger
+            .release_phone(phone, "ws_CO_OTHER", Some("nonce-other"))
+            .await
+            .unwrap());
+        let retry_key = format!("k2-{phone}");
+        let retry = intent(Some(&retry_key), phone, t + Duration::seconds(1))
+            .with_callback_nonce(format!("nonce-2-{phone}"));
+        assert!(matches!(
+            begin(&ledger, &retry).await,
+            Begin::PhoneBusy { .. }
+        ));
+        // Its own does: the customer who cancelled can pay at once.
+        assert!(ledger.release_phone(phone, "ws_CO_R1", own).await.unwrap());
+        assert_eq!(begin(&ledger, &retry).await, Begin::Started);
+        // The new push's lock is not the old push's to release.
+        assert!(!ledger.release_phone(phone, "ws_CO_R1", own).await.unwrap());
+        assert!(ledger
+            .phone_lock(phone, t + Duration::seconds(2))
+            .await
+            .unwrap()
+            .is_some());
+        if key.is_some() {
+            // The first key still replays its answer.
+            assert!(matches!(begin(&ledger, &first).await, Begin::Replay(_)));
+        }
+    }
 }
 
 pub async fn phone_lock_frees_after_its_window(ledger: Ledger, _: Payments) {
@@ -244,13 +248,16 @@ pub async fn phone_lock_frees_after_its_window(ledger: Ledger, _: Payments) {
         .accepted(&first, &payment("ws_CO_C1", &first), &answer(202, "ok"))
         .await
         .unwrap();
-    // The window counts from the acceptance (one second after the intent).
-    let inside = intent(None, "254708000007", t + Duration::seconds(WINDOW));
-    assert!(matches!(
+    // The window counts from the intent, written just before the push is sent; the
+    // acceptance does not extend it.
+    let inside = intent(None, "254708000007", t + Duration::seconds(WINDOW - 1));
+    assert_eq!(
         begin(&ledger, &inside).await,
-        Begin::PhoneBusy { .. }
-    ));
-    let after = intent(None, "254708000007", t + Duration::seconds(WINDOW + 1));
+        Begin::PhoneBusy {
+            checkout_request_id: Some("ws_CO_C1".to_owned())
+        }
+    );
+    let after = intent(None, "254708000007", t + Duration::seconds(WINDOW));
     assert_eq!(begin(&ledger, &after).await, Begin::Started);
 }
 
@@ -455,6 +462,47 @@ pub async fn accepted_after_a_short_callback_needs_review(ledger: Ledger, paymen
     assert_eq!(known, Recorded::ResultKnown(PaymentStatus::NeedsReview));
 }
 
+/// Safaricom's result for `id`, a checkout id nobody recorded, arrives at `t + 20 s` and is linked
+/// to the push in doubt `found` a second later: the orphan gains the merchant's details and its
+/// amount check, and the phone lock names `id`. What was linked, the answer, and when.
+async fn link_revealed(
+    ledger: &Ledger,
+    payments: &Payments,
+    found: &crate::intent::IntentRecord,
+    id: &str,
+    t: DateTime<Utc>,
+) -> (NewPayment, StoredAnswer, DateTime<Utc>) {
+    let mut result = success(id, "100", Some(100));
+    result.received_at = t + Duration::seconds(20);
+    payments.apply_result(&result).await.unwrap();
+    let linked = NewPayment {
+        checkout_request_id: id.to_owned(),
+        merchant_request_id: result.merchant_request_id.clone(),
+        charge: found.charge().unwrap(),
+        created_at: found.created_at,
+        callback_nonce: None,
+        created_by: None,
+    };
+    let replay = crate::intent::accepted_answer(id, "m-1", "Success");
+    let at = t + Duration::seconds(21);
+    let written = ledger
+        .link(found, &linked, &replay, at)
+        .await
+        .unwrap()
+        .expect("linked");
+    assert_eq!(written.record().status, PaymentStatus::Completed);
+    let record = payments.get(id).await.unwrap().unwrap();
+    assert!(record.details_recorded);
+    assert_eq!(record.amount, Some(100));
+    let lock = ledger
+        .phone_lock(&found.phone, at)
+        .await
+        .unwrap()
+        .expect("locked");
+    assert_eq!(lock.checkout_request_id.as_deref(), Some(id));
+    (linked, replay, at)
+}
+
 /// A push whose acceptance was never recorded is found through its phone's lock once its
 /// function's deadline has passed (or at once when its outcome is unknown), and linked to the
 /// payment a result revealed: the orphan gains the merchant's details, the key replays the
@@ -481,30 +529,17 @@ pub async fn an_orphan_result_links_to_the_push_in_doubt_on_its_phone(
     assert_eq!(found.pk, first.key.pk());
     assert_eq!(found.charge().unwrap(), first.charge);
 
-    // Safaricom's result, for a checkout id nobody recorded.
-    let mut result = success("ws_CO_LINKED", "100", Some(100));
-    result.received_at = t + Duration::seconds(20);
-    payments.apply_result(&result).await.unwrap();
-    let linked = NewPayment {
-        checkout_request_id: "ws_CO_LINKED".to_owned(),
-        merchant_request_id: result.merchant_request_id.clone(),
-        charge: found.charge().unwrap(),
-        created_at: found.created_at,
-        callback_nonce: None,
-        created_by: None,
-    };
-    let replay = crate::intent::accepted_answer("ws_CO_LINKED", "m-1", "Success");
-    let at = t + Duration::seconds(21);
-    let written = ledger
-        .link(&found, &linked, &replay, at)
-        .await
-        .unwrap()
-        .expect("linked");
-    assert_eq!(written.record().status, PaymentStatus::Completed);
-    let record = payments.get("ws_CO_LINKED").await.unwrap().unwrap();
-    assert!(record.details_recorded);
-    assert_eq!(record.reference.as_deref(), Some("INV001"));
-    assert_eq!(record.amount, Some(100));
+    let (linked, replay, at) = link_revealed(&ledger, &payments, &found, "ws_CO_LINKED", t).await;
+    assert_eq!(
+        payments
+            .get("ws_CO_LINKED")
+            .await
+            .unwrap()
+            .unwrap()
+            .reference
+            .as_deref(),
+        Some("INV001")
+    );
     assert!(payments.orphans(10).await.unwrap().is_empty());
     let settled = ledger
         .intent(&first.key, at)
@@ -514,12 +549,6 @@ pub async fn an_orphan_result_links_to_the_push_in_doubt_on_its_phone(
     assert_eq!(settled.status, IntentStatus::Accepted);
     assert_eq!(settled.checkout_request_id.as_deref(), Some("ws_CO_LINKED"));
     assert_eq!(settled.answer, Some(replay.clone()));
-    let lock = ledger
-        .phone_lock("254708374149", at)
-        .await
-        .unwrap()
-        .expect("locked");
-    assert_eq!(lock.checkout_request_id.as_deref(), Some("ws_CO_LINKED"));
     // Settled now: never found again, and the stale copy links nothing.
     assert_eq!(in_doubt(at).await, None);
     assert_eq!(
@@ -564,5 +593,110 @@ pub async fn an_orphan_result_links_to_the_push_in_doubt_on_its_phone(
     assert_eq!(
         ledger.in_doubt_for_phone("254700000000", t).await.unwrap(),
         None
+    );
+}
+
+/// An accepted push, with a key or without, is never taken for a push in doubt, however long
+/// after its deadline: its acceptance is recorded (on its payment), so no result is linked to it.
+pub async fn an_accepted_push_is_never_in_doubt(ledger: Ledger, payments: Payments) {
+    let t = now();
+    for (key, phone, id) in [
+        (Some("k-ok"), "254708000021", "ws_CO_OK1"),
+        (None, "254708000022", "ws_CO_OK2"),
+    ] {
+        let push = intent(key, phone, t).settled_by(t + Duration::seconds(10));
+        assert_eq!(begin(&ledger, &push).await, Begin::Started);
+        ledger
+            .accepted(&push, &payment(id, &push), &answer(202, "ok"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger
+                .in_doubt_for_phone(phone, t + Duration::seconds(60))
+                .await
+                .unwrap(),
+            None,
+            "{id} was accepted"
+        );
+        assert_eq!(
+            payments.get(id).await.unwrap().unwrap().status,
+            PaymentStatus::Pending
+        );
+    }
+}
+
+/// Without a key the phone lock is the whole intent: a refusal or a retryable failure frees the
+/// phone, an unknown outcome keeps it locked and in doubt at once, and a push stopped mid-way is
+/// found through the lock past its deadline and linked to the result that reveals it.
+pub async fn a_push_without_a_key_keeps_every_rule_on_its_phone_lock(
+    ledger: Ledger,
+    payments: Payments,
+) {
+    let t = now();
+    for failure in [
+        Failure::Refused(answer(502, "daraja_rejected")),
+        Failure::Retryable,
+    ] {
+        let push = intent(None, "254708000031", t);
+        assert_eq!(begin(&ledger, &push).await, Begin::Started);
+        assert_eq!(ledger.intent(&push.key, t).await.unwrap(), None);
+        ledger.failed(&push, &failure, t).await.unwrap();
+        assert_eq!(ledger.phone_lock(push.phone(), t).await.unwrap(), None);
+    }
+
+    let unknown = intent(None, "254708000032", t);
+    assert_eq!(begin(&ledger, &unknown).await, Begin::Started);
+    let known_at = t + Duration::seconds(5);
+    ledger
+        .failed(
+            &unknown,
+            &Failure::OutcomeUnknown(answer(504, "daraja_timeout")),
+            known_at,
+        )
+        .await
+        .unwrap();
+    let found = ledger
+        .in_doubt_for_phone(unknown.phone(), known_at)
+        .await
+        .unwrap()
+        .expect("an unknown outcome is in doubt at once");
+    assert_eq!(found.status, IntentStatus::OutcomeUnknown);
+    assert_eq!(found.pk, unknown.key.pk());
+    let again = intent(
+        None,
+        "254708000032",
+        known_at + Duration::seconds(WINDOW - 1),
+    );
+    assert!(matches!(
+        begin(&ledger, &again).await,
+        Begin::PhoneBusy { .. }
+    ));
+
+    let stopped = intent(None, "254708374152", t).settled_by(t + Duration::seconds(10));
+    assert_eq!(begin(&ledger, &stopped).await, Begin::Started);
+    assert_eq!(
+        ledger
+            .in_doubt_for_phone("254708374152", t + Duration::seconds(5))
+            .await
+            .unwrap(),
+        None,
+        "still running"
+    );
+    let found = ledger
+        .in_doubt_for_phone("254708374152", t + Duration::seconds(16))
+        .await
+        .unwrap()
+        .expect("in doubt past its deadline");
+    assert_eq!(found.pk, stopped.key.pk());
+    assert_eq!(found.charge().unwrap(), stopped.charge);
+    let (linked, replay, at) = link_revealed(&ledger, &payments, &found, "ws_CO_NOKEY", t).await;
+    assert_eq!(
+        ledger.in_doubt_for_phone("254708374152", at).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        ledger.link(&found, &linked, &replay, at).await.unwrap(),
+        None,
+        "the stale copy links nothing"
     );
 }

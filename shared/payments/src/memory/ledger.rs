@@ -95,8 +95,9 @@ impl PushLedger for MemoryLedger {
             intent.phone().to_owned(),
             PhoneLock {
                 intent_pk: intent.key.pk(),
-                locked_until: (intent.at + intent.phone_lock).timestamp(),
+                locked_until: intent.lock_until().timestamp(),
                 checkout_request_id: None,
+                callback_nonce: intent.callback_nonce.clone(),
             },
         );
         Ok(Begin::Started)
@@ -119,7 +120,6 @@ impl PushLedger for MemoryLedger {
         if let Some(lock) = state.locks.get_mut(intent.phone()) {
             if lock.intent_pk == pk {
                 lock.checkout_request_id = Some(payment.checkout_request_id.clone());
-                lock.locked_until = (payment.created_at + intent.phone_lock).timestamp();
             }
         }
         Ok(Recorded::from(&written))
@@ -161,6 +161,9 @@ impl PushLedger for MemoryLedger {
         key: &IntentKey,
         now: DateTime<Utc>,
     ) -> Result<Option<IntentRecord>, StoreError> {
+        if let IntentKey::Generated(_) = key {
+            return Ok(None);
+        }
         Ok(self
             .state()
             .live_intent(&key.pk(), now.timestamp())
@@ -193,12 +196,13 @@ impl PushLedger for MemoryLedger {
         &self,
         phone: &str,
         checkout_request_id: &str,
+        callback_nonce: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut state = self.state();
-        let names_it = state
-            .locks
-            .get(phone)
-            .is_some_and(|lock| lock.checkout_request_id.as_deref() == Some(checkout_request_id));
+        let names_it = state.locks.get(phone).is_some_and(|lock| {
+            lock.checkout_request_id.as_deref() == Some(checkout_request_id)
+                || (callback_nonce.is_some() && lock.callback_nonce.as_deref() == callback_nonce)
+        });
         if names_it {
             state.locks.remove(phone);
         }

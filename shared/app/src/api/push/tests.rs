@@ -96,7 +96,7 @@ impl PushLedger for StoreDown {
     ) -> Result<Option<payments::PendingWrite>, StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
-    async fn release_phone(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+    async fn release_phone(&self, _: &str, _: &str, _: Option<&str>) -> Result<bool, StoreError> {
         Err(StoreError::Unavailable("connection refused".into()))
     }
 }
@@ -373,8 +373,13 @@ impl PushLedger for FlakyAccept {
     ) -> Result<Option<payments::PendingWrite>, StoreError> {
         self.inner.link(i, p, a, at).await
     }
-    async fn release_phone(&self, phone: &str, id: &str) -> Result<bool, StoreError> {
-        self.inner.release_phone(phone, id).await
+    async fn release_phone(
+        &self,
+        phone: &str,
+        id: &str,
+        nonce: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.inner.release_phone(phone, id, nonce).await
     }
 }
 
