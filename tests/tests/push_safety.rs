@@ -170,7 +170,7 @@ async fn an_accepted_push_costs_two_dynamodb_requests_one_transaction_only_with_
     assert_eq!(answer.status(), 202);
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
     // The key's intent and the phone lock change together; after Daraja, only the payment.
-    assert_eq!(p.requests.take(), ["TransactWriteItems", "UpdateItem"]);
+    assert_eq!(p.requests.take(), ["TransactWriteItems", "PutItem"]);
     let id = answer.body()["checkout_request_id"]
         .as_str()
         .expect("checkout id")
@@ -189,7 +189,7 @@ async fn an_accepted_push_costs_two_dynamodb_requests_one_transaction_only_with_
         .await
         .expect("accepted");
     assert_eq!(p.requests.0.load(Ordering::SeqCst), 4);
-    assert_eq!(p.requests.take(), ["PutItem", "UpdateItem"]);
+    assert_eq!(p.requests.take(), ["PutItem", "PutItem"]);
     assert_eq!(p.sim.counts().stk_push, 2);
 }
 

@@ -17,6 +17,10 @@ pub struct Expr {
     condition: Option<String>,
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
+    /// What each `SET` assigns where the item has nothing yet (see [`Expr::created_item`]).
+    assigned: Vec<(String, AttributeValue)>,
+    /// A `REMOVE`, `ADD` or list append: the update is more than assignments.
+    not_only_sets: bool,
 }
 
 /// An [`Expr`] as the SDK's builders take it.
@@ -55,6 +59,7 @@ impl Expr {
     }
 
     pub fn set(&mut self, attr: &str, value: AttributeValue) -> &mut Self {
+        self.assigned.push((attr.to_owned(), value.clone()));
         let name = self.name(attr);
         let value = self.value(attr, value);
         self.set.push(format!("{name} = {value}"));
@@ -71,6 +76,7 @@ impl Expr {
 
     /// Sets `attr` only if the item has no value for it yet.
     pub fn set_if_absent(&mut self, attr: &str, value: AttributeValue) -> &mut Self {
+        self.assigned.push((attr.to_owned(), value.clone()));
         let name = self.name(attr);
         let value = self.value(attr, value);
         self.set
@@ -80,6 +86,7 @@ impl Expr {
 
     /// Appends `entries` to the list `attr`, creating it if absent.
     pub fn append(&mut self, attr: &str, entries: Vec<AttributeValue>) -> &mut Self {
+        self.not_only_sets = true;
         let name = self.name(attr);
         let empty = self.value(&format!("{attr}_empty"), AttributeValue::L(Vec::new()));
         let entries = self.value(&format!("{attr}_new"), AttributeValue::L(entries));
@@ -90,12 +97,14 @@ impl Expr {
     }
 
     pub fn remove(&mut self, attr: &str) -> &mut Self {
+        self.not_only_sets = true;
         let name = self.name(attr);
         self.remove.push(name);
         self
     }
 
     pub fn add(&mut self, attr: &str, by: u32) -> &mut Self {
+        self.not_only_sets = true;
         let name = self.name(attr);
         let value = self.value(&format!("add_{attr}"), n(by));
         self.add.push(format!("{name} {value}"));
@@ -118,6 +127,13 @@ impl Expr {
         let name = self.name(attr);
         let value = self.value(key, value);
         format!("{name} = {value}")
+    }
+
+    /// The item this update creates where there is none, when it only assigns (`SET`, an
+    /// `if_not_exists` one included): what a conditional `PutItem` of a new item writes. The
+    /// last assignment of an attribute wins, as in one `SET`.
+    pub fn created_item(&self) -> Option<HashMap<String, AttributeValue>> {
+        (!self.not_only_sets).then(|| self.assigned.iter().cloned().collect())
     }
 
     /// Whether the update would change nothing.
@@ -148,6 +164,26 @@ impl Expr {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_update_of_assignments_only_is_the_item_it_creates() {
+        use super::Expr;
+        use crate::item::s;
+        let mut only_sets = Expr::new();
+        only_sets.set("status", s("PENDING"));
+        only_sets.set_if_absent("callback_nonce", s("n1"));
+        only_sets.set_some("created_by", None);
+        let created = only_sets.created_item().expect("assignments only");
+        assert_eq!(created.len(), 2);
+        assert_eq!(created["status"], s("PENDING"));
+        assert_eq!(created["callback_nonce"], s("n1"));
+        let mut more = only_sets.clone();
+        more.add("query_attempts", 1);
+        assert_eq!(more.created_item(), None);
+        let mut removes = only_sets;
+        removes.remove("orphan_pk");
+        assert_eq!(removes.created_item(), None);
+    }
+
     use super::*;
 
     #[test]

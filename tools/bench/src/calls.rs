@@ -25,6 +25,10 @@ use payments::intent::PushLedger;
 use crate::report::Report;
 
 const WARM_PUSHES: usize = 100;
+/// Pushes with an `Idempotency-Key`, then as many replays of them.
+const KEYED_PUSHES: usize = 20;
+/// The first of the phones the pushes of [`counts`] use, `07<number>`.
+const PUSH_PHONES: usize = 50_000_000;
 const LATENCY_PUSHES: usize = 40;
 const DARAJA_LATENCY: Duration = Duration::from_millis(20);
 /// The callback key: a callback reaches its payment with the URL token of its push.
@@ -60,20 +64,48 @@ impl World {
 }
 
 async fn push(service: &PushService, phone: &str) -> Result<String, String> {
+    push_with(service, phone, None).await
+}
+
+/// A push with `key` as its `Idempotency-Key` when given; the checkout id of its `202` (a
+/// replay's too).
+async fn push_with(
+    service: &PushService,
+    phone: &str,
+    key: Option<&str>,
+) -> Result<String, String> {
     let body = events::push_body(phone, 100);
     match service
         .start(
             body.as_bytes(),
             None,
-            None,
+            key.map(str::as_bytes),
             daraja::Deadline::after(std::time::Duration::from_secs(25)),
         )
         .await
     {
         Ok(PushAnswer::Accepted(accepted)) => Ok(accepted.checkout_request_id),
+        Ok(PushAnswer::Replayed(answer)) if answer.status == 202 => answer.body
+            ["checkout_request_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("replay without a checkout id: {}", answer.body)),
         Ok(other) => Err(format!("push: unexpected answer {}", other.body())),
         Err(e) => Err(format!("push refused: {} {}", e.status(), e.body())),
     }
+}
+
+/// [`KEYED_PUSHES`] pushes with the keys `bench-key-0…`, on the phones `07<first>` up: the
+/// Daraja requests each made (0 for replays).
+async fn keyed_pushes(world: &World, service: &PushService, first: usize) -> Result<f64, String> {
+    let before = world.sim.counts();
+    for i in 0..KEYED_PUSHES {
+        let phone = format!("07{:08}", first + i);
+        push_with(service, &phone, Some(&format!("bench-key-{i}"))).await?;
+    }
+    let after = world.sim.counts();
+    let daraja = (after.oauth - before.oauth) + (after.stk_push - before.stk_push);
+    Ok(daraja as f64 / KEYED_PUSHES as f64)
 }
 
 fn by_operation(counter: &CountRequests) -> String {
@@ -142,7 +174,7 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         Arc::new(DynamoLedger::new(world.counted.clone(), &world.table));
     let service = world.push_service(world.shared_token_client()?, ledger);
     let counter = &world.counter;
-    let phone = |i: usize| format!("07{:08}", 50_000_000 + i);
+    let phone = |i: usize| format!("07{:08}", PUSH_PHONES + i);
 
     println!("\n## Calls per operation (in-process services over moto and the simulator; DynamoDB counted by an SDK interceptor)\n");
     println!("| operation | n | DynamoDB requests each | which | Daraja requests each | p50 in-process |");
@@ -186,6 +218,50 @@ async fn counts(world: &World, report: &mut Report) -> Result<(), String> {
         format!("{daraja_per_push:.2}"),
         "1.00",
         Verdict::of(daraja_per_push == 1.0),
+    );
+    let transactions = |counter: &CountRequests| {
+        counter
+            .by_operation()
+            .iter()
+            .filter(|(op, _)| op == "TransactWriteItems")
+            .map(|(_, n)| *n)
+            .sum::<usize>() as f64
+    };
+    let keyless_transactions = transactions(counter) / WARM_PUSHES as f64;
+    report.row(
+        "TransactWriteItems per warm push without an Idempotency-Key",
+        format!("{keyless_transactions:.2}"),
+        "0",
+        Verdict::of(keyless_transactions == 0.0),
+    );
+
+    counter.reset();
+    let keyed_daraja = keyed_pushes(world, &service, PUSH_PHONES + WARM_PUSHES + 1).await?;
+    let keyed = counter.total() as f64 / KEYED_PUSHES as f64;
+    let keyed_transactions = transactions(counter) / KEYED_PUSHES as f64;
+    println!(
+        "| warm push with an Idempotency-Key | {KEYED_PUSHES} | {keyed:.2} | {} | {keyed_daraja:.2} | |",
+        by_operation(counter)
+    );
+    report.row(
+        "DynamoDB requests per warm push with an Idempotency-Key",
+        format!("{keyed:.2}"),
+        "≤ 2",
+        Verdict::of(keyed <= 2.0),
+    );
+    report.row(
+        "TransactWriteItems per warm push with an Idempotency-Key",
+        format!("{keyed_transactions:.2}"),
+        "≤ 1",
+        Verdict::of(keyed_transactions <= 1.0),
+    );
+    counter.reset();
+    let replay_daraja = keyed_pushes(world, &service, PUSH_PHONES + WARM_PUSHES + 1).await?;
+    println!(
+        "| replay of an accepted key (the payment found through intent-index) | {KEYED_PUSHES} | {:.2} | {} | {:.2} | |",
+        counter.total() as f64 / KEYED_PUSHES as f64,
+        by_operation(counter),
+        replay_daraja
     );
 
     let callback_service = |confirmation: Confirmation| CallbackService {

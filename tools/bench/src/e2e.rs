@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ::dynamo::DynamoStore;
 use bench::stats::{Ms, Samples, Verdict};
+use bench::timing;
 use local_stack::LocalStack;
 use payments::payment::NewPayment;
 use payments::PaymentStore;
@@ -140,27 +141,6 @@ async fn post(http: &reqwest::Client, url: &str, phone: &str) -> Result<Duration
     Ok(took)
 }
 
-/// The push function's `invocation` lines among `lines`.
-fn invocations(lines: &[String]) -> Vec<Value> {
-    lines
-        .iter()
-        .filter(|l| l.starts_with("[stk-push"))
-        .filter_map(|l| serde_json::from_str::<Value>(l.split_once("] ")?.1).ok())
-        .filter_map(|event| event.get("fields").cloned())
-        .filter(|fields| fields["message"] == "invocation")
-        .collect()
-}
-
-fn millis(fields: &[Value], name: &str) -> Samples {
-    Samples::new(
-        fields
-            .iter()
-            .filter_map(|f| f[name].as_f64())
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            .collect(),
-    )
-}
-
 /// Interleaved pushes through both flows at the simulator's current latency, on a fresh table.
 /// Returns the p50 of each, and prints the push function's breakdown.
 async fn side_by_side(
@@ -189,7 +169,7 @@ async fn side_by_side(
         }
     }
     let lines = stack.logs();
-    let breakdown = invocations(&lines[logs_before.min(lines.len())..]);
+    let breakdown = timing::invocations(&lines[logs_before.min(lines.len())..], "stk-push");
     Ok((Samples::new(ours), Samples::new(theirs), breakdown))
 }
 
@@ -249,30 +229,12 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
     stack.sim().set_latency(Duration::ZERO);
 
     println!("\n### Where the push function's time goes (its `invocation` lines)\n");
-    println!("| Daraja latency | n | total p50 | total p99 | own p50 | own p99 | DynamoDB p50 | DynamoDB requests each | Daraja p50 | Daraja requests each |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("{}", timing::header("Daraja latency"));
     for (latency, fields) in &breakdowns {
-        let per = |name: &str| {
-            fields.iter().filter_map(|f| f[name].as_f64()).sum::<f64>() / fields.len().max(1) as f64
-        };
-        let (total, own) = (millis(fields, "total_ms"), millis(fields, "own_ms"));
-        let (dynamodb, daraja) = (millis(fields, "dynamodb_ms"), millis(fields, "daraja_ms"));
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.2} | {} | {:.2} |",
-            Ms(*latency),
-            fields.len(),
-            Ms(total.median()),
-            Ms(total.percentile(99.0)),
-            Ms(own.median()),
-            Ms(own.percentile(99.0)),
-            Ms(dynamodb.median()),
-            per("dynamodb_requests"),
-            Ms(daraja.median()),
-            per("daraja_requests"),
-        );
+        println!("{}", timing::row(&Ms(*latency).to_string(), fields));
     }
     if let Some((_, fields)) = breakdowns.first() {
-        let own = millis(fields, "own_ms").median();
+        let own = timing::millis(fields, "own_ms").median();
         report.row(
             "push function's own part, p50 (its handler less its requests)",
             Ms(own).to_string(),

@@ -8,6 +8,7 @@ pub mod events;
 pub mod procs;
 pub mod stats;
 pub mod stub;
+pub mod timing;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

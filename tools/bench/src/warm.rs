@@ -8,6 +8,7 @@ use ::dynamo::DynamoStore;
 use bench::events;
 use bench::procs;
 use bench::stats::{Ms, Samples, Verdict};
+use bench::timing;
 use local_stack::{Function, LocalStack};
 use payments::payment::NewPayment;
 use payments::PaymentStore;
@@ -87,6 +88,7 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
     )?;
 
     let dynamo = stack.dynamo();
+    let logs_before = stack.logs().len();
     let before = stack.sim().counts();
     let mut push = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
@@ -155,8 +157,8 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
     println!(
         "Direct invokes of the emulator, one at a time. DynamoDB is moto (Python, one request at a"
     );
-    println!("time); the table is emptied every {EMPTY_EVERY} pushes, untimed, because moto's TransactWriteItems");
-    println!("deep-copies the table.\n");
+    println!("time); the table is emptied every {EMPTY_EVERY} pushes, untimed, so every push meets a small");
+    println!("table (a callback with a receipt is a TransactWriteItems, which moto pays for by copying it).\n");
     println!("| function | n | p50 | p90 | p99 | max |");
     println!("|---|---|---|---|---|---|");
     for (function, samples) in [
@@ -183,6 +185,20 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
             "(moto-bound; context)",
             Verdict::Info,
         );
+    }
+
+    println!("\n### Where each function's time goes (its own `invocation` lines, the warm invocations above)\n");
+    println!("{}", timing::header("function"));
+    let lines = stack.logs();
+    let lines = &lines[logs_before.min(lines.len())..];
+    for function in [
+        Function::StkPush,
+        Function::StkCallback,
+        Function::PaymentStatus,
+        Function::Reconcile,
+    ] {
+        let fields = timing::invocations(lines, function.name());
+        println!("{}", timing::row(function.name(), &fields));
     }
 
     let daraja = (after.oauth - before.oauth) + (after.stk_push - before.stk_push);

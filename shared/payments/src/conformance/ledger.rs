@@ -123,6 +123,12 @@ pub async fn accepted_answer_is_replayed_with_its_records(ledger: Ledger, paymen
         Recorded::Pending,
         "no result yet: the payment is pending"
     );
+    // A retried write whose first try landed (its answer lost) finds the same pending payment.
+    let again = ledger
+        .accepted(&first, &payment("ws_CO_A1", &first), &accepted)
+        .await
+        .unwrap();
+    assert_eq!(again, Recorded::Pending);
     assert_eq!(
         begin(&ledger, &first).await,
         Begin::Replay(accepted.clone())
