@@ -129,10 +129,11 @@ async fn measure(stack: &LocalStack, report: &mut Report) -> Result<(), String> 
             .map_err(|e| e.to_string())?;
     }
 
-    // Written here, these payments have no callback URL of their own: any valid token binds.
-    let token = stack.unsent_callback_token();
+    // Each callback comes to its push's own URL (the last pushes' payments were not emptied
+    // away and keep their URL's nonce; any valid token binds one written again above).
     let mut callback = Vec::with_capacity(n);
     for (i, id) in ids.iter().enumerate() {
+        let token = stack.callback_token_for(id);
         let event = events::callback(&token, id, 100, &format!("TKR{i:07}"));
         let (took, answer) = timed(stack, Function::StkCallback, &event).await?;
         expect_status(Function::StkCallback, &answer, 200)?;
