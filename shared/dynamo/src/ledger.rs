@@ -122,13 +122,6 @@ impl DynamoLedger {
         expr.set(EXPIRES_AT, n(until.timestamp()));
     }
 
-    fn release_lock(&self, intent: &NewIntent) -> Expr {
-        let mut expr = Expr::new();
-        let owned = owned_by(&mut expr, intent);
-        expr.condition(owned);
-        expr
-    }
-
     /// The payment an accepted push wrote for the intent `intent_pk`, as the intent-index
     /// projects it.
     async fn accepted_payment(&self, intent_pk: &str) -> Result<Option<Item>, StoreError> {
@@ -195,6 +188,25 @@ fn owned_by(expr: &mut Expr, intent: &NewIntent) -> String {
     format!("{owner} = {mine}")
 }
 
+/// The condition that the item is this very call's write: the same key is not enough (a retry
+/// with the key is another call), its callback URL's nonce, minted per call, is. `None` for an
+/// intent without a nonce.
+fn this_call(expr: &mut Expr, intent: &NewIntent) -> Option<String> {
+    let nonce = intent.callback_nonce.as_ref()?;
+    Some(expr.equals(item::CALLBACK_NONCE, "this_call", s(nonce)))
+}
+
+/// What only the call that took the lock may free: owned by its intent, and by this call.
+fn release_lock(intent: &NewIntent) -> Expr {
+    let mut expr = Expr::new();
+    let mut owned = owned_by(&mut expr, intent);
+    if let Some(call) = this_call(&mut expr, intent) {
+        owned = format!("{owned} AND {call}");
+    }
+    expr.condition(owned);
+    expr
+}
+
 /// The phone lock `begin` puts: without a key, the intent itself.
 fn lock_item(intent: &NewIntent) -> Item {
     let until = intent.lock_until().timestamp();
@@ -247,9 +259,13 @@ impl PushLedger for DynamoLedger {
         intent_expr.condition(format!(
             "attribute_not_exists({pk}) OR {expires} <= {now_value}"
         ));
+        // The intent carries this call's nonce, so that only this call takes it back.
+        let mut record = intent_item(&new_record(intent));
+        if let Some(nonce) = &intent.callback_nonce {
+            record.insert(item::CALLBACK_NONCE.to_owned(), s(nonce));
+        }
         let items = vec![
-            self.table
-                .put(intent_item(&new_record(intent)), intent_expr),
+            self.table.put(record, intent_expr),
             self.table.put(lock_item(intent), lock_free(now)),
         ];
         let reasons = match self.table.transact(items).await? {
@@ -305,9 +321,7 @@ impl PushLedger for DynamoLedger {
             // The lock is the intent: one write, nothing kept for a replay nobody can ask for.
             match failure {
                 Failure::Refused(_) | Failure::Retryable => {
-                    self.table
-                        .delete_if(lock, self.release_lock(intent))
-                        .await?;
+                    self.table.delete_if(lock, release_lock(intent)).await?;
                 }
                 Failure::OutcomeUnknown(answer) => {
                     let mut expr =
@@ -325,16 +339,22 @@ impl PushLedger for DynamoLedger {
                     pk,
                     Self::settle_expr(intent, IntentStatus::Refused, answer, at),
                 ),
-                self.table.delete(lock, self.release_lock(intent)),
+                self.table.delete(lock, release_lock(intent)),
             ],
             Failure::Retryable => {
+                // Only this call's intent: a retry with the key whose own write failed must
+                // never take back the intent of the call that pushed.
                 let mut expr = Expr::new();
                 let st = expr.name(INTENT_STATUS);
                 let open = expr.value("open", s(IntentStatus::InProgress.as_str()));
-                expr.condition(format!("{st} = {open}"));
+                let mut condition = format!("{st} = {open}");
+                if let Some(call) = this_call(&mut expr, intent) {
+                    condition = format!("{condition} AND {call}");
+                }
+                expr.condition(condition);
                 vec![
                     self.table.delete(pk, expr),
-                    self.table.delete(lock, self.release_lock(intent)),
+                    self.table.delete(lock, release_lock(intent)),
                 ]
             }
             Failure::OutcomeUnknown(answer) => {

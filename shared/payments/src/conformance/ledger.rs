@@ -39,6 +39,7 @@ macro_rules! push_ledger_conformance {
             an_orphan_result_links_to_the_push_in_doubt_on_its_phone,
             a_final_failure_releases_only_its_own_phone_lock,
             an_accepted_push_is_never_in_doubt,
+            a_retry_whose_begin_failed_never_takes_back_the_first_call,
             a_push_without_a_key_keeps_every_rule_on_its_phone_lock,
         );
     };
@@ -705,4 +706,44 @@ pub async fn a_push_without_a_key_keeps_every_rule_on_its_phone_lock(
         None,
         "the stale copy links nothing"
     );
+}
+
+/// A retry with the key whose own `begin` failed (its write timed out, or reading what the key
+/// holds failed) is undone as retryable; that undo removes only that call's own write, never the
+/// intent and lock of the call that pushed, in progress or accepted: a later retry still finds
+/// them, and no second prompt is sent.
+pub async fn a_retry_whose_begin_failed_never_takes_back_the_first_call(
+    ledger: Ledger,
+    _: Payments,
+) {
+    let t = now();
+    let first = intent(Some("k-undo"), "254708000041", t).with_callback_nonce("nonce-first");
+    assert_eq!(begin(&ledger, &first).await, Begin::Started);
+    let retry = intent(Some("k-undo"), "254708000041", t + Duration::seconds(1))
+        .with_callback_nonce("nonce-retry");
+    ledger
+        .failed(&retry, &Failure::Retryable, retry.at)
+        .await
+        .unwrap();
+    assert_eq!(begin(&ledger, &retry).await, Begin::InProgress);
+    assert!(ledger
+        .phone_lock(first.phone(), retry.at)
+        .await
+        .unwrap()
+        .is_some());
+    let accepted = answer(202, "ok");
+    ledger
+        .accepted(&first, &payment("ws_CO_U1", &first), &accepted)
+        .await
+        .unwrap();
+    ledger
+        .failed(&retry, &Failure::Retryable, retry.at)
+        .await
+        .unwrap();
+    assert_eq!(begin(&ledger, &retry).await, Begin::Replay(accepted));
+    assert!(ledger
+        .phone_lock(first.phone(), retry.at)
+        .await
+        .unwrap()
+        .is_some());
 }

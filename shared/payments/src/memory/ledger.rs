@@ -25,6 +25,8 @@ pub struct MemoryLedger {
 #[derive(Debug, Default)]
 struct MemoryState {
     intents: HashMap<String, IntentRecord>,
+    /// The callback nonce of the call that wrote each intent.
+    nonces: HashMap<String, Option<String>>,
     locks: HashMap<String, PhoneLock>,
 }
 
@@ -53,9 +55,18 @@ impl MemoryState {
         self.locks.get(phone).filter(|l| l.locked_until > now)
     }
 
+    /// Whether `stored` (a nonce on an item) is this call's: the same key is another call's
+    /// when its nonce differs.
+    fn this_call(intent: &NewIntent, stored: Option<&String>) -> bool {
+        intent.callback_nonce.is_none() || stored == intent.callback_nonce.as_ref()
+    }
+
     fn release(&mut self, intent: &NewIntent) {
         let pk = intent.key.pk();
-        if self.locks.get(intent.phone()).map(|l| &l.intent_pk) == Some(&pk) {
+        let ours = self.locks.get(intent.phone()).is_some_and(|l| {
+            l.intent_pk == pk && Self::this_call(intent, l.callback_nonce.as_ref())
+        });
+        if ours {
             self.locks.remove(intent.phone());
         }
     }
@@ -91,6 +102,9 @@ impl PushLedger for MemoryLedger {
             });
         }
         state.intents.insert(intent.key.pk(), new_record(intent));
+        state
+            .nonces
+            .insert(intent.key.pk(), intent.callback_nonce.clone());
         state.locks.insert(
             intent.phone().to_owned(),
             PhoneLock {
@@ -139,8 +153,13 @@ impl PushLedger for MemoryLedger {
                 state.release(intent);
             }
             Failure::Retryable => {
-                if state.intents.get(&pk).map(|i| i.status) == Some(IntentStatus::InProgress) {
+                let open =
+                    state.intents.get(&pk).map(|i| i.status) == Some(IntentStatus::InProgress);
+                let ours =
+                    MemoryState::this_call(intent, state.nonces.get(&pk).and_then(Option::as_ref));
+                if open && ours {
                     state.intents.remove(&pk);
+                    state.nonces.remove(&pk);
                 }
                 state.release(intent);
             }
