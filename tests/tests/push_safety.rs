@@ -17,15 +17,12 @@ mod faulty;
 mod wait;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use app::api::PushService;
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_dynamodb::Client;
+use bench::CountRequests;
 use daraja::{
     Clock, DarajaConfig, NoSharedTokens, Secret, ShortCode, SystemClock, TransactionKind,
 };
@@ -56,41 +53,6 @@ payments::push_ledger_conformance!(ledger);
 // ---------------------------------------------------------------------------------------
 // In-process: the push service with the DynamoDB ledger and the simulator.
 
-/// Counts every request the DynamoDB client sends (each attempt), and keeps its operation.
-#[derive(Debug, Clone, Default)]
-struct CountRequests(Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>);
-
-impl CountRequests {
-    /// The operations sent since the last call, in order.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.1.lock().unwrap())
-    }
-}
-
-impl Intercept for CountRequests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        let operation = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .and_then(|t| t.rsplit('.').next())
-            .unwrap_or_default()
-            .to_owned();
-        self.1.lock().unwrap().push(operation);
-        Ok(())
-    }
-}
-
 struct InProcess {
     service: PushService,
     sim: SimHandle,
@@ -111,13 +73,7 @@ async fn in_process() -> InProcess {
     .expect("simulator starts");
     let (client, table) = fresh_table("push").await;
     let requests = CountRequests::default();
-    let counted = Client::from_conf(
-        client
-            .config()
-            .to_builder()
-            .interceptor(requests.clone())
-            .build(),
-    );
+    let counted = requests.attach(&client);
     let config = DarajaConfig {
         base_url: sim.base_url(),
         consumer_key: Secret::from("test-consumer-key"),
@@ -168,9 +124,15 @@ async fn an_accepted_push_costs_two_dynamodb_requests_one_transaction_only_with_
         .await
         .expect("accepted");
     assert_eq!(answer.status(), 202);
-    assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
+    assert_eq!(p.requests.total(), 2);
     // The key's intent and the phone lock change together; after Daraja, only the payment.
-    assert_eq!(p.requests.take(), ["TransactWriteItems", "PutItem"]);
+    assert_eq!(
+        p.requests.by_operation(),
+        [
+            ("TransactWriteItems".to_owned(), 1),
+            ("PutItem".to_owned(), 1)
+        ]
+    );
     let id = answer.body()["checkout_request_id"]
         .as_str()
         .expect("checkout id")
@@ -188,8 +150,14 @@ async fn an_accepted_push_costs_two_dynamodb_requests_one_transaction_only_with_
         )
         .await
         .expect("accepted");
-    assert_eq!(p.requests.0.load(Ordering::SeqCst), 4);
-    assert_eq!(p.requests.take(), ["PutItem", "PutItem"]);
+    assert_eq!(p.requests.total(), 4);
+    assert_eq!(
+        p.requests.by_operation(),
+        [
+            ("TransactWriteItems".to_owned(), 1),
+            ("PutItem".to_owned(), 3)
+        ]
+    );
     assert_eq!(p.sim.counts().stk_push, 2);
 }
 
@@ -219,7 +187,7 @@ async fn a_refused_push_costs_two_dynamodb_requests_and_is_replayed() {
         (error.status(), error.code.as_str()),
         (502, "daraja_rejected")
     );
-    assert_eq!(p.requests.0.load(Ordering::SeqCst), 2);
+    assert_eq!(p.requests.total(), 2);
     let again = p
         .service
         .start(

@@ -223,10 +223,15 @@ fn lock_item(intent: &NewIntent) -> Item {
         (item::CREATED_AT.to_owned(), time(intent.at)),
         (item::UPDATED_AT.to_owned(), time(intent.at)),
     ]);
-    if let Some(nonce) = &intent.callback_nonce {
-        lock.insert(item::CALLBACK_NONCE.to_owned(), s(nonce));
-    }
+    written_by(&mut lock, intent);
     lock
+}
+
+/// Marks `written` as this call's (its callback URL's nonce): what [`this_call`] checks.
+fn written_by(written: &mut Item, intent: &NewIntent) {
+    if let Some(nonce) = &intent.callback_nonce {
+        written.insert(item::CALLBACK_NONCE.to_owned(), s(nonce));
+    }
 }
 
 /// The condition on the lock `begin` puts: free, or past its time.
@@ -261,9 +266,7 @@ impl PushLedger for DynamoLedger {
         ));
         // The intent carries this call's nonce, so that only this call takes it back.
         let mut record = intent_item(&new_record(intent));
-        if let Some(nonce) = &intent.callback_nonce {
-            record.insert(item::CALLBACK_NONCE.to_owned(), s(nonce));
-        }
+        written_by(&mut record, intent);
         let items = vec![
             self.table.put(record, intent_expr),
             self.table.put(lock_item(intent), lock_free(now)),
@@ -444,11 +447,11 @@ impl PushLedger for DynamoLedger {
             return Ok(None);
         };
         let reader = Reader::new(&lock);
-        let owner: String = reader.required(INTENT_PK)?;
-        let intent = if on_lock(&owner) && reader.string(INTENT_STATUS)?.is_some() {
+        // A lock of a push without a key is its intent; a keyed push's names it.
+        let intent = if reader.string(INTENT_STATUS)?.is_some() {
             intent_from_item(&lock)?
         } else {
-            match self.table.get(owner, &[]).await? {
+            match self.table.get(reader.required(INTENT_PK)?, &[]).await? {
                 Some(found) => intent_from_item(&found)?,
                 None => return Ok(None),
             }
