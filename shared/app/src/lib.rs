@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod timing;
 pub mod tls;
+pub mod webhook;
 
 /// The Daraja client as every function builds it: trusting the process's one set of system
 /// roots (shared with the AWS SDK) and reporting each call's latency as a metric.

@@ -72,6 +72,17 @@ pub enum Metric {
     /// Milliseconds one DynamoDB operation took, retries included; dimension `Operation`
     /// (`GetItem`, `UpdateItem`, `TransactWriteItems`, …).
     DynamoDbLatency,
+    /// A payment event published to the event bus (and queued for the webhook, when one is set).
+    EventPublished,
+    /// A stream record of a payment whose image does not decode: reported as failed, so
+    /// Lambda's retries, bisection and on-failure destination take it out of the stream.
+    EventUndecodable,
+    /// A webhook the merchant's endpoint answered with a 2xx.
+    WebhookDelivered,
+    /// A webhook attempt that failed (non-2xx, timeout, refused); retried with back-off.
+    WebhookFailed,
+    /// A webhook whose last attempt failed: the queue parks it in the dead-letter queue.
+    WebhookParked,
 }
 
 impl Metric {
@@ -98,6 +109,11 @@ impl Metric {
             Metric::DynamoDbLatency => "DynamoDbLatency",
             Metric::DarajaError => "DarajaError",
             Metric::ReconciliationQuery => "ReconciliationQuery",
+            Metric::EventPublished => "EventPublished",
+            Metric::EventUndecodable => "EventUndecodable",
+            Metric::WebhookDelivered => "WebhookDelivered",
+            Metric::WebhookFailed => "WebhookFailed",
+            Metric::WebhookParked => "WebhookParked",
         }
     }
 

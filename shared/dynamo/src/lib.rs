@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod observe;
 pub mod payments;
 pub mod raw;
+pub mod stream;
 pub mod table;
 pub mod token;
 

@@ -6,6 +6,7 @@
 //! - [`store`]: [`PaymentStore`], where payment records live.
 //! - [`intent`]: [`PushLedger`], what `POST /payments` writes before and after it calls
 //!   Daraja, and the rules for an existing intent.
+//! - [`event`]: the event a change of a payment's status produces, for merchants.
 //! - [`raw`]: [`RawCallbackStore`], callbacks kept as received when they cannot be applied.
 //! - [`memory`]: every trait in memory, with the semantics of DynamoDB.
 //! - [`conformance`] (feature `conformance`): the behaviour every implementation must show.
@@ -14,6 +15,7 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod event;
 pub mod intent;
 pub mod link;
 pub mod memory;
