@@ -7,7 +7,7 @@ VENV := .venv
 PY := python3
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-FUNCTION_NAMES := stk-push stk-callback payment-status reconcile
+FUNCTION_NAMES := stk-push stk-callback payment-status reconcile payment-events webhook-delivery
 FUNCTIONS := $(addprefix -p ,$(FUNCTION_NAMES))
 CARGO ?= cargo
 
@@ -32,7 +32,7 @@ setup: $(VENV)/.installed
 
 build: setup
 	@echo "==> building the functions and the local stack"
-	$(CARGO) build $(FUNCTIONS) -p local-stack -p daraja-sim
+	$(CARGO) build $(FUNCTIONS) -p local-stack -p daraja-sim -p webhook-receiver
 
 demo: build
 	@echo "==> running the demo"

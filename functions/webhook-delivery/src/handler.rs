@@ -104,15 +104,32 @@ pub struct ItemFailure {
     pub item_identifier: String,
 }
 
-pub async fn handle<S: Secrets>(
-    deps: &Deps<S>,
-    event: LambdaEvent<Value>,
-) -> Result<BatchResponse, Error> {
+/// `{"replay_dead_letters": {"max": N}}` (README, "Payment events and webhooks"): moves up to
+/// `N` (default 100) parked webhooks back onto the queue, where they are delivered as new.
+#[derive(Debug, Deserialize)]
+struct Replay {
+    #[serde(default = "default_replay")]
+    max: usize,
+}
+
+fn default_replay() -> usize {
+    100
+}
+
+pub async fn handle<S: Secrets>(deps: &Deps<S>, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    if let Some(replay) = event.payload.get("replay_dead_letters") {
+        let replay: Replay = serde_json::from_value(replay.clone())?;
+        let replayed = deps.queue.replay(replay.max).await?;
+        tracing::info!(replayed, "parked webhooks moved back onto the queue");
+        return Ok(serde_json::json!({ "replayed": replayed }));
+    }
     let event: SqsEvent = serde_json::from_value(event.payload)?;
     let webhooks: Vec<QueuedWebhook> = event.records.into_iter().map(Into::into).collect();
     let secrets = deps.secrets.secrets().await?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    Ok(deliver_all(deps, &secrets, webhooks, now_ms).await)
+    Ok(serde_json::to_value(
+        deliver_all(deps, &secrets, webhooks, now_ms).await,
+    )?)
 }
 
 /// Delivers each payment's webhooks in order, payments concurrently.
@@ -264,6 +281,9 @@ mod tests {
         async fn park(&self, w: &QueuedWebhook) -> Result<(), String> {
             self.parked.lock().unwrap().push(w.message_id.clone());
             Ok(())
+        }
+        async fn replay(&self, _max: usize) -> Result<usize, String> {
+            Ok(0)
         }
     }
 

@@ -13,7 +13,8 @@ use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus,
+    TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use serde_yaml::Value;
@@ -272,6 +273,8 @@ pub struct TableSpec {
     pub billing_mode: BillingMode,
     /// The TTL attribute, when `TimeToLiveSpecification.Enabled` is true.
     pub ttl_attribute: Option<String>,
+    /// `StreamSpecification.StreamViewType`: the table's change stream, when it has one.
+    pub stream_view_type: Option<StreamViewType>,
 }
 
 impl TableSpec {
@@ -376,12 +379,23 @@ impl TableSpec {
             }
             Some(_) => None,
         };
+        let stream_view_type = match properties.get("StreamSpecification") {
+            None => None,
+            Some(stream) => Some(match literal(stream, "StreamViewType", name)? {
+                "NEW_AND_OLD_IMAGES" => StreamViewType::NewAndOldImages,
+                "NEW_IMAGE" => StreamViewType::NewImage,
+                "OLD_IMAGE" => StreamViewType::OldImage,
+                "KEYS_ONLY" => StreamViewType::KeysOnly,
+                other => return Err(shape(format!("{name}: StreamViewType {other}"))),
+            }),
+        };
         Ok(TableSpec {
             attribute_definitions,
             key_schema,
             global_secondary_indexes,
             billing_mode: BillingMode::PayPerRequest,
             ttl_attribute,
+            stream_view_type,
         })
     }
 }
@@ -440,6 +454,29 @@ pub async fn create_table_from_template(
     create_table(client, &spec, table_name).await
 }
 
+/// The ARN of `table_name`'s change stream.
+pub async fn stream_arn(client: &Client, table_name: &str) -> Result<String, DynamoError> {
+    let described = client
+        .describe_table()
+        .table_name(table_name)
+        .send()
+        .await
+        .map_err(|e| DynamoError::Request {
+            operation: "DescribeTable",
+            table: table_name.to_owned(),
+            detail: DisplayErrorContext(&e).to_string(),
+        })?;
+    described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            shape(format!(
+                "{table_name} has no stream: the template's table needs a StreamSpecification"
+            ))
+        })
+}
+
 /// Creates `table_name` from `spec`, waits until it is ACTIVE, then enables its TTL.
 pub async fn create_table(
     client: &Client,
@@ -462,6 +499,13 @@ pub async fn create_table(
         .set_key_schema(Some(spec.key_schema.clone()))
         .set_global_secondary_indexes(gsis)
         .billing_mode(spec.billing_mode.clone())
+        .set_stream_specification(spec.stream_view_type.clone().map(|view| {
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .expect("enabled is set")
+        }))
         .send()
         .await
         .map_err(|e| failed("CreateTable")(&e))?;

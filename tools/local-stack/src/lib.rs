@@ -16,6 +16,7 @@ pub mod compare;
 pub mod dynamo;
 pub mod events;
 pub mod gateway;
+pub mod pipeline;
 pub mod process;
 pub mod rie;
 pub mod sam;
@@ -24,6 +25,7 @@ pub mod template;
 
 use std::fmt;
 
+pub use pipeline::{EventsOptions, WebhookOptions};
 pub use stack::{env_vars, Error, LocalStack, Profile, StackOptions};
 
 /// The project's functions, by binary name.
@@ -34,14 +36,20 @@ pub enum Function {
     PaymentStatus,
     /// Scheduled, not routed: run it with [`LocalStack::invoke`] and any JSON event.
     Reconcile,
+    /// The table's stream consumer: fed by the stack's stream poller (events enabled).
+    PaymentEvents,
+    /// The webhook queue's consumer: fed by the stack's SQS poller (a webhook set).
+    WebhookDelivery,
 }
 
 impl Function {
-    pub const ALL: [Function; 4] = [
+    pub const ALL: [Function; 6] = [
         Function::StkPush,
         Function::StkCallback,
         Function::PaymentStatus,
         Function::Reconcile,
+        Function::PaymentEvents,
+        Function::WebhookDelivery,
     ];
 
     /// The binary's (and the function's) name.
@@ -51,6 +59,8 @@ impl Function {
             Function::StkCallback => "stk-callback",
             Function::PaymentStatus => "payment-status",
             Function::Reconcile => "reconcile",
+            Function::PaymentEvents => "payment-events",
+            Function::WebhookDelivery => "webhook-delivery",
         }
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::dynamo::{self, DynamoError, Moto};
 use crate::gateway::Gateway;
+use crate::pipeline::{EventsOptions, Pipeline, PipelineError};
 use crate::rie::{self, InvokeError, LogSink, PoolConfig, RieError, RiePool};
 use crate::template::{Template, TemplateError};
 use crate::Function;
@@ -63,6 +64,9 @@ pub struct StackOptions {
     pub echo_logs: bool,
     /// The gateway's port; 0 picks a free one.
     pub gateway_port: u16,
+    /// Payment events: the bus, the stream consumer and, with a webhook, its delivery. `None`:
+    /// the two functions are there but nothing feeds them.
+    pub events: Option<EventsOptions>,
 }
 
 /// The secrets a `CALLBACK_TOKEN` value holds: itself, and each key of an `id:key` list alone.
@@ -111,6 +115,7 @@ impl Default for StackOptions {
             template: None,
             echo_logs: false,
             gateway_port: 0,
+            events: None,
         }
     }
 }
@@ -147,6 +152,8 @@ pub enum Error {
     Invoke(#[from] InvokeError),
     #[error(transparent)]
     Dynamo(#[from] DynamoError),
+    #[error(transparent)]
+    Events(#[from] PipelineError),
     #[error("cannot start the {what}: {source}")]
     Io {
         what: &'static str,
@@ -170,6 +177,7 @@ pub struct LocalStack {
     function_env: Vec<(String, String)>,
     secrets: Vec<String>,
     logs: LogSink,
+    pipeline: Option<Pipeline>,
     stopped: bool,
 }
 
@@ -213,8 +221,15 @@ impl LocalStack {
             }
         };
         let dynamo = dynamo::client(&dynamodb_endpoint).await;
-        let table = format!("payments-{}", random_hex(6));
+        let suffix = random_hex(6);
+        let table = format!("payments-{suffix}");
         dynamo::create_table_from_template(&dynamo, &template_path, &table).await?;
+        let pipeline = match &opts.events {
+            Some(events) => {
+                Some(Pipeline::create(&dynamodb_endpoint, &suffix, &template, events).await?)
+            }
+            None => None,
+        };
 
         let mut sim_config = opts.sim.clone();
         let consumer_key = sim_config
@@ -250,6 +265,10 @@ impl LocalStack {
             ("CALLBACK_BASE_URL", &format!("http://{gateway_addr}")),
             ("RUST_LOG", "info"),
         ]);
+        let mut pipeline = pipeline.map(|(pipeline, env)| {
+            function_env.extend(env);
+            pipeline
+        });
         function_env.extend(opts.extra_env.iter().cloned());
         // The key the functions really run with: a test may set its own.
         let callback_token = function_env
@@ -287,6 +306,18 @@ impl LocalStack {
             what: "API Gateway stand-in",
             source,
         })?;
+        if let (Some(pipeline), Some(consumer)) =
+            (pipeline.as_mut(), pools.get(&Function::PaymentEvents))
+        {
+            let stream_arn = dynamo::stream_arn(&dynamo, &table).await?;
+            pipeline.start_pollers(
+                &dynamodb_endpoint,
+                stream_arn,
+                &template,
+                consumer.clone(),
+                pools.get(&Function::WebhookDelivery).cloned(),
+            );
+        }
 
         Ok(LocalStack {
             gateway,
@@ -304,6 +335,7 @@ impl LocalStack {
             callback_keys,
             function_env,
             logs,
+            pipeline,
             stopped: false,
         })
     }
@@ -404,8 +436,17 @@ impl LocalStack {
         Ok(pool.invoke(event).await?)
     }
 
+    /// Payment events (the bus, its queues, what the pollers did): `None` unless
+    /// [`StackOptions::events`] was set.
+    pub fn events(&self) -> Option<&Pipeline> {
+        self.pipeline.as_ref()
+    }
+
     /// Stops everything it started and deletes its table when the DynamoDB endpoint is shared.
     pub async fn shutdown(mut self) {
+        if let Some(pipeline) = self.pipeline.as_mut() {
+            pipeline.stop();
+        }
         self.gateway.shutdown().await;
         for pool in self.pools.values() {
             pool.shutdown().await;

@@ -129,16 +129,33 @@ impl Template {
         routes
     }
 
-    /// Settings of the function whose `Metadata.BuildProperties.Binary` is `binary`, falling
-    /// back to `Globals.Function`, then to Lambda's defaults.
-    pub fn function(&self, binary: &str) -> FunctionSettings {
-        let globals = self.0.get("Globals").and_then(|g| g.get("Function"));
-        let properties = self
-            .0
-            .get("Resources")
-            .and_then(Value::as_mapping)
-            .into_iter()
-            .flat_map(|resources| resources.values())
+    /// The `Properties` of the first event of type `kind` (`DynamoDB`, `SQS` …) of the function
+    /// whose binary is `binary`: what Lambda's event source for it is configured with.
+    pub fn event_source(&self, binary: &str, kind: &str) -> Option<Value> {
+        self.function_resource(binary)?
+            .get("Properties")?
+            .get("Events")?
+            .as_mapping()?
+            .values()
+            .find(|event| event.get("Type").and_then(Value::as_str) == Some(kind))?
+            .get("Properties")
+            .cloned()
+    }
+
+    /// The `Properties` of the resource named `logical_id`.
+    pub fn resource_properties(&self, logical_id: &str) -> Option<Value> {
+        self.0
+            .get("Resources")?
+            .get(logical_id)?
+            .get("Properties")
+            .cloned()
+    }
+
+    fn function_resource(&self, binary: &str) -> Option<&Value> {
+        self.0
+            .get("Resources")?
+            .as_mapping()?
+            .values()
             .find(|resource| {
                 resource
                     .get("Metadata")
@@ -147,6 +164,14 @@ impl Template {
                     .and_then(Value::as_str)
                     == Some(binary)
             })
+    }
+
+    /// Settings of the function whose `Metadata.BuildProperties.Binary` is `binary`, falling
+    /// back to `Globals.Function`, then to Lambda's defaults.
+    pub fn function(&self, binary: &str) -> FunctionSettings {
+        let globals = self.0.get("Globals").and_then(|g| g.get("Function"));
+        let properties = self
+            .function_resource(binary)
             .and_then(|resource| resource.get("Properties"));
         let lookup = |key: &str| {
             properties

@@ -109,5 +109,7 @@ pub(super) fn logical_id(function: Function) -> &'static str {
         Function::StkCallback => "StkCallbackFunction",
         Function::PaymentStatus => "PaymentStatusFunction",
         Function::Reconcile => "ReconcileFunction",
+        Function::PaymentEvents => "PaymentEventsFunction",
+        Function::WebhookDelivery => "WebhookDeliveryFunction",
     }
 }
