@@ -14,7 +14,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use daraja_sim::{Endpoint, Outcome, SimConfig};
 use dynamo::DynamoStore;
-use local_stack::{env_vars, events, Function, LocalStack, StackOptions};
+use local_stack::{
+    env_vars, events, EventsOptions, Function, LocalStack, StackOptions, WebhookOptions,
+};
 use serde_json::{json, Value};
 
 use wait::{Deadline, WAIT};
@@ -299,11 +301,30 @@ async fn every_sample_event_answers_as_documented() {
         "events without an expected answer (add them to local_stack::events): {unexpected:?}"
     );
 
-    let stack = start(&[("CALLBACK_TOKEN", events::EVENTS_KEY)]).await;
+    // With the event bus and the webhook queues, as `sam-deps` makes them for `sam local`.
+    let stack = LocalStack::start(StackOptions {
+        extra_env: env_vars(&[("CALLBACK_TOKEN", events::EVENTS_KEY)]),
+        events: Some(EventsOptions {
+            webhook: Some(WebhookOptions::local(
+                "http://127.0.0.1:9/webhooks".into(),
+                "local-webhook-secret".into(),
+                Duration::from_secs(86_400),
+            )),
+        }),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
     let store = DynamoStore::new(stack.dynamo(), stack.table());
     events::seed_event_payments(&store)
         .await
         .expect("pending records");
+    stack
+        .events()
+        .expect("events enabled")
+        .seed_dead_letter(events::EVENT_PAYMENTS[1], events::PARKED_WEBHOOK)
+        .await
+        .expect("a parked webhook");
 
     let mut checked = 0;
     for sample in events::SAMPLE_EVENTS {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use daraja::{mask_id, Clock, SystemClock};
 use daraja_sim::{Outcome, SimConfig};
 use dynamo::DynamoStore;
-use local_stack::{env_vars, LocalStack, StackOptions};
+use local_stack::{env_vars, EventsOptions, LocalStack, StackOptions, WebhookOptions};
 use payments::intent::PushLedger;
 
 use common::moto_endpoint;
@@ -45,6 +45,7 @@ const CONFLICTS: usize = 100;
 const IN_FLIGHT: usize = 16;
 const POOL_SIZE: usize = 4;
 const SEED: u64 = 0x5eed_2026;
+const WEBHOOK_SECRET: &str = "whsec_storm_5d2e8a";
 
 /// What a payment's callback says, and what the record must end as.
 #[derive(Debug, Clone)]
@@ -156,12 +157,26 @@ async fn deliver(http: &reqwest::Client, deliveries: Vec<(String, Vec<u8>)>) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "load test: run with `make storm`"]
 async fn callback_storm_loses_nothing_and_applies_each_result_once() {
+    let receiver = webhook_receiver::start(
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        WEBHOOK_SECRET,
+        false,
+    )
+    .await
+    .expect("webhook receiver");
     let stack = LocalStack::start(StackOptions {
         pool_size: POOL_SIZE,
         sim: SimConfig {
             callback_delay: Duration::from_millis(20),
             ..SimConfig::default()
         },
+        events: Some(EventsOptions {
+            webhook: Some(WebhookOptions::local(
+                receiver.url(),
+                WEBHOOK_SECRET.into(),
+                Duration::from_secs(600),
+            )),
+        }),
         ..StackOptions::default()
     })
     .await
@@ -464,6 +479,112 @@ async fn callback_storm_loses_nothing_and_applies_each_result_once() {
     assert_eq!(orphans.len(), ORPHANS, "payments left in the orphan list");
     assert_eq!(unreadable_kept, UNREADABLE);
     assert!(wrong_records.is_empty());
+
+    // Events: one per state change the storm made, on the bus and as a webhook.
+    let changes: HashMap<String, Vec<PaymentStatus>> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut seq = vec![p.status];
+            if p.code != 0 && conflicts_per_payment[i] > 0 {
+                seq.push(PaymentStatus::NeedsReview);
+            }
+            (ids[i].clone(), seq)
+        })
+        .collect();
+    let expected_events: usize = changes.values().map(Vec::len).sum();
+    let pipeline = stack.events().expect("events enabled");
+    let deadline = Deadline::after(Duration::from_secs(240), "every state change's event")
+        .every(Duration::from_millis(500));
+    let bus = loop {
+        let bus = pipeline.bus_events().await;
+        let webhooks = receiver.received().len();
+        if bus.len() >= expected_events && webhooks >= expected_events {
+            break bus;
+        }
+        deadline
+            .not_yet(format!("{} on the bus, {webhooks} webhooks", bus.len()))
+            .await;
+    };
+    let events_secs = started.elapsed().as_secs_f64();
+    let mut emitted: HashMap<String, Vec<PaymentStatus>> = HashMap::new();
+    let mut ids_seen = std::collections::HashSet::new();
+    let mut detail_bytes = 0;
+    for event in &bus {
+        let detail = &event["detail"];
+        detail_bytes += detail.to_string().len();
+        ids_seen.insert(detail["event_id"].as_str().unwrap_or_default().to_owned());
+        let status: PaymentStatus =
+            serde_json::from_value(detail["status"].clone()).expect("status");
+        emitted
+            .entry(
+                detail["checkout_request_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_default()
+            .push(status);
+    }
+    let missing: usize = changes
+        .iter()
+        .map(|(id, want)| {
+            let got = emitted.get(id).map_or(&[][..], Vec::as_slice);
+            want.iter().filter(|s| !got.contains(s)).count()
+        })
+        .sum();
+    let unexpected = emitted
+        .keys()
+        .filter(|id| !changes.contains_key(*id))
+        .count();
+    let webhooks = receiver.received();
+    // Order is the webhooks' promise (one FIFO group per payment); the bus makes none.
+    let mut delivered: HashMap<String, Vec<PaymentStatus>> = HashMap::new();
+    for webhook in &webhooks {
+        let data = &webhook.body["data"];
+        if let Ok(status) = serde_json::from_value::<PaymentStatus>(data["status"].clone()) {
+            delivered
+                .entry(
+                    data["checkout_request_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+                .or_default()
+                .push(status);
+        }
+    }
+    let out_of_order = changes
+        .iter()
+        .filter(|(id, want)| delivered.get(*id).is_some_and(|got| got != *want))
+        .count();
+    let webhook_ids: std::collections::HashSet<String> =
+        webhooks.iter().map(|w| w.event_id.clone()).collect();
+    let stats = pipeline.stats();
+    let consumer_calls = stats
+        .consumer_invocations
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!("state changes made       {expected_events}");
+    println!("events on the bus        {} ({} distinct ids), missing {missing}, for no payment of ours {unexpected}", bus.len(), ids_seen.len());
+    println!("webhooks accepted        {} ({} distinct ids, {} refused for their signature), payments out of order {out_of_order}", webhooks.len(), webhook_ids.len(), receiver.rejected());
+    println!(
+        "consumer                 {} stream records, {consumer_calls} invocations, {:.1} events per invocation, {} batches to the on-failure queue",
+        stats.stream_records.load(std::sync::atomic::Ordering::Relaxed),
+        bus.len() as f64 / consumer_calls.max(1) as f64,
+        stats.stream_failures.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    println!(
+        "events/s end to end      {:.1} ({} events, first push to last webhook {events_secs:.1} s); detail {} bytes on average",
+        bus.len() as f64 / events_secs,
+        bus.len(),
+        detail_bytes / bus.len().max(1)
+    );
+    assert_eq!(missing, 0, "state changes without an event");
+    assert_eq!(ids_seen.len(), expected_events, "one event id per change");
+    assert_eq!(out_of_order, 0);
+    assert_eq!(unexpected, 0, "events for orphans");
+    assert_eq!(webhook_ids, ids_seen, "webhooks are the bus's events");
+    assert_eq!(receiver.rejected(), 0);
     stack.shutdown().await;
 }
 

@@ -19,6 +19,14 @@ pub struct Deps {
     pub bus: Arc<dyn Sink>,
     /// `None` when no webhook is configured.
     pub webhooks: Option<Arc<dyn Sink>>,
+    /// Where a record that does not decode is kept whole (the on-failure queue).
+    pub quarantine: Arc<dyn Quarantine>,
+}
+
+/// Keeps a stream record that can never produce an event, with why.
+#[async_trait::async_trait]
+pub trait Quarantine: Send + Sync {
+    async fn keep(&self, record: &Value, reason: &str) -> Result<(), String>;
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,28 +54,39 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<BatchRespo
     for value in event.records {
         // A record without a sequence number cannot be named: the whole batch fails, and the
         // stream's bisection isolates it.
-        records.push(serde_json::from_value::<StreamRecord>(value)?);
+        records.push((
+            serde_json::from_value::<StreamRecord>(value.clone())?,
+            value,
+        ));
     }
     Ok(publish(deps, &records).await)
 }
 
-/// Publishes the events of `records`, in order, and reports the first record not published.
-pub async fn publish(deps: &Deps, records: &[StreamRecord]) -> BatchResponse {
+/// Publishes the events of `records` (each with its raw JSON), in order, and reports the first
+/// record not published.
+pub async fn publish(deps: &Deps, records: &[(StreamRecord, Value)]) -> BatchResponse {
     let mut events: Vec<(usize, PaymentEvent)> = Vec::new();
     let mut failed_at: Option<usize> = None;
-    for (index, record) in records.iter().enumerate() {
+    for (index, (record, raw)) in records.iter().enumerate() {
         match record.payment_event() {
             Ok(Some(event)) => events.push((index, event)),
             Ok(None) => {}
             Err(e) => {
+                // No retry can decode it: kept whole for a person (alarmed), and the stream
+                // goes on. Only if it cannot be kept is it reported, and retried.
                 metrics::count(Metric::EventUndecodable);
+                let reason = e.to_string();
+                let kept = deps.quarantine.keep(raw, &reason).await;
                 tracing::error!(
                     sequence_number = %record.dynamodb.sequence_number,
-                    error = %e,
-                    "stream record does not decode: reported as failed"
+                    error = %reason,
+                    kept = kept.is_ok(),
+                    "stream record does not decode: kept in the on-failure queue"
                 );
-                failed_at = Some(index);
-                break;
+                if kept.is_err() {
+                    failed_at = Some(index);
+                    break;
+                }
             }
         }
     }
@@ -105,7 +124,7 @@ pub async fn publish(deps: &Deps, records: &[StreamRecord]) -> BatchResponse {
     BatchResponse {
         failures: failed_at
             .map(|at| ItemFailure {
-                item_identifier: records[at].dynamodb.sequence_number.clone(),
+                item_identifier: records[at].0.dynamodb.sequence_number.clone(),
             })
             .into_iter()
             .collect(),
@@ -154,8 +173,23 @@ mod tests {
         })
     }
 
-    fn change(seq: u32, id: &str, from: Option<&str>, to: &str) -> StreamRecord {
-        serde_json::from_value(json!({
+    /// Keeps what it is given.
+    #[derive(Default)]
+    struct Kept(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl Quarantine for Kept {
+        async fn keep(&self, record: &Value, _reason: &str) -> Result<(), String> {
+            let seq = record["dynamodb"]["SequenceNumber"]
+                .as_str()
+                .unwrap_or_default();
+            self.0.lock().unwrap().push(seq.to_owned());
+            Ok(())
+        }
+    }
+
+    fn change(seq: u32, id: &str, from: Option<&str>, to: &str) -> (StreamRecord, Value) {
+        let raw = json!({
             "eventID": seq.to_string(), "eventName": if from.is_some() { "MODIFY" } else { "INSERT" },
             "dynamodb": {
                 "Keys": {"pk": {"S": format!("PAY#{id}")}},
@@ -163,14 +197,15 @@ mod tests {
                 "NewImage": image(id, to, &format!("2026-12-01T10:00:{seq:02}.000Z")),
                 "SequenceNumber": format!("{seq:021}"),
             }
-        }))
-        .unwrap()
+        });
+        (serde_json::from_value(raw.clone()).unwrap(), raw)
     }
 
     fn deps(bus: &Arc<Taken>, queue: &Arc<Taken>) -> Deps {
         Deps {
             bus: bus.clone(),
             webhooks: Some(queue.clone()),
+            quarantine: Arc::new(Kept::default()),
         }
     }
 
@@ -213,10 +248,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_undecodable_record_is_reported_after_the_events_before_it() {
+    async fn an_undecodable_record_is_kept_whole_and_the_stream_goes_on() {
         let (bus, queue) = (Arc::new(Taken::default()), Arc::new(Taken::default()));
+        let kept = Arc::new(Kept::default());
         let mut poison = change(2, "b", Some("PENDING"), "COMPLETED");
         poison
+            .0
             .dynamodb
             .new_image
             .as_mut()
@@ -227,9 +264,14 @@ mod tests {
             poison,
             change(3, "c", Some("PENDING"), "FAILED"),
         ];
-        let answer = publish(&deps(&bus, &queue), &records).await;
-        assert_eq!(answer.failures[0].item_identifier, format!("{:021}", 2));
-        assert_eq!(bus.events.lock().unwrap().len(), 1);
-        assert_eq!(queue.events.lock().unwrap().len(), 1);
+        let deps = Deps {
+            quarantine: kept.clone(),
+            ..deps(&bus, &queue)
+        };
+        let answer = publish(&deps, &records).await;
+        assert_eq!(answer, BatchResponse::default());
+        assert_eq!(*kept.0.lock().unwrap(), [format!("{:021}", 2)]);
+        assert_eq!(bus.events.lock().unwrap().len(), 2);
+        assert_eq!(queue.events.lock().unwrap().len(), 2);
     }
 }

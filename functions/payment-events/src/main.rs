@@ -15,7 +15,7 @@ use app::config::{ProcessEnv, Vars};
 use lambda_runtime::{run, service_fn, Error};
 
 use handler::Deps;
-use sinks::{EventBridgeBus, WebhookQueue};
+use sinks::{EventBridgeBus, FailedQueue, WebhookQueue};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -23,7 +23,11 @@ async fn main() -> Result<(), Error> {
     let bus_name = ProcessEnv
         .var("EVENT_BUS_NAME")
         .ok_or("missing configuration: EVENT_BUS_NAME")?;
+    let failed_queue = ProcessEnv
+        .var("EVENTS_FAILED_QUEUE_URL")
+        .ok_or("missing configuration: EVENTS_FAILED_QUEUE_URL")?;
     let aws = app::aws::sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
     let deps = Deps {
         bus: Arc::new(EventBridgeBus::new(
             aws_sdk_eventbridge::Client::new(&aws),
@@ -31,7 +35,8 @@ async fn main() -> Result<(), Error> {
         )),
         webhooks: ProcessEnv
             .var("WEBHOOK_QUEUE_URL")
-            .map(|url| Arc::new(WebhookQueue::new(aws_sdk_sqs::Client::new(&aws), url)) as _),
+            .map(|url| Arc::new(WebhookQueue::new(sqs.clone(), url)) as _),
+        quarantine: Arc::new(FailedQueue::new(sqs, failed_queue)),
     };
     run(service_fn(|event| {
         app::timing::timed(handler::handle(&deps, event))

@@ -88,6 +88,34 @@ impl Sink for EventBridgeBus {
     }
 }
 
+/// The on-failure queue, also where a record that does not decode is kept.
+pub struct FailedQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl FailedQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: String) -> Self {
+        Self { client, url }
+    }
+}
+
+#[async_trait]
+impl crate::handler::Quarantine for FailedQueue {
+    async fn keep(&self, record: &serde_json::Value, reason: &str) -> Result<(), String> {
+        let body =
+            serde_json::json!({"condition": "Undecodable", "reason": reason, "record": record});
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body.to_string())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
+    }
+}
+
 /// The webhook queue (FIFO): each payment is a message group, each event id the deduplication
 /// id, so a change sent twice within SQS's five-minute window is queued once.
 pub struct WebhookQueue {
@@ -101,11 +129,32 @@ impl WebhookQueue {
     }
 }
 
+/// Consecutive runs of at most [`BATCH`] events, each payment at most once per run: SQS takes
+/// a batch entry by entry, and a later event of a payment accepted while its earlier one was
+/// refused would be queued ahead of it.
+fn runs(events: &[PaymentEvent]) -> Vec<(usize, &[PaymentEvent])> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (i, event) in events.iter().enumerate() {
+        let run = &events[start..i];
+        let repeats = run
+            .iter()
+            .any(|e| e.checkout_request_id == event.checkout_request_id);
+        if run.len() == BATCH || repeats {
+            runs.push((start, run));
+            start = i;
+        }
+    }
+    if start < events.len() {
+        runs.push((start, &events[start..]));
+    }
+    runs
+}
+
 #[async_trait]
 impl Sink for WebhookQueue {
     async fn put(&self, events: &[PaymentEvent]) -> Result<(), Refused> {
-        for (chunk_index, chunk) in events.chunks(BATCH).enumerate() {
-            let offset = chunk_index * BATCH;
+        for (offset, chunk) in runs(events) {
             let entries = chunk
                 .iter()
                 .enumerate()
@@ -143,5 +192,50 @@ impl Sink for WebhookQueue {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payments::event::change_event;
+    use payments::{PaymentRecord, PaymentStatus};
+
+    fn event(id: &str, status: PaymentStatus) -> PaymentEvent {
+        let record: PaymentRecord = serde_json::from_value(serde_json::json!({
+            "checkout_request_id": id, "merchant_request_id": null, "status": status,
+            "amount": 10, "phone": null, "reference": null, "description": null,
+            "updated_at": "2026-12-01T10:00:00.000Z", "result_code": null, "result_desc": null,
+            "outcome": null, "receipt": null, "amount_paid": null, "amount_paid_whole": null,
+            "paying_phone": null, "transaction_date": null, "reconciled_by": null,
+            "review_reason": null, "receipt_holder": null, "query_attempts": 0,
+            "conflicting_callbacks": 0, "details_recorded": true,
+        }))
+        .unwrap();
+        change_event(None, Some(&record)).unwrap()
+    }
+
+    #[test]
+    fn a_payment_appears_once_per_webhook_batch_and_batches_keep_the_order() {
+        use PaymentStatus::{Completed, NeedsReview};
+        let events = [
+            event("a", Completed),
+            event("b", Completed),
+            event("a", NeedsReview),
+            event("c", Completed),
+        ];
+        let runs: Vec<(usize, Vec<&str>)> = runs(&events)
+            .into_iter()
+            .map(|(at, run)| {
+                (
+                    at,
+                    run.iter().map(|e| e.checkout_request_id.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(runs, [(0, vec!["a", "b"]), (2, vec!["a", "c"])]);
+        let many: Vec<_> = (0..25).map(|i| event(&i.to_string(), Completed)).collect();
+        let sizes: Vec<usize> = super::runs(&many).iter().map(|(_, r)| r.len()).collect();
+        assert_eq!(sizes, [10, 10, 5]);
     }
 }

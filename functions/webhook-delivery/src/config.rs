@@ -140,8 +140,24 @@ impl SecretCache {
                 return Ok(secrets.clone());
             }
         }
+        match (self.read(arn).await, cached.as_ref()) {
+            (Ok(secrets), _) => {
+                *cached = Some((Instant::now(), secrets.clone()));
+                Ok(secrets)
+            }
+            // Secrets Manager failing is no reason to stop delivering: the secrets read last
+            // still sign, and the next batch tries again.
+            (Err(e), Some((_, secrets))) => {
+                tracing::warn!(error = %e, "webhook secret not re-read: signing with the last one read");
+                Ok(secrets.clone())
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    async fn read(&self, arn: &str) -> Result<SigningSecrets, ConfigError> {
         let fail = |reason: String| ConfigError::Secret {
-            arn: arn.clone(),
+            arn: arn.to_owned(),
             reason,
         };
         let text = aws_sdk_secretsmanager::Client::new(&self.aws)
@@ -157,14 +173,12 @@ impl SecretCache {
         if document.current.trim().is_empty() {
             return Err(fail("current is empty".into()));
         }
-        let secrets = SigningSecrets {
+        Ok(SigningSecrets {
             current: Secret::new(document.current),
             previous: document
                 .previous
                 .filter(|p| !p.trim().is_empty())
                 .map(Secret::new),
-        };
-        *cached = Some((Instant::now(), secrets.clone()));
-        Ok(secrets)
+        })
     }
 }

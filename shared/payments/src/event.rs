@@ -56,10 +56,10 @@ pub struct PaymentEvent {
     pub review_reason: Option<ReviewReason>,
     /// How the result reached us: `callback` or `query`.
     pub result_source: Option<ResultSource>,
-    #[serde(with = "timestamp::serde_millis_opt")]
+    #[serde(default, with = "timestamp::serde_millis_opt")]
     pub created_at: Option<DateTime<Utc>>,
     /// When the result that made the record final was received.
-    #[serde(with = "timestamp::serde_millis_opt")]
+    #[serde(default, with = "timestamp::serde_millis_opt")]
     pub completed_at: Option<DateTime<Utc>>,
     /// When the change was written.
     #[serde(with = "timestamp::serde_millis")]

@@ -42,6 +42,13 @@ pub enum Answer {
     },
     /// A reconciliation round's report (no HTTP).
     Round,
+    /// A partial batch response naming no failed item: every record or message was handled.
+    Batch,
+    /// A JSON answer (no HTTP) with this value at a pointer.
+    Json {
+        pointer: &'static str,
+        value: &'static str,
+    },
 }
 
 /// The record an event leaves behind.
@@ -83,6 +90,18 @@ impl Answer {
                 Some(_) => Ok(()),
                 None => Err("not a round report".to_string()),
             },
+            Answer::Batch => match answer.get("batchItemFailures").and_then(Value::as_array) {
+                Some(failures) if failures.is_empty() => Ok(()),
+                Some(failures) => Err(format!("items failed: {failures:?}")),
+                None => Err("not a partial batch response".to_string()),
+            },
+            Answer::Json { pointer, value } => {
+                let expected: Value = serde_json::from_str(value).expect("table value is JSON");
+                match answer.pointer(pointer) {
+                    Some(got) if *got == expected => Ok(()),
+                    got => Err(format!("{pointer} = {got:?} (expected {expected})")),
+                }
+            }
         }
     }
 
@@ -95,6 +114,8 @@ impl Answer {
                 value,
             } => format!("{status} {pointer}={value}"),
             Answer::Round => "round report".to_string(),
+            Answer::Batch => "no failed item".to_string(),
+            Answer::Json { pointer, value } => format!("{pointer}={value}"),
         }
     }
 }
@@ -116,8 +137,8 @@ const fn http(status: u16, pointer: &'static str, value: &'static str) -> Answer
 
 /// Every sample event, in the order they are run: pushes, callbacks (which settle the seeded
 /// payments), the status of a settled one, a reconciliation round.
-pub const SAMPLE_EVENTS: [SampleEvent; 15] = {
-    use Function::{PaymentStatus as Status, Reconcile, StkCallback, StkPush};
+pub const SAMPLE_EVENTS: [SampleEvent; 17] = {
+    use Function::{PaymentEvents, PaymentStatus as Status, Reconcile, StkCallback, StkPush};
     use PaymentStatus::{Completed, Failed, Pending};
     const ACCEPTED: Answer = http(200, "/ResultCode", "0");
     [
@@ -211,6 +232,24 @@ pub const SAMPLE_EVENTS: [SampleEvent; 15] = {
             answer: Answer::Round,
             leaves: Leaves::Nothing,
         },
+        // The stream record of a payment becoming COMPLETED: its event is published (a
+        // failure to publish names the record in `batchItemFailures`).
+        SampleEvent {
+            file: "stream-payment-completed.json",
+            function: PaymentEvents,
+            answer: Answer::Batch,
+            leaves: Leaves::Nothing,
+        },
+        // The README's replay: the webhook parked by `seed_dead_letter` goes back on the queue.
+        SampleEvent {
+            file: "webhook-replay.json",
+            function: Function::WebhookDelivery,
+            answer: Answer::Json {
+                pointer: "/replayed",
+                value: "1",
+            },
+            leaves: Leaves::Nothing,
+        },
     ]
 };
 
@@ -228,6 +267,9 @@ pub const EVENT_PAYMENTS: [&str; 5] = [
     "ws_CO_27112026090300012708374149",
     "ws_CO_27112026090400345708374149",
 ];
+
+/// The webhook `sam-deps` parks in the dead-letter queue (for `webhook-replay.json`).
+pub const PARKED_WEBHOOK: &str = r#"{"id":"evt_00000000000000000000000000000001","type":"payment.failed","created_at":"2026-11-27T09:01:05.000Z","data":{"schema_version":1,"event_id":"evt_00000000000000000000000000000001","checkout_request_id":"ws_CO_27112026090100456708374149","status":"FAILED","previous_status":"PENDING"}}"#;
 
 /// Records [`EVENT_PAYMENTS`] as pending, as the push function would have.
 pub async fn seed_event_payments(store: &DynamoStore) -> Result<(), StoreError> {
@@ -336,6 +378,8 @@ mod tests {
                 }
                 Some("POST /callbacks/stk/{token}") => Function::StkCallback,
                 _ if json["source"] == "aws.events" => Function::Reconcile,
+                _ if json["Records"][0]["eventSource"] == "aws:dynamodb" => Function::PaymentEvents,
+                _ if json.get("replay_dead_letters").is_some() => Function::WebhookDelivery,
                 other => panic!("{}: unknown route {other:?}", event.file),
             };
             assert_eq!(function, event.function, "{}", event.file);

@@ -9,9 +9,10 @@
 //!   template gives them: the stream poller reads the shard from the oldest record
 //!   (`TRIM_HORIZON`), drops records the `FilterCriteria` pattern does not match, invokes the
 //!   consumer with batches of `BatchSize` in Lambda's event shape, retries from the record a
-//!   partial batch response names, splits a failing batch in two (`BisectBatchOnFunctionError`),
-//!   and after `MaximumRetryAttempts` sends the batch's description to the on-failure queue and
-//!   moves on. The SQS poller receives up to `BatchSize` messages with their attributes, invokes
+//!   partial batch response names, splits a batch that fails the function in two
+//!   (`BisectBatchOnFunctionError`), and once its retries are spent (`MaximumRetryAttempts`, or
+//!   with -1 `MaximumRecordAgeInSeconds`) sends the batch's place in the stream to the
+//!   on-failure queue and moves on. The SQS poller receives up to `BatchSize` messages with their attributes, invokes
 //!   the delivery function, and deletes the messages its answer does not name.
 
 use std::collections::VecDeque;
@@ -212,6 +213,7 @@ impl Pipeline {
         .await?;
         let mut env = vec![
             ("EVENT_BUS_NAME".to_string(), bus.clone()),
+            ("EVENTS_FAILED_QUEUE_URL".to_string(), failure_queue.clone()),
             (
                 "AWS_ENDPOINT_URL_EVENTBRIDGE".to_string(),
                 endpoint.to_string(),
@@ -307,7 +309,18 @@ impl Pipeline {
             endpoint: endpoint.to_string(),
             stream_arn,
             batch_size: number(&source, "BatchSize", 100) as usize,
-            max_retries: number(&source, "MaximumRetryAttempts", 10) as u32,
+            // -1: no limit but the records' age.
+            max_retries: source
+                .as_ref()
+                .and_then(|s| s.get("MaximumRetryAttempts"))
+                .and_then(serde_yaml::Value::as_i64)
+                .and_then(|n| u32::try_from(n).ok()),
+            max_age: source
+                .as_ref()
+                .and_then(|s| s.get("MaximumRecordAgeInSeconds"))
+                .and_then(serde_yaml::Value::as_i64)
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Duration::from_secs),
             bisect: source
                 .as_ref()
                 .and_then(|s| s.get("BisectBatchOnFunctionError"))
@@ -365,6 +378,24 @@ impl Pipeline {
     /// The batch descriptions in the stream's on-failure queue (read, then visible again).
     pub async fn stream_failures(&self) -> Vec<Value> {
         peek(&self.sqs, &self.failure_queue).await
+    }
+
+    /// Puts `body` in the webhook dead-letter queue, as the delivery function parks a webhook.
+    pub async fn seed_dead_letter(&self, group: &str, body: &str) -> Result<(), PipelineError> {
+        let queue = self
+            .dead_letter_queue
+            .as_ref()
+            .ok_or_else(|| PipelineError("no webhook queues".into()))?;
+        self.sqs
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(format!("seed-{group}"))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| failed("SendMessage")(sdk_error(e)))
     }
 
     pub fn stop(&mut self) {
@@ -488,7 +519,9 @@ struct StreamPoller {
     endpoint: String,
     stream_arn: String,
     batch_size: usize,
-    max_retries: u32,
+    /// `None`: retried until the records are older than `max_age`.
+    max_retries: Option<u32>,
+    max_age: Option<Duration>,
     bisect: bool,
     filters: Vec<Value>,
     consumer: RiePool,
@@ -628,7 +661,7 @@ impl StreamPoller {
             let Some(at) = failed_at else { continue };
             let function_error = answer.get("batchItemFailures").is_none();
             let rest: Vec<Value> = batch[at..].to_vec();
-            if retries >= self.max_retries {
+            if self.exhausted(retries, &rest) {
                 if self.bisect && rest.len() > 1 {
                     // Out of retries: split until the failing record stands alone.
                     let (first, second) = rest.split_at(rest.len() / 2);
@@ -648,6 +681,20 @@ impl StreamPoller {
                 work.push_front((rest, retries + 1));
             }
         }
+    }
+
+    /// Whether a failing batch has had its retries: their number, or its first record's age.
+    fn exhausted(&self, retries: u32, batch: &[Value]) -> bool {
+        let too_many = self.max_retries.is_some_and(|max| retries >= max);
+        let created = batch
+            .first()
+            .and_then(|r| r["dynamodb"]["ApproximateCreationDateTime"].as_f64());
+        let now = chrono::Utc::now().timestamp() as f64;
+        let too_old = match (self.max_age, created) {
+            (Some(age), Some(created)) => now - created > age.as_secs_f64(),
+            _ => false,
+        };
+        too_many || too_old
     }
 
     /// What Lambda sends the on-failure destination: the batch's place in the stream.

@@ -581,7 +581,7 @@ mod tests {
         };
         let err = find_binaries(&opts, Path::new("/nonexistent")).unwrap_err();
         let text = err.to_string();
-        for name in ["stk-push", "stk-callback", "payment-status", "reconcile"] {
+        for name in Function::ALL.map(Function::name) {
             assert!(
                 text.contains(&format!("/nonexistent/target/release/{name}")),
                 "{text}"
@@ -589,7 +589,8 @@ mod tests {
         }
         assert!(
             text.contains(
-                "cargo build -p stk-push -p stk-callback -p payment-status -p reconcile --release"
+                "cargo build -p stk-push -p stk-callback -p payment-status -p reconcile \
+                 -p payment-events -p webhook-delivery --release"
             ),
             "{text}"
         );
@@ -638,7 +639,7 @@ mod tests {
         assert!(
             text.contains(&format!(
                 "rebuild them: CARGO_TARGET_DIR={} cargo build -p stk-push -p stk-callback \
-                 -p payment-status -p reconcile",
+                 -p payment-status -p reconcile -p payment-events -p webhook-delivery",
                 target.display()
             )),
             "{text}"

@@ -16,6 +16,8 @@ use tokio::process::Command;
 use super::last3;
 use crate::dynamo::{self, Moto};
 use crate::events;
+use crate::pipeline::{EventsOptions, Pipeline, WebhookOptions};
+use crate::template::Template;
 
 /// Printed by `sam-deps` once everything is up; `sam-local` waits for it.
 pub(super) const READY: &str = "sam-deps ready:";
@@ -145,6 +147,24 @@ async fn run_deps(host: Option<IpAddr>) -> Result<(), String> {
     events::seed_event_payments(&DynamoStore::new(client, env.table.clone()))
         .await
         .map_err(|e| format!("seeding the sample payments: {e}"))?;
+    // The bus and the webhook queues events/env.json names (suffix `local`), and one webhook
+    // parked in the dead-letter queue for the replay event to move back.
+    let template = Template::load(&root.join("template.yaml")).map_err(|e| e.to_string())?;
+    let webhook = WebhookOptions::local(
+        "http://127.0.0.1:8002/webhooks".into(),
+        "local-webhook-secret-8c3d1a".into(),
+        Duration::from_secs(86_400),
+    );
+    let events_options = EventsOptions {
+        webhook: Some(webhook),
+    };
+    let (pipeline, _) = Pipeline::create(&moto.endpoint(), "local", &template, &events_options)
+        .await
+        .map_err(|e| e.to_string())?;
+    pipeline
+        .seed_dead_letter(events::EVENT_PAYMENTS[1], events::PARKED_WEBHOOK)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let sim = daraja_sim::start(
         SocketAddr::new(host, env.daraja_port),
@@ -180,6 +200,11 @@ async fn run_deps(host: Option<IpAddr>) -> Result<(), String> {
             last3(phone)
         );
     }
+    println!(
+        "  event bus {}, webhook queue {}, one webhook parked in its dead-letter queue",
+        pipeline.bus,
+        pipeline.webhook_queue.as_deref().unwrap_or("-")
+    );
     println!("Ctrl-C stops both.");
 
     wait_for_stop().await;
