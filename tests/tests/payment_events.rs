@@ -467,3 +467,68 @@ async fn a_poison_record_goes_to_the_on_failure_queue_and_the_stream_goes_on() {
     assert_eq!(s.counted("EventUndecodable"), 1);
     s.stack.shutdown().await;
 }
+
+/// The README's verification snippet (between its markers), run by Python as a receiver would.
+fn readme_verifier() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- verify-snippet:start -->")
+        .expect("start marker");
+    let end = readme
+        .find("<!-- verify-snippet:end -->")
+        .expect("end marker");
+    let block = &readme[start..end];
+    let code = block
+        .split_once("```python\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(code, _)| code)
+        .expect("a python block between the markers");
+    code.to_owned()
+}
+
+#[test]
+fn the_readmes_verifier_accepts_a_signed_webhook_and_rejects_a_forged_or_replayed_one() {
+    let body = r#"{"id":"evt_1","type":"payment.completed","data":{"amount":100}}"#;
+    let now = chrono::Utc::now().timestamp();
+    let signed = app::webhook::sign(&["whsec_new", "whsec_old"], now, body.as_bytes());
+    let old = app::webhook::sign(&["whsec_new"], now - 301, body.as_bytes());
+    let forged = body.replace("100", "1000");
+    // (header, body, secret, expected)
+    let cases = json!([
+        [signed, body, "whsec_new", true],
+        [signed, body, "whsec_old", true],
+        [signed, forged, "whsec_new", false],
+        [signed, body, "whsec_other", false],
+        [old, body, "whsec_new", false],
+        [format!("t={now}"), body, "whsec_new", false],
+    ]);
+    let script = format!(
+        "{}\nimport json, sys\nfor header, body, secret, want in json.load(sys.stdin):\n    \
+         got = verify(header, body.encode(), secret)\n    print(got == want, got, want)\n",
+        readme_verifier()
+    );
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(lines.iter().all(|l| l.starts_with("True")), "{text}");
+    // And the Rust receiver agrees with it.
+    assert!(app::webhook::verify(&signed, body.as_bytes(), "whsec_old", now).is_ok());
+    assert!(app::webhook::verify(&signed, forged.as_bytes(), "whsec_new", now).is_err());
+}

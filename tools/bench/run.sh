@@ -24,7 +24,7 @@ target="$($CARGO metadata --format-version 1 --no-deps \
 export CARGO_TARGET_DIR="$target"
 
 echo "==> release builds"
-$CARGO build --release -p stk-push -p stk-callback -p payment-status -p reconcile -p bench-hello -p bench
+$CARGO build --release -p stk-push -p stk-callback -p payment-status -p reconcile -p payment-events -p webhook-delivery -p bench-hello -p bench
 
 # Opt-in (a whole second build): BENCH_ARM64=1 also builds the aarch64 bootstraps with
 # cargo lambda (into BENCH_ARM64_TARGET, default the same target directory) and sizes them.

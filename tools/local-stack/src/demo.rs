@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use daraja::mask_id;
 use daraja_sim::Outcome;
-use local_stack::{LocalStack, StackOptions};
+use local_stack::{EventsOptions, LocalStack, StackOptions, WebhookOptions};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use webhook_receiver::Receiver;
 
 /// Daraja's sandbox test number pays; a second customer cancels. Two phones, because a phone
 /// with a prompt still open is refused (one prompt per phone).
@@ -24,9 +25,32 @@ impl Clock {
     }
 }
 
-pub async fn run(opts: StackOptions) -> ExitCode {
+/// The merchant's webhook secret in the demo.
+const WEBHOOK_SECRET: &str = "whsec_demo_0f3a9c";
+
+pub async fn run(mut opts: StackOptions) -> ExitCode {
     let clock = Clock(Instant::now());
-    clock.step("starting: DynamoDB emulator, Daraja simulator, 3 functions under the Lambda RIE, API Gateway stand-in");
+    clock.step("starting: DynamoDB emulator with its stream, EventBridge and SQS (moto), Daraja simulator, the six functions under the Lambda RIE, API Gateway stand-in, the merchant's webhook endpoint");
+    let receiver = match webhook_receiver::start(
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        WEBHOOK_SECRET,
+        false,
+    )
+    .await
+    {
+        Ok(receiver) => receiver,
+        Err(e) => {
+            eprintln!("demo failed: the webhook endpoint: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    opts.events = Some(EventsOptions {
+        webhook: Some(WebhookOptions::local(
+            receiver.url(),
+            WEBHOOK_SECRET.into(),
+            Duration::from_secs(600),
+        )),
+    });
     let stack = match LocalStack::start(opts).await {
         Ok(stack) => stack,
         Err(e) => {
@@ -40,7 +64,7 @@ pub async fn run(opts: StackOptions) -> ExitCode {
         stack.sim().base_url(),
         stack.table()
     ));
-    let result = payments(&stack, &clock).await;
+    let result = payments(&stack, &receiver, &clock).await;
     clock.step("stopping everything");
     let logs = stack.logs();
     stack.shutdown().await;
@@ -60,7 +84,7 @@ pub async fn run(opts: StackOptions) -> ExitCode {
     }
 }
 
-async fn payments(stack: &LocalStack, clock: &Clock) -> Result<(), String> {
+async fn payments(stack: &LocalStack, receiver: &Receiver, clock: &Clock) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(35))
@@ -80,6 +104,7 @@ async fn payments(stack: &LocalStack, clock: &Clock) -> Result<(), String> {
         return Err("payment 1 is COMPLETED but has no M-Pesa receipt".to_string());
     };
     clock.step(&format!("COMPLETED, M-Pesa receipt {receipt}"));
+    webhook(receiver, clock, &paid).await?;
 
     println!("-- payment 2: the customer cancels (simulator scripted with ResultCode 1032)");
     stack
@@ -103,6 +128,49 @@ async fn payments(stack: &LocalStack, clock: &Clock) -> Result<(), String> {
         cancelled["outcome"].as_str().unwrap_or("?"),
         cancelled["result_desc"].as_str().unwrap_or("?")
     ));
+    webhook(receiver, clock, &cancelled).await?;
+    Ok(())
+}
+
+/// Waits for the merchant's webhook of `payment`'s final status, and prints it.
+async fn webhook(receiver: &Receiver, clock: &Clock, payment: &Value) -> Result<(), String> {
+    let id = payment["checkout_request_id"].as_str().unwrap_or_default();
+    let started = Instant::now();
+    let received = loop {
+        let found = receiver
+            .received()
+            .into_iter()
+            .find(|r| r.body["data"]["checkout_request_id"] == id);
+        if let Some(found) = found {
+            break found;
+        }
+        if started.elapsed() > WAIT {
+            return Err(format!("no webhook for the payment within {WAIT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let data = &received.body["data"];
+    if data["status"] != payment["status"] {
+        return Err(format!(
+            "the webhook says {}, the record {}",
+            data["status"], payment["status"]
+        ));
+    }
+    clock.step(&format!(
+        "webhook received by the merchant, signature verified: {} {} ({} -> {}, KES {}, phone {})",
+        received.body["type"].as_str().unwrap_or("?"),
+        received.event_id,
+        data["previous_status"].as_str().unwrap_or("?"),
+        data["status"].as_str().unwrap_or("?"),
+        data["amount"],
+        data["phone"].as_str().unwrap_or("?"),
+    ));
+    let mut shown = received.body.clone();
+    shown["data"]["checkout_request_id"] = Value::String(mask_id(id));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&shown).unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -73,9 +73,24 @@ server=$!
 (while read -r _ <&3; do :; done; kill "$server" 2>/dev/null) &
 wait "$server""#;
 
-/// `moto_server`'s own entry point, with every request handled under one lock.
-const SERIALISED_MOTO: &str = r#"import sys, threading
+/// `moto_server`'s own entry point, with every request handled under one lock, and only the
+/// newest DynamoDB Streams shard iterators kept. AWS expires an iterator after 15 minutes; moto
+/// keeps every one for good, and each keeps alive the table it reads (moto puts a copy of the
+/// table in its place when a transaction is cancelled), so a stream poller that takes a fresh
+/// iterator per poll grew moto by gigabytes in a storm. The poller uses each iterator at once.
+const SERIALISED_MOTO: &str = r#"import sys, threading, collections
 import moto.server as server
+from moto.dynamodbstreams import models as streams
+class Newest(collections.OrderedDict):
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > 64:
+            self.popitem(last=False)
+backend_init = streams.DynamoDBStreamsBackend.__init__
+def bounded(self, *args, **kwargs):
+    backend_init(self, *args, **kwargs)
+    self.shard_iterators = Newest()
+streams.DynamoDBStreamsBackend.__init__ = bounded
 serve = server.run_simple
 one_at_a_time = threading.Lock()
 def run_simple(host, port, app, **options):
