@@ -73,14 +73,31 @@ server=$!
 (while read -r _ <&3; do :; done; kill "$server" 2>/dev/null) &
 wait "$server""#;
 
-/// `moto_server`'s own entry point, with every request handled under one lock, and only the
-/// newest DynamoDB Streams shard iterators kept. AWS expires an iterator after 15 minutes; moto
-/// keeps every one for good, and each keeps alive the table it reads (moto puts a copy of the
-/// table in its place when a transaction is cancelled), so a stream poller that takes a fresh
-/// iterator per poll grew moto by gigabytes in a storm. The poller uses each iterator at once.
-const SERIALISED_MOTO: &str = r#"import sys, threading, collections
+/// `moto_server`'s own entry point, with every request handled under one lock, and moto's
+/// DynamoDB Streams made to behave as a stream (each fix was needed once the table had one):
+/// - a transaction deep-copies each table it names, to restore it if cancelled; the copy now
+///   shares the live table's stream instead of copying every record ever written (which made
+///   each transaction cost as much as the stream was long), and a cancelled transaction takes
+///   back the records of the writes it undid (else the stream would show changes the table
+///   never kept), so an iterator taken before a cancel still reads the live stream;
+/// - moto keeps every model object it ever made, copies included, for its reset: DynamoDB's
+///   are not kept (a reset replaces the backend that holds them anyway);
+/// - moto keeps every shard iterator for good (AWS expires one after 15 minutes): only the 64
+///   newest are kept, and the stream poller uses each at once.
+///
+/// These rely on the lock: no request runs while a transaction is under way.
+const SERIALISED_MOTO: &str = r#"import sys, threading, collections, copy
 import moto.server as server
+from moto.core import common_models
+from moto.dynamodb import models as dynamodb
+from moto.dynamodb.models.table import Table
 from moto.dynamodbstreams import models as streams
+def untracked_new(cls, *args, **kwargs):
+    instance = object.__new__(cls)
+    if not cls.__module__.startswith("moto.dynamodb"):
+        cls.instances_tracked.append(instance)
+    return instance
+common_models.BaseModel.__new__ = untracked_new
 class Newest(collections.OrderedDict):
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
@@ -91,6 +108,28 @@ def bounded(self, *args, **kwargs):
     backend_init(self, *args, **kwargs)
     self.shard_iterators = Newest()
 streams.DynamoDBStreamsBackend.__init__ = bounded
+def table_copy(self, memo):
+    if self.stream_shard is not None:
+        memo[id(self.stream_shard)] = self.stream_shard
+    new = object.__new__(type(self))
+    memo[id(self)] = new
+    for name, value in self.__dict__.items():
+        setattr(new, name, copy.deepcopy(value, memo))
+    return new
+Table.__deepcopy__ = table_copy
+transact = dynamodb.DynamoDBBackend.transact_write_items
+def transact_with_stream(self, transact_items):
+    shards = {name: (t.stream_shard, len(t.stream_shard.items))
+              for name, t in self.tables.items() if t.stream_shard is not None}
+    try:
+        return transact(self, transact_items)
+    except Exception:
+        for name, (shard, length) in shards.items():
+            del shard.items[length:]
+            if name in self.tables:
+                shard.table = self.tables[name]
+        raise
+dynamodb.DynamoDBBackend.transact_write_items = transact_with_stream
 serve = server.run_simple
 one_at_a_time = threading.Lock()
 def run_simple(host, port, app, **options):

@@ -8,7 +8,8 @@
 //!   after each write), so the two pollers here do what Lambda's do, with the settings the
 //!   template gives them: the stream poller reads the shard from the oldest record
 //!   (`TRIM_HORIZON`), drops records the `FilterCriteria` pattern does not match, invokes the
-//!   consumer with batches of `BatchSize` in Lambda's event shape, retries from the record a
+//!   consumer with batches of up to `BatchSize` gathered for up to
+//!   `MaximumBatchingWindowInSeconds` in Lambda's event shape, retries from the record a
 //!   partial batch response names, splits a batch that fails the function in two
 //!   (`BisectBatchOnFunctionError`), and once its retries are spent (`MaximumRetryAttempts`, or
 //!   with -1 `MaximumRecordAgeInSeconds`) sends the batch's place in the stream to the
@@ -309,6 +310,7 @@ impl Pipeline {
             endpoint: endpoint.to_string(),
             stream_arn,
             batch_size: number(&source, "BatchSize", 100) as usize,
+            window: Duration::from_secs(number(&source, "MaximumBatchingWindowInSeconds", 0)),
             // -1: no limit but the records' age.
             max_retries: source
                 .as_ref()
@@ -519,6 +521,8 @@ struct StreamPoller {
     endpoint: String,
     stream_arn: String,
     batch_size: usize,
+    /// How long a batch may wait for more records (`MaximumBatchingWindowInSeconds`).
+    window: Duration,
     /// `None`: retried until the records are older than `max_age`.
     max_retries: Option<u32>,
     max_age: Option<Duration>,
@@ -587,36 +591,45 @@ impl StreamPoller {
 
     async fn run(self) {
         let mut last: Option<String> = None;
+        let mut iterator: Option<String> = None;
+        // Records read but not yet handed over, and when the batching window closes.
+        let mut batch: Vec<Value> = Vec::new();
+        let mut window_ends = tokio::time::Instant::now();
         loop {
-            // A fresh iterator after the last record read, at every poll: moto restores its
-            // tables from a copy when a transaction is cancelled, and an iterator taken before
-            // that reads the old copy's stream, which no longer grows.
-            let page = match self.iterator(last.as_deref()).await {
-                Ok(iterator) => {
+            // Taken again after the last record read when a call failed (moto restarted, an
+            // iterator it no longer keeps).
+            let current = match iterator.take() {
+                Some(current) => Ok(current),
+                None => self.iterator(last.as_deref()).await,
+            };
+            let room = self.batch_size - batch.len();
+            let page = match current {
+                Ok(current) => {
                     self.call(
                         "GetRecords",
-                        json!({"ShardIterator": iterator, "Limit": self.batch_size}),
+                        json!({"ShardIterator": current, "Limit": room}),
                     )
                     .await
                 }
                 Err(e) => Err(e),
             };
             let records: Vec<Value> = match page {
-                Ok(page) => page["Records"].as_array().cloned().unwrap_or_default(),
+                Ok(page) => {
+                    iterator = page["NextShardIterator"].as_str().map(str::to_owned);
+                    page["Records"].as_array().cloned().unwrap_or_default()
+                }
                 Err(_) => Vec::new(),
             };
-            if records.is_empty() {
-                tokio::time::sleep(IDLE).await;
-                continue;
-            }
-            last = records
+            if let Some(sequence) = records
                 .last()
                 .and_then(|r| r["dynamodb"]["SequenceNumber"].as_str())
-                .map(str::to_owned);
+            {
+                last = Some(sequence.to_owned());
+            }
             self.stats
                 .stream_records
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
-            let batch: Vec<Value> = records
+            let matching = records
                 .into_iter()
                 .map(|mut record| {
                     record["eventSourceARN"] = Value::String(self.stream_arn.clone());
@@ -624,10 +637,22 @@ impl StreamPoller {
                 })
                 .filter(|record| {
                     self.filters.is_empty() || self.filters.iter().any(|p| matches(p, record))
-                })
-                .collect();
-            if !batch.is_empty() {
-                self.deliver(batch).await;
+                });
+            for record in matching {
+                if batch.is_empty() {
+                    window_ends = tokio::time::Instant::now() + self.window;
+                }
+                batch.push(record);
+            }
+            // Handed over when full or when the window (MaximumBatchingWindowInSeconds) since
+            // its first record has passed, as Lambda does.
+            let full = batch.len() >= self.batch_size;
+            if !batch.is_empty() && (full || tokio::time::Instant::now() >= window_ends) {
+                self.deliver(std::mem::take(&mut batch)).await;
+                continue;
+            }
+            if !full {
+                tokio::time::sleep(IDLE).await;
             }
         }
     }

@@ -178,6 +178,7 @@ pub struct LocalStack {
     secrets: Vec<String>,
     logs: LogSink,
     pipeline: Option<Pipeline>,
+    events_moto: Option<Moto>,
     stopped: bool,
 }
 
@@ -224,11 +225,17 @@ impl LocalStack {
         let suffix = random_hex(6);
         let table = format!("payments-{suffix}");
         dynamo::create_table_from_template(&dynamo, &template_path, &table).await?;
-        let pipeline = match &opts.events {
+        // The bus and the queues on a moto of their own: moto serves one request at a time (for
+        // DynamoDB's atomicity), and a PutEvents with a target takes it ~180 ms, which would hold
+        // up every DynamoDB request behind it.
+        let (events_moto, pipeline) = match &opts.events {
             Some(events) => {
-                Some(Pipeline::create(&dynamodb_endpoint, &suffix, &template, events).await?)
+                let events_moto = start_moto().await?;
+                let pipeline =
+                    Pipeline::create(&events_moto.endpoint(), &suffix, &template, events).await?;
+                (Some(events_moto), Some(pipeline))
             }
-            None => None,
+            None => (None, None),
         };
 
         let mut sim_config = opts.sim.clone();
@@ -336,6 +343,7 @@ impl LocalStack {
             function_env,
             logs,
             pipeline,
+            events_moto,
             stopped: false,
         })
     }
@@ -446,6 +454,9 @@ impl LocalStack {
     pub async fn shutdown(mut self) {
         if let Some(pipeline) = self.pipeline.as_mut() {
             pipeline.stop();
+        }
+        if let Some(moto) = self.events_moto.take() {
+            moto.shutdown().await;
         }
         self.gateway.shutdown().await;
         for pool in self.pools.values() {
