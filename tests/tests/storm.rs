@@ -795,3 +795,117 @@ async fn pushes_through_dynamodb_outages_leave_no_charged_payment_without_a_reco
     }
     stack.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Events through the local consumer: how fast changes become events and webhooks.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "load test: run with `make storm`"]
+async fn events_flow_through_the_local_consumer() {
+    const CHANGES: usize = 300;
+    let receiver = webhook_receiver::start(
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        WEBHOOK_SECRET,
+        false,
+    )
+    .await
+    .expect("webhook receiver");
+    let stack = LocalStack::start(StackOptions {
+        pool_size: POOL_SIZE,
+        events: Some(EventsOptions {
+            webhook: Some(WebhookOptions::local(
+                receiver.url(),
+                WEBHOOK_SECRET.into(),
+                Duration::from_secs(600),
+            )),
+        }),
+        ..StackOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("local stack: {e}"));
+    let store = DynamoStore::new(stack.dynamo(), stack.table());
+    let ids: Vec<String> = (0..CHANGES)
+        .map(|i| format!("ws_CO_02122026000000{i:06}"))
+        .collect();
+    for id in &ids {
+        store
+            .record_pending(&payments::NewPayment {
+                checkout_request_id: id.clone(),
+                merchant_request_id: format!("m-{id}"),
+                charge: daraja::Charge::parse("254708374149", 100, "EVT", None).expect("charge"),
+                created_at: chrono::Utc::now(),
+                callback_nonce: None,
+                created_by: None,
+            })
+            .await
+            .expect("pending");
+    }
+    // One change of status each (PENDING -> EXPIRED): one event each, written as fast as moto
+    // takes them.
+    let started = Instant::now();
+    for id in &ids {
+        store
+            .expire(id, chrono::Utc::now(), None)
+            .await
+            .expect("expire");
+    }
+    let written = started.elapsed().as_secs_f64();
+    let pipeline = stack.events().expect("events enabled");
+    let deadline = Deadline::after(Duration::from_secs(240), "every change's event and webhook")
+        .every(Duration::from_millis(100));
+    let mut bus_done = None;
+    let (bus, hooks) = loop {
+        let bus = pipeline.bus_events().await;
+        if bus.len() >= CHANGES && bus_done.is_none() {
+            bus_done = Some(started.elapsed().as_secs_f64());
+        }
+        let hooks = receiver.received();
+        if bus_done.is_some() && hooks.len() >= CHANGES {
+            break (bus, hooks);
+        }
+        deadline
+            .not_yet(format!(
+                "{} on the bus, {} webhooks",
+                bus.len(),
+                hooks.len()
+            ))
+            .await;
+    };
+    let hooks_done = started.elapsed().as_secs_f64();
+    let bus_done = bus_done.unwrap_or(hooks_done);
+    let stats = pipeline.stats();
+    let invocations = stats
+        .consumer_invocations
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let deliveries = stats
+        .delivery_invocations
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let detail: usize = bus.iter().map(|e| e["detail"].to_string().len()).sum();
+    let body: usize = hooks.iter().map(|h| h.body.to_string().len()).sum();
+    println!("\n== events through the local consumer ({CHANGES} changes, PENDING -> EXPIRED) ==");
+    println!("writes                   {CHANGES} in {written:.2} s");
+    println!(
+        "on the bus               {} in {bus_done:.2} s from the first write: {:.1} events/s",
+        bus.len(),
+        bus.len() as f64 / bus_done
+    );
+    println!(
+        "webhooks accepted        {} in {hooks_done:.2} s: {:.1} webhooks/s",
+        hooks.len(),
+        hooks.len() as f64 / hooks_done
+    );
+    println!(
+        "consumer invocations     {invocations} ({:.1} events each); delivery invocations {deliveries} ({:.1} webhooks each)",
+        bus.len() as f64 / invocations.max(1) as f64,
+        hooks.len() as f64 / deliveries.max(1) as f64
+    );
+    println!(
+        "bytes per event          detail {} B, webhook body {} B",
+        detail / bus.len().max(1),
+        body / hooks.len().max(1)
+    );
+    let distinct: std::collections::HashSet<_> = hooks.iter().map(|h| h.event_id.clone()).collect();
+    assert_eq!(bus.len(), CHANGES);
+    assert_eq!(distinct.len(), CHANGES);
+    stack.shutdown().await;
+}

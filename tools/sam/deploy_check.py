@@ -339,6 +339,7 @@ class Aws:
         self.iam = self._client("iam")
         self.events = self._client("events")
         self.logs = self._client("logs")
+        self.sqs = self._client("sqs")
         self._account: str | None = None
 
     def account_id(self) -> str:
@@ -352,6 +353,11 @@ class Aws:
             ("AWS::IAM::Role", "Arn"): lambda n: self.iam.get_role(RoleName=n)["Role"]["Arn"],
             ("AWS::Lambda::Function", "Arn"): lambda n: self.lam.get_function(FunctionName=n)["Configuration"]["FunctionArn"],
             ("AWS::Events::Rule", "Arn"): lambda n: self.events.describe_rule(Name=n)["Arn"],
+            ("AWS::DynamoDB::Table", "StreamArn"): lambda n: self.ddb.describe_table(TableName=n)["Table"]["LatestStreamArn"],
+            ("AWS::Events::EventBus", "Arn"): lambda n: self.events.describe_event_bus(Name=n)["Arn"],
+            # A queue's physical id is its URL.
+            ("AWS::SQS::Queue", "Arn"): lambda n: self.sqs.get_queue_attributes(QueueUrl=n, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"],
+            ("AWS::SQS::Queue", "QueueName"): lambda n: n.rstrip("/").rsplit("/", 1)[-1],
         }
 
 

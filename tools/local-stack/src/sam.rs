@@ -395,7 +395,8 @@ fn describe_leaves(leaves: Leaves) -> String {
     }
 }
 
-/// An answer in a few words: `202 PENDING`, `422 invalid_phone`, `round due=3 resolved=2`.
+/// An answer in a few words: `202 PENDING`, `422 invalid_phone`, `round due=3 resolved=2`,
+/// `batchItemFailures []`, `{"replayed":1}`.
 fn summarise(answer: &Value) -> String {
     if let Some(status) = answer["statusCode"].as_u64() {
         let body = events::answer_body(answer).unwrap_or(Value::Null);
@@ -407,6 +408,12 @@ fn summarise(answer: &Value) -> String {
             .or_else(|| body.get("ResultCode").map(|c| format!("ResultCode {c}")))
             .unwrap_or_default();
         return format!("{status} {what}");
+    }
+    if let Some(failures) = answer.get("batchItemFailures") {
+        return format!("batchItemFailures {failures}");
+    }
+    if answer.get("due").is_none() {
+        return answer.to_string();
     }
     format!(
         "round due={} queried={} resolved={}",
