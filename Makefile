@@ -85,7 +85,9 @@ fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO="$(CARGO)" fuzz/run.sh
 
 # 200 payments and 1,000 callbacks (duplicates, orphans, early and contradicting results) with
-# 16 in flight against the local stack; checks nothing is lost or applied twice. Not in `test`.
+# 16 in flight against the local stack; checks nothing is lost or applied twice, and one event
+# and one webhook per state change; then pushes through DynamoDB outages, and the events
+# pipeline's rate. Not in `test`.
 storm: build
 	$(CARGO) test -p e2e --test storm -- --ignored --nocapture
 
