@@ -154,29 +154,39 @@ async fn deliver(http: &reqwest::Client, deliveries: Vec<(String, Vec<u8>)>) -> 
     statuses
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "load test: run with `make storm`"]
-async fn callback_storm_loses_nothing_and_applies_each_result_once() {
-    let receiver = webhook_receiver::start(
+/// A merchant's webhook endpoint checking signatures with [`WEBHOOK_SECRET`].
+async fn receiver() -> webhook_receiver::Receiver {
+    webhook_receiver::start(
         std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
         WEBHOOK_SECRET,
         false,
     )
     .await
-    .expect("webhook receiver");
+    .expect("webhook receiver")
+}
+
+/// Events on the stack's bus and as webhooks to `receiver`, retried for 10 minutes.
+fn events_to(receiver: &webhook_receiver::Receiver) -> EventsOptions {
+    EventsOptions {
+        webhook: Some(WebhookOptions::local(
+            receiver.url(),
+            WEBHOOK_SECRET.into(),
+            Duration::from_secs(600),
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "load test: run with `make storm`"]
+async fn callback_storm_loses_nothing_and_applies_each_result_once() {
+    let receiver = receiver().await;
     let stack = LocalStack::start(StackOptions {
         pool_size: POOL_SIZE,
         sim: SimConfig {
             callback_delay: Duration::from_millis(20),
             ..SimConfig::default()
         },
-        events: Some(EventsOptions {
-            webhook: Some(WebhookOptions::local(
-                receiver.url(),
-                WEBHOOK_SECRET.into(),
-                Duration::from_secs(600),
-            )),
-        }),
+        events: Some(events_to(&receiver)),
         ..StackOptions::default()
     })
     .await
@@ -803,22 +813,10 @@ async fn pushes_through_dynamodb_outages_leave_no_charged_payment_without_a_reco
 #[ignore = "load test: run with `make storm`"]
 async fn events_flow_through_the_local_consumer() {
     const CHANGES: usize = 300;
-    let receiver = webhook_receiver::start(
-        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
-        WEBHOOK_SECRET,
-        false,
-    )
-    .await
-    .expect("webhook receiver");
+    let receiver = receiver().await;
     let stack = LocalStack::start(StackOptions {
         pool_size: POOL_SIZE,
-        events: Some(EventsOptions {
-            webhook: Some(WebhookOptions::local(
-                receiver.url(),
-                WEBHOOK_SECRET.into(),
-                Duration::from_secs(600),
-            )),
-        }),
+        events: Some(events_to(&receiver)),
         ..StackOptions::default()
     })
     .await

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use app::batch::BatchResponse;
 use app::metrics::{self, Metric};
 use daraja::mask_id;
 use dynamo::stream::StreamRecord;
 use lambda_runtime::{Error, LambdaEvent};
 use payments::event::PaymentEvent;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::sinks::Sink;
@@ -35,19 +36,6 @@ struct StreamEvent {
     records: Vec<Value>,
 }
 
-/// Lambda's partial batch response.
-#[derive(Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, PartialEq, Eq, Serialize)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
-
 pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<BatchResponse, Error> {
     let event: StreamEvent = serde_json::from_value(event.payload)?;
     let mut records = Vec::with_capacity(event.records.len());
@@ -65,11 +53,16 @@ pub async fn handle(deps: &Deps, event: LambdaEvent<Value>) -> Result<BatchRespo
 /// Publishes the events of `records` (each with its raw JSON), in order, and reports the first
 /// record not published.
 pub async fn publish(deps: &Deps, records: &[(StreamRecord, Value)]) -> BatchResponse {
-    let mut events: Vec<(usize, PaymentEvent)> = Vec::new();
+    // Each event, and the index of the record it came from.
+    let mut events: Vec<PaymentEvent> = Vec::new();
+    let mut sources: Vec<usize> = Vec::new();
     let mut failed_at: Option<usize> = None;
     for (index, (record, raw)) in records.iter().enumerate() {
         match record.payment_event() {
-            Ok(Some(event)) => events.push((index, event)),
+            Ok(Some(event)) => {
+                events.push(event);
+                sources.push(index);
+            }
             Ok(None) => {}
             Err(e) => {
                 // No retry can decode it: kept whole for a person (alarmed), and the stream
@@ -91,16 +84,15 @@ pub async fn publish(deps: &Deps, records: &[(StreamRecord, Value)]) -> BatchRes
         }
     }
     let mut taken = events.len();
-    let payloads: Vec<PaymentEvent> = events.iter().map(|(_, e)| e.clone()).collect();
     let sinks = std::iter::once(("event bus", &deps.bus))
         .chain(deps.webhooks.iter().map(|q| ("webhook queue", q)));
     for (name, sink) in sinks {
-        if let Err(refused) = sink.put(&payloads[..taken]).await {
+        if let Err(refused) = sink.put(&events[..taken]).await {
             tracing::error!(sink = name, reason = %refused.reason, "events not published: retried from the first");
             taken = taken.min(refused.first);
         }
     }
-    for (_, event) in &events[..taken] {
+    for event in &events[..taken] {
         tracing::info!(
             event_id = %event.event_id,
             checkout_request_id = %mask_id(&event.checkout_request_id),
@@ -113,7 +105,7 @@ pub async fn publish(deps: &Deps, records: &[(StreamRecord, Value)]) -> BatchRes
         metrics::emit(Metric::EventPublished, taken as f64, None);
     }
     if taken < events.len() {
-        failed_at = Some(failed_at.map_or(events[taken].0, |at| at.min(events[taken].0)));
+        failed_at = Some(failed_at.map_or(sources[taken], |at| at.min(sources[taken])));
     }
     tracing::info!(
         records = records.len(),
@@ -121,14 +113,7 @@ pub async fn publish(deps: &Deps, records: &[(StreamRecord, Value)]) -> BatchRes
         failed = failed_at.is_some(),
         "stream batch"
     );
-    BatchResponse {
-        failures: failed_at
-            .map(|at| ItemFailure {
-                item_identifier: records[at].0.dynamodb.sequence_number.clone(),
-            })
-            .into_iter()
-            .collect(),
-    }
+    BatchResponse::failing(failed_at.map(|at| records[at].0.dynamodb.sequence_number.clone()))
 }
 
 #[cfg(test)]

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use app::batch::BatchResponse;
 use app::config::ConfigError;
 use app::metrics::{self, Metric};
 use app::webhook::{backoff, describe, Attempt, Delivery, SigningSecrets};
 use lambda_runtime::{Error, LambdaEvent};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::SecretCache;
@@ -91,19 +92,6 @@ struct SqsEvent {
     records: Vec<SqsRecord>,
 }
 
-/// Lambda's partial batch response: the messages left on the queue.
-#[derive(Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BatchResponse {
-    #[serde(rename = "batchItemFailures")]
-    pub failures: Vec<ItemFailure>,
-}
-
-#[derive(Debug, PartialEq, Eq, Serialize)]
-pub struct ItemFailure {
-    #[serde(rename = "itemIdentifier")]
-    pub item_identifier: String,
-}
-
 /// `{"replay_dead_letters": {"max": N}}` (README, "Payment events and webhooks"): moves up to
 /// `N` (default 100) parked webhooks back onto the queue, where they are delivered as new.
 #[derive(Debug, Deserialize)]
@@ -152,13 +140,7 @@ pub async fn deliver_all<S>(
             .map(|(_, queued)| deliver_group(deps, secrets, queued, now_ms)),
     )
     .await;
-    BatchResponse {
-        failures: results
-            .into_iter()
-            .flatten()
-            .map(|item_identifier| ItemFailure { item_identifier })
-            .collect(),
-    }
+    BatchResponse::failing(results.into_iter().flatten())
 }
 
 /// One payment's webhooks, in order; answers the message ids left on the queue.

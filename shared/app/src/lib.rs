@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod batch;
 pub mod config;
 #[cfg(feature = "lambda")]
 pub mod lambda;

@@ -154,38 +154,15 @@ mod tests {
     use super::*;
 
     fn record(status: PaymentStatus, details_recorded: bool, at: &str) -> PaymentRecord {
-        PaymentRecord {
-            checkout_request_id: "ws_CO_1".into(),
-            merchant_request_id: Some("29115-1".into()),
-            status,
-            amount: details_recorded.then_some(10),
-            phone: details_recorded.then(|| "254708374149".into()),
-            reference: details_recorded.then(|| "INV-1".into()),
-            description: None,
-            created_at: None,
-            updated_at: timestamp::parse(at).unwrap(),
-            completed_at: None,
-            result_code: None,
-            result_desc: None,
-            outcome: None,
-            receipt: None,
-            amount_paid: None,
-            amount_paid_whole: None,
-            paying_phone: None,
-            transaction_date: None,
-            reconciled_by: None,
-            review_reason: None,
-            receipt_holder: None,
-            query_attempts: 0,
-            last_queried_at: None,
-            conflicting_callbacks: 0,
-            details_recorded,
-            callback_nonce: None,
-            created_by: None,
-            raw_callback: None,
-            history: Vec::new(),
-            held_callback: None,
+        let mut record = PaymentRecord::blank("ws_CO_1", status, timestamp::parse(at).unwrap());
+        record.merchant_request_id = Some("29115-1".into());
+        record.details_recorded = details_recorded;
+        if details_recorded {
+            record.amount = Some(10);
+            record.phone = Some("254708374149".into());
+            record.reference = Some("INV-1".into());
         }
+        record
     }
 
     const T0: &str = "2026-12-01T10:00:00.000Z";

@@ -517,6 +517,46 @@ pub struct PaymentRecord {
 }
 
 impl PaymentRecord {
+    /// A record of `status` with nothing else known yet: no details, no result.
+    pub fn blank(
+        checkout_request_id: &str,
+        status: PaymentStatus,
+        now: DateTime<Utc>,
+    ) -> PaymentRecord {
+        PaymentRecord {
+            checkout_request_id: checkout_request_id.to_owned(),
+            merchant_request_id: None,
+            status,
+            amount: None,
+            phone: None,
+            reference: None,
+            description: None,
+            created_at: None,
+            updated_at: now,
+            completed_at: None,
+            result_code: None,
+            result_desc: None,
+            outcome: None,
+            receipt: None,
+            amount_paid: None,
+            amount_paid_whole: None,
+            paying_phone: None,
+            transaction_date: None,
+            reconciled_by: None,
+            review_reason: None,
+            receipt_holder: None,
+            last_queried_at: None,
+            query_attempts: 0,
+            conflicting_callbacks: 0,
+            details_recorded: false,
+            callback_nonce: None,
+            created_by: None,
+            raw_callback: None,
+            history: Vec::new(),
+            held_callback: None,
+        }
+    }
+
     /// Whether `caller` may see the payment: the principal that asked for it, or anyone when
     /// that is not known (a payment recorded before callers were recorded, an orphan).
     pub fn is_visible_to(&self, caller: Option<&str>) -> bool {
@@ -769,38 +809,16 @@ mod tests {
     }
 
     fn record() -> PaymentRecord {
-        PaymentRecord {
-            checkout_request_id: "ws_CO_1".into(),
-            merchant_request_id: None,
-            status: PaymentStatus::Completed,
-            amount: Some(10),
-            phone: None,
-            reference: None,
-            description: None,
-            created_at: None,
-            updated_at: "2024-05-01T10:00:00Z".parse().unwrap(),
-            completed_at: None,
-            result_code: Some("0".into()),
-            result_desc: None,
-            outcome: None,
-            receipt: None,
-            amount_paid: None,
-            amount_paid_whole: None,
-            paying_phone: None,
-            transaction_date: None,
-            reconciled_by: Some(ResultSource::Callback),
-            review_reason: None,
-            receipt_holder: None,
-            query_attempts: 0,
-            last_queried_at: None,
-            conflicting_callbacks: 1,
-            details_recorded: true,
-            callback_nonce: None,
-            created_by: None,
-            raw_callback: Some("{\"secret\":1}".into()),
-            history: vec![result(false, None).history_entry()],
-            held_callback: None,
-        }
+        let at = "2024-05-01T10:00:00Z".parse().unwrap();
+        let mut record = PaymentRecord::blank("ws_CO_1", PaymentStatus::Completed, at);
+        record.amount = Some(10);
+        record.result_code = Some("0".into());
+        record.reconciled_by = Some(ResultSource::Callback);
+        record.conflicting_callbacks = 1;
+        record.details_recorded = true;
+        record.raw_callback = Some("{\"secret\":1}".into());
+        record.history = vec![result(false, None).history_entry()];
+        record
     }
 
     #[test]

@@ -308,14 +308,18 @@ pub fn template_path() -> Option<PathBuf> {
 
 /// A client for a local endpoint: region us-east-1, static test credentials.
 pub async fn client(endpoint: &str) -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    Client::new(&sdk_config(endpoint).await)
+}
+
+/// The SDK configuration of every client on moto: its region, any credentials, `endpoint`.
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "local-stack"))
         .endpoint_url(endpoint)
         .http_client(app::aws::https_client(&Default::default()))
         .load()
-        .await;
-    Client::new(&config)
+        .await
 }
 
 /// The `AWS::DynamoDB::Table` of a template, as `CreateTable` and `UpdateTimeToLive` want it.

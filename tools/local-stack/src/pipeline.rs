@@ -101,22 +101,6 @@ pub struct Pipeline {
     pollers: Vec<JoinHandle<()>>,
 }
 
-async fn aws_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "local-stack",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(app::aws::https_client(&Default::default()))
-        .load()
-        .await
-}
-
 async fn create_queue(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
@@ -162,7 +146,7 @@ impl Pipeline {
         template: &Template,
         options: &EventsOptions,
     ) -> Result<(Pipeline, Vec<(String, String)>), PipelineError> {
-        let config = aws_config(endpoint).await;
+        let config = crate::dynamo::sdk_config(endpoint).await;
         let sqs = aws_sdk_sqs::Client::new(&config);
         let bus_client = aws_sdk_eventbridge::Client::new(&config);
         let bus = format!("payments-{suffix}");
@@ -413,70 +397,56 @@ impl Drop for Pipeline {
     }
 }
 
-/// Receives and deletes every message now in `queue`.
+/// Receives every message now in `queue`, each kept invisible for 30 s.
+async fn receive_all(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut messages = Vec::new();
+    while let Ok(answer) = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .visibility_timeout(30)
+        .send()
+        .await
+    {
+        if answer.messages().is_empty() {
+            break;
+        }
+        messages.extend_from_slice(answer.messages());
+    }
+    messages
+}
+
+/// Receives and deletes every message now in `queue`; answers their bodies.
 async fn drain(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<String> {
     let mut bodies = Vec::new();
-    loop {
-        let Ok(answer) = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .send()
-            .await
-        else {
-            return bodies;
-        };
-        let messages = answer.messages();
-        if messages.is_empty() {
-            return bodies;
-        }
-        for message in messages {
-            bodies.push(message.body().unwrap_or_default().to_owned());
-            if let Some(handle) = message.receipt_handle() {
-                let _ = sqs
-                    .delete_message()
-                    .queue_url(queue)
-                    .receipt_handle(handle)
-                    .send()
-                    .await;
-            }
+    for message in receive_all(sqs, queue).await {
+        bodies.push(message.body().unwrap_or_default().to_owned());
+        if let Some(handle) = message.receipt_handle() {
+            let _ = sqs
+                .delete_message()
+                .queue_url(queue)
+                .receipt_handle(handle)
+                .send()
+                .await;
         }
     }
+    bodies
 }
 
 /// Reads every message now in `queue` and makes each visible again.
 async fn peek(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Value> {
     let mut seen = Vec::new();
-    let mut handles = Vec::new();
-    loop {
-        let Ok(answer) = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .visibility_timeout(30)
-            .send()
-            .await
-        else {
-            break;
-        };
-        if answer.messages().is_empty() {
-            break;
+    for message in receive_all(sqs, queue).await {
+        seen.push(serde_json::from_str(message.body().unwrap_or_default()).unwrap_or(Value::Null));
+        if let Some(handle) = message.receipt_handle() {
+            let _ = sqs
+                .change_message_visibility()
+                .queue_url(queue)
+                .receipt_handle(handle)
+                .visibility_timeout(0)
+                .send()
+                .await;
         }
-        for message in answer.messages() {
-            seen.push(
-                serde_json::from_str(message.body().unwrap_or_default()).unwrap_or(Value::Null),
-            );
-            handles.extend(message.receipt_handle().map(str::to_owned));
-        }
-    }
-    for handle in handles {
-        let _ = sqs
-            .change_message_visibility()
-            .queue_url(queue)
-            .receipt_handle(handle)
-            .visibility_timeout(0)
-            .send()
-            .await;
     }
     seen
 }

@@ -2,6 +2,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long the receiver has to print a line.
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn the_command_prints_a_verified_event_and_refuses_a_bad_signature() {
@@ -10,8 +15,17 @@ async fn the_command_prints_a_verified_event_and_refuses_a_bad_signature() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("webhook-receiver");
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = out.next().expect("a first line").unwrap();
+    // Its lines, read on a thread, so that every wait for one has a deadline.
+    let (lines, out) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = out.recv_timeout(WAIT).expect("the receiver's first line");
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -34,7 +48,7 @@ async fn the_command_prints_a_verified_event_and_refuses_a_bad_signature() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    let printed = out.next().expect("the event line").unwrap();
+    let printed = out.recv_timeout(WAIT).expect("the event line");
     assert!(
         printed.contains("evt_cli") && printed.contains("PENDING -> COMPLETED"),
         "{printed}"

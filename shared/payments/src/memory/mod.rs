@@ -141,44 +141,9 @@ fn with_details(
     record
 }
 
-fn blank(checkout_request_id: &str, status: PaymentStatus, now: DateTime<Utc>) -> PaymentRecord {
-    PaymentRecord {
-        checkout_request_id: checkout_request_id.to_owned(),
-        merchant_request_id: None,
-        status,
-        amount: None,
-        phone: None,
-        reference: None,
-        description: None,
-        created_at: None,
-        updated_at: now,
-        completed_at: None,
-        result_code: None,
-        result_desc: None,
-        outcome: None,
-        receipt: None,
-        amount_paid: None,
-        amount_paid_whole: None,
-        paying_phone: None,
-        transaction_date: None,
-        reconciled_by: None,
-        review_reason: None,
-        receipt_holder: None,
-        last_queried_at: None,
-        query_attempts: 0,
-        conflicting_callbacks: 0,
-        details_recorded: false,
-        callback_nonce: None,
-        created_by: None,
-        raw_callback: None,
-        history: Vec::new(),
-        held_callback: None,
-    }
-}
-
 fn new_pending(payment: &NewPayment, now: DateTime<Utc>) -> PaymentRecord {
     with_details(
-        blank(&payment.checkout_request_id, PaymentStatus::Pending, now),
+        PaymentRecord::blank(&payment.checkout_request_id, PaymentStatus::Pending, now),
         payment,
         now,
     )
@@ -220,7 +185,8 @@ fn with_result(
 ) -> PaymentRecord {
     let mut record = existing.unwrap_or_else(|| {
         // An orphan keeps the nonce of the URL it came to, for its pending write to check.
-        let mut orphan = blank(&result.checkout_request_id, written.verdict.status, now);
+        let mut orphan =
+            PaymentRecord::blank(&result.checkout_request_id, written.verdict.status, now);
         orphan.callback_nonce.clone_from(&result.callback_nonce);
         orphan
     });
